@@ -1,0 +1,462 @@
+//! Configuration: one TOML file, every key overridable by a `SALESPULSE_*`
+//! environment variable (`SALESPULSE_TIME__ZONE=Europe/Paris`: sections are
+//! joined with a double underscore), and defaults so that no file is needed.
+//!
+//! Every field's doc comment is its reference; README's configuration
+//! table repeats them. [`Config::validate`] checks cross-field rules and
+//! names the field and the fix for each error.
+
+use crate::decode::Format;
+use crate::window::CalendarKind;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A duration written the human way in config: `90s`, `1h`, `7d`, `2w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub std::time::Duration);
+
+impl Dur {
+    pub fn ms(self) -> i64 {
+        self.0.as_millis() as i64
+    }
+    fn parse(s: &str) -> Result<Dur, String> {
+        humantime::parse_duration(s)
+            .map(Dur)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"1h\", \"7d\""))
+    }
+    fn from_str_static(s: &str) -> Dur {
+        Dur::parse(s).expect("valid default duration")
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub time: TimeConfig,
+    pub windows: WindowsConfig,
+    pub state: StateConfig,
+    pub pipeline: PipelineConfig,
+    /// Team and region of each rep (events may also carry `team` / `region`).
+    pub reps: Vec<RepConfig>,
+    pub targets: TargetsConfig,
+    pub input: InputConfig,
+    pub output: OutputConfig,
+    pub http: HttpConfig,
+    pub generator: GeneratorConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// IANA time zone of calendar windows (days, weeks, months…), e.g. `Europe/Paris`.
+    pub zone: String,
+    /// Month (1–12) the fiscal year starts in; quarters and years follow it.
+    pub fiscal_year_start_month: u32,
+    /// How far behind the newest event time the watermark trails.
+    pub out_of_orderness: Dur,
+    /// How long after the watermark passes a window's end that window still
+    /// accepts events; later ones are dead-lettered with reason `late`.
+    pub grace: Dur,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            zone: "UTC".into(),
+            fiscal_year_start_month: 1,
+            out_of_orderness: Dur::from_str_static("1h"),
+            grace: Dur::from_str_static("1d"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Calendar windows to compute: any of `day`, `week`, `month`, `quarter`, `year`.
+    pub calendar: Vec<CalendarKind>,
+    /// Rolling windows to compute, as spans (`24h`, `7d`, `30d`).
+    pub rolling: Vec<Dur>,
+    /// Sub-buckets per rolling window: its value moves in steps of span ÷ this.
+    pub rolling_buckets: u32,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig {
+            calendar: CalendarKind::ALL.to_vec(),
+            rolling: ["24h", "7d", "30d"].iter().map(|s| Dur::from_str_static(s)).collect(),
+            rolling_buckets: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// How long a lead, deal or customer is remembered after its last event.
+    /// B2B cycles last months: keep it above your longest sales cycle.
+    pub entity_ttl: Dur,
+    /// How long (in event time) an event id is remembered for duplicate detection.
+    /// Must cover `time.out_of_orderness + time.grace`.
+    pub dedup_horizon: Dur,
+    /// Most event ids remembered for duplicate detection; the oldest go first.
+    pub dedup_max_entries: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            entity_ttl: Dur::from_str_static("400d"),
+            dedup_horizon: Dur::from_str_static("2d"),
+            dedup_max_entries: 5_000_000,
+        }
+    }
+}
+
+/// One pipeline stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Stage name as the CRM sends it (matched case-insensitively).
+    pub name: String,
+    /// Probability of winning a deal in this stage, for the weighted pipeline (0–1).
+    pub probability: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Open-deal stages in pipeline order, with win probabilities. A deal
+    /// event naming another stage is dead-lettered with `unknown_stage`.
+    pub stages: Vec<StageConfig>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let stages = [
+            ("prospecting", 0.1),
+            ("engaging", 0.2),
+            ("qualification", 0.3),
+            ("proposal", 0.5),
+            ("negotiation", 0.7),
+        ];
+        PipelineConfig {
+            stages: stages
+                .iter()
+                .map(|(n, p)| StageConfig {
+                    name: n.to_string(),
+                    probability: *p,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepConfig {
+    /// Rep name as events carry it.
+    pub name: String,
+    pub team: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetsConfig {
+    /// Company-wide monthly revenue target for sales progress; when unset,
+    /// the sum of the reps' monthly quotas is the target.
+    pub monthly_revenue: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Wire format of `--input`: `json` (CloudEvents, one per line) or `protobuf` (length-delimited).
+    pub format: Format,
+    /// Events read and processed per batch.
+    pub batch_size: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            format: Format::Json,
+            batch_size: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Where rejected input goes: one JSON object per line with the reason and the original bytes.
+    pub dead_letter: PathBuf,
+    /// In live mode, how often provisional (non-final) KPI records are emitted.
+    pub update_interval: Dur,
+    /// In live mode, how often the terminal summary is printed (`0s` = never).
+    pub summary_interval: Dur,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dead_letter: PathBuf::from("salespulse-dlq.jsonl"),
+            update_interval: Dur::from_str_static("1s"),
+            summary_interval: Dur::from_str_static("2s"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve `/metrics` and `/healthz` on `listen`.
+    pub enabled: bool,
+    /// Address of the HTTP listener.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// Seed of the demo generator (same seed, same events).
+    pub seed: u64,
+    /// Events per second the live demo feeds the pipeline.
+    pub rate: f64,
+    /// Events per simulated business day: with `rate`, how fast demo time runs.
+    pub events_per_day: u32,
+    /// Number of sales reps in the simulated company.
+    pub reps: u32,
+    /// First simulated instant (RFC 3339); default: 2026-01-01T00:00:00Z.
+    pub start: Option<String>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            seed: 42,
+            rate: 2000.0,
+            events_per_day: 1000,
+            reps: 12,
+            start: None,
+        }
+    }
+}
+
+/// One configuration error: the field, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.field, self.problem, self.fix)
+    }
+}
+
+/// Configuration that failed to load or validate.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("configuration error: {0}")]
+    Parse(String),
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
+}
+
+impl Config {
+    /// Defaults, then the TOML file if any, then `SALESPULSE_*` variables; then validated.
+    pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(LoadError::Parse(format!(
+                    "config file {} does not exist (fix: give the path of a TOML file, or omit --config to use the defaults)",
+                    p.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(p));
+        }
+        fig = fig.merge(Env::prefixed("SALESPULSE_").split("__"));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e
+                .into_iter()
+                .map(|e| {
+                    let path = e.path.join(".");
+                    let fix = "see the configuration reference in README.md";
+                    if path.is_empty() {
+                        format!("{e} (fix: {fix})")
+                    } else {
+                        format!("{path}: {} (fix: {fix})", e.kind)
+                    }
+                })
+                .collect();
+            LoadError::Parse(msgs.join("; "))
+        })?;
+        cfg.validate().map_err(LoadError::Invalid)?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string (no environment), then validates: for tests.
+    pub fn from_toml(s: &str) -> Result<Config, LoadError> {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(s))
+            .extract()
+            .map_err(|e| LoadError::Parse(e.to_string()))?;
+        cfg.validate().map_err(LoadError::Invalid)?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks. Returns every error, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        let mut err = |field: &str, problem: String, fix: &str| {
+            errs.push(ConfigError {
+                field: field.into(),
+                problem,
+                fix: fix.into(),
+            })
+        };
+        if self.time.zone.parse::<chrono_tz::Tz>().is_err() {
+            err(
+                "time.zone",
+                format!("{:?} is not an IANA time zone", self.time.zone),
+                "use a name from the tz database, e.g. \"UTC\", \"Europe/Paris\", \"America/New_York\"",
+            );
+        }
+        if !(1..=12).contains(&self.time.fiscal_year_start_month) {
+            err(
+                "time.fiscal_year_start_month",
+                format!("{} is not a month", self.time.fiscal_year_start_month),
+                "use 1 (January) to 12 (December)",
+            );
+        }
+        let lateness = self.time.out_of_orderness.ms() + self.time.grace.ms();
+        if self.state.dedup_horizon.ms() < lateness {
+            err(
+                "state.dedup_horizon",
+                format!(
+                    "{} is shorter than time.out_of_orderness + time.grace ({} + {}), so a redelivered event could be counted twice",
+                    self.state.dedup_horizon, self.time.out_of_orderness, self.time.grace
+                ),
+                "raise state.dedup_horizon to at least out_of_orderness + grace",
+            );
+        }
+        if self.state.entity_ttl.ms() < lateness {
+            err(
+                "state.entity_ttl",
+                format!("{} is shorter than out_of_orderness + grace", self.state.entity_ttl),
+                "raise state.entity_ttl above your longest sales cycle (default 400d)",
+            );
+        }
+        if self.state.dedup_max_entries == 0 {
+            err("state.dedup_max_entries", "0 disables duplicate detection".into(), "use a positive number, e.g. 5000000");
+        }
+        if self.windows.calendar.is_empty() && self.windows.rolling.is_empty() {
+            err("windows", "no calendar and no rolling window is configured".into(), "list at least one, e.g. calendar = [\"month\"]");
+        }
+        if self.windows.rolling_buckets == 0 {
+            err("windows.rolling_buckets", "0 sub-buckets".into(), "use a positive number, e.g. 24");
+        }
+        for (i, r) in self.windows.rolling.iter().enumerate() {
+            let b = i64::from(self.windows.rolling_buckets.max(1));
+            if r.ms() <= 0 || r.ms() % b != 0 || (r.ms() / b) % 1000 != 0 {
+                err(
+                    &format!("windows.rolling[{i}]"),
+                    format!("{r} does not split into {b} whole-second sub-buckets"),
+                    "use a span that is a multiple of windows.rolling_buckets seconds, e.g. \"24h\"",
+                );
+            }
+        }
+        if self.pipeline.stages.is_empty() {
+            err("pipeline.stages", "no stage is configured".into(), "list the open stages of your pipeline in order");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.pipeline.stages.iter().enumerate() {
+            if !(0.0..=1.0).contains(&s.probability) {
+                err(
+                    &format!("pipeline.stages[{i}].probability"),
+                    format!("{} is not a probability", s.probability),
+                    "use a number from 0 to 1",
+                );
+            }
+            if s.name.trim().is_empty() || !seen.insert(s.name.to_lowercase()) {
+                err(
+                    &format!("pipeline.stages[{i}].name"),
+                    format!("{:?} is empty or listed twice", s.name),
+                    "give every stage a distinct name",
+                );
+            }
+        }
+        if let Some(t) = self.targets.monthly_revenue {
+            if !(t > 0.0 && t.is_finite()) {
+                err("targets.monthly_revenue", format!("{t} is not a positive amount"), "use a positive number or remove the key");
+            }
+        }
+        if self.input.batch_size == 0 {
+            err("input.batch_size", "0".into(), "use a positive number, e.g. 1024");
+        }
+        if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            err(
+                "http.listen",
+                format!("{:?} is not a socket address", self.http.listen),
+                "write HOST:PORT, e.g. \"127.0.0.1:9464\" or \"0.0.0.0:9464\"",
+            );
+        }
+        if !(self.generator.rate > 0.0 && self.generator.rate.is_finite()) {
+            err("generator.rate", format!("{} events/s", self.generator.rate), "use a positive number");
+        }
+        if self.generator.events_per_day == 0 {
+            err("generator.events_per_day", "0".into(), "use a positive number, e.g. 1000");
+        }
+        if self.generator.reps == 0 {
+            err("generator.reps", "0".into(), "use at least 1");
+        }
+        if let Some(s) = &self.generator.start {
+            if chrono::DateTime::parse_from_rfc3339(s).is_err() {
+                err("generator.start", format!("{s:?} is not RFC 3339"), "write e.g. \"2026-01-01T00:00:00Z\"");
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}

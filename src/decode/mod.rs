@@ -1,0 +1,246 @@
+//! Bytes in, typed [`Event`]s or a precise rejection out.
+//!
+//! Both wire formats — CloudEvents JSON (structured mode) and the protobuf
+//! envelope of `proto/` — decode into the same [`Event`], and then pass the
+//! same [`validate`] checks. A rejection carries a [`RejectReason`] (a
+//! bounded label for metrics) and a human-readable detail.
+
+pub mod json;
+pub mod proto;
+
+use crate::event::{Event, Payload, MAX_AMOUNT, MAX_TIME_MS, MIN_TIME_MS};
+use serde::Serialize;
+use std::fmt;
+
+/// Why an input was rejected. The string form is the `reason` label of
+/// `salespulse_events_rejected_total` and the `reason` of dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not JSON at all, or not a JSON object.
+    MalformedJson,
+    /// Not a decodable protobuf `Event`.
+    MalformedProtobuf,
+    /// `specversion` other than `1.0`.
+    UnsupportedSpecversion,
+    /// A required CloudEvents attribute (`id`, `source`, `type`, `time`, `data`) is missing or empty.
+    MissingAttribute,
+    /// A `type` salespulse does not know.
+    UnknownType,
+    /// A required `data` field is missing.
+    MissingField,
+    /// A `data` field has the wrong JSON type.
+    InvalidField,
+    /// An enumerated field (`level`, `kind`, `category`, `period`…) has a value outside its set.
+    InvalidValue,
+    /// `time` is not RFC 3339.
+    InvalidTime,
+    /// `time` is before 1990 or after 2099.
+    AbsurdTime,
+    /// A money amount below zero.
+    NegativeAmount,
+    /// A money amount that is not finite or above 10¹³.
+    AbsurdAmount,
+    /// NPS outside 0–10.
+    NpsOutOfRange,
+    /// CSAT outside 1–5.
+    CsatOutOfRange,
+    /// A deal stage that is not in `pipeline.stages`.
+    UnknownStage,
+    /// Older than the watermark minus the grace period: its windows are closed.
+    Late,
+}
+
+impl RejectReason {
+    pub const ALL: &'static [RejectReason] = &[
+        RejectReason::MalformedJson,
+        RejectReason::MalformedProtobuf,
+        RejectReason::UnsupportedSpecversion,
+        RejectReason::MissingAttribute,
+        RejectReason::UnknownType,
+        RejectReason::MissingField,
+        RejectReason::InvalidField,
+        RejectReason::InvalidValue,
+        RejectReason::InvalidTime,
+        RejectReason::AbsurdTime,
+        RejectReason::NegativeAmount,
+        RejectReason::AbsurdAmount,
+        RejectReason::NpsOutOfRange,
+        RejectReason::CsatOutOfRange,
+        RejectReason::UnknownStage,
+        RejectReason::Late,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::MalformedProtobuf => "malformed_protobuf",
+            RejectReason::UnsupportedSpecversion => "unsupported_specversion",
+            RejectReason::MissingAttribute => "missing_attribute",
+            RejectReason::UnknownType => "unknown_type",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::InvalidField => "invalid_field",
+            RejectReason::InvalidValue => "invalid_value",
+            RejectReason::InvalidTime => "invalid_time",
+            RejectReason::AbsurdTime => "absurd_time",
+            RejectReason::NegativeAmount => "negative_amount",
+            RejectReason::AbsurdAmount => "absurd_amount",
+            RejectReason::NpsOutOfRange => "nps_out_of_range",
+            RejectReason::CsatOutOfRange => "csat_out_of_range",
+            RejectReason::UnknownStage => "unknown_stage",
+            RejectReason::Late => "late",
+        }
+    }
+}
+
+/// A rejected input: the reason label and what exactly was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct Reject {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
+}
+
+impl Reject {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Wire format of an input stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One CloudEvents JSON object per line.
+    Json,
+    /// Length-delimited protobuf `salespulse.v1.Event` messages.
+    Protobuf,
+}
+
+/// Parses an RFC 3339 timestamp into milliseconds since the epoch and checks it is plausible.
+pub fn parse_time(s: &str) -> Result<i64, Reject> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| Reject::new(RejectReason::InvalidTime, format!("time {s:?}: {e}")))?;
+    check_time(t.timestamp_millis())
+}
+
+/// Checks that a timestamp lies between 1990 and 2099.
+pub fn check_time(ms: i64) -> Result<i64, Reject> {
+    if !(MIN_TIME_MS..MAX_TIME_MS).contains(&ms) {
+        return Err(Reject::new(
+            RejectReason::AbsurdTime,
+            format!("time {ms} ms since epoch is outside 1990..2100"),
+        ));
+    }
+    Ok(ms)
+}
+
+fn amount(field: &str, v: f64) -> Result<(), Reject> {
+    if !v.is_finite() || v > MAX_AMOUNT {
+        return Err(Reject::new(RejectReason::AbsurdAmount, format!("{field} = {v} is not a plausible amount")));
+    }
+    if v < 0.0 {
+        return Err(Reject::new(RejectReason::NegativeAmount, format!("{field} = {v} is negative")));
+    }
+    Ok(())
+}
+
+fn non_empty(field: &str, v: &str) -> Result<(), Reject> {
+    if v.is_empty() {
+        return Err(Reject::new(RejectReason::MissingField, format!("{field} is empty")));
+    }
+    Ok(())
+}
+
+/// Range and consistency checks shared by every decoder. Stage names are
+/// checked by the engine, which knows the configured pipeline.
+pub fn validate(e: &Event<'_>) -> Result<(), Reject> {
+    check_time(e.time)?;
+    match &e.payload {
+        Payload::LeadCreated(d) => {
+            non_empty("lead_id", &d.lead_id)?;
+            non_empty("channel", &d.channel)
+        }
+        Payload::LeadQualified(d) => non_empty("lead_id", &d.lead_id),
+        Payload::LeadContacted(d) => {
+            non_empty("lead_id", &d.lead_id)?;
+            non_empty("rep", &d.rep)
+        }
+        Payload::LeadConverted(d) => non_empty("lead_id", &d.lead_id),
+        Payload::DealCreated(d) => {
+            non_empty("deal_id", &d.deal_id)?;
+            non_empty("rep", &d.rep)?;
+            amount("amount", d.amount)
+        }
+        Payload::DealStageChanged(d) => {
+            non_empty("deal_id", &d.deal_id)?;
+            if let Some(a) = d.amount {
+                amount("amount", a)?;
+            }
+            Ok(())
+        }
+        Payload::DealWon(d) | Payload::DealLost(d) => {
+            non_empty("deal_id", &d.deal_id)?;
+            amount("amount", d.amount)?;
+            if let Some(a) = d.list_price {
+                amount("list_price", a)?;
+            }
+            Ok(())
+        }
+        Payload::OrderPlaced(d) => {
+            non_empty("order_id", &d.order_id)?;
+            non_empty("customer_id", &d.customer_id)?;
+            amount("amount", d.amount)
+        }
+        Payload::CustomerAcquired(d) => non_empty("customer_id", &d.customer_id),
+        Payload::CustomerCancelled(d) => non_empty("customer_id", &d.customer_id),
+        Payload::ActivityLogged(d) => non_empty("rep", &d.rep),
+        Payload::SurveyAnswered(d) => {
+            non_empty("customer_id", &d.customer_id)?;
+            if !(0..=10).contains(&d.nps) {
+                return Err(Reject::new(RejectReason::NpsOutOfRange, format!("nps = {} is outside 0..=10", d.nps)));
+            }
+            if let Some(c) = d.csat {
+                if !(1.0..=5.0).contains(&c) {
+                    return Err(Reject::new(RejectReason::CsatOutOfRange, format!("csat = {c} is outside 1..=5")));
+                }
+            }
+            Ok(())
+        }
+        Payload::SpendRecorded(d) => {
+            non_empty("channel", &d.channel)?;
+            amount("amount", d.amount)
+        }
+        Payload::QuotaSet(d) => {
+            non_empty("rep", &d.rep)?;
+            amount("amount", d.amount)?;
+            if !crate::window::is_period_label(&d.period) {
+                return Err(Reject::new(
+                    RejectReason::InvalidValue,
+                    format!("period {:?} is not YYYY-MM, YYYY-Qn, YYYY, FYYYYY-Qn or FYYYYY", d.period),
+                ));
+            }
+            Ok(())
+        }
+        Payload::HeadcountSet(d) => {
+            if d.count < 0 {
+                return Err(Reject::new(RejectReason::InvalidValue, format!("count = {} is negative", d.count)));
+            }
+            Ok(())
+        }
+        Payload::CompetitorPriceObserved(d) => {
+            non_empty("product", &d.product)?;
+            non_empty("competitor", &d.competitor)?;
+            amount("price", d.price)?;
+            amount("our_price", d.our_price)
+        }
+    }
+}

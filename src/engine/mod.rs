@@ -1,0 +1,275 @@
+//! The KPI engine: a single-writer, synchronous core. Events go in through
+//! [`Engine::apply`]; KPI records come out of [`Engine::take_records`]
+//! after [`Engine::emit_updates`] (provisional values), window closes
+//! (final values, driven by the watermark) or [`Engine::finish`].
+//!
+//! Watermark = newest event time − `time.out_of_orderness`. A window
+//! `[start, end)` is final once `end ≤ watermark − time.grace`; an event
+//! older than `watermark − grace` is rejected as `late`, so no event ever
+//! lands in a closed window.
+
+mod apply;
+mod emit;
+pub mod state;
+
+use crate::config::Config;
+use crate::decode::{json, proto, validate, Reject, RejectReason};
+use crate::event::{Event, EventType};
+use crate::output::KpiRecord;
+use crate::window::{Bounds, Calendar, CalendarKind};
+use state::*;
+use std::collections::{BTreeMap, HashMap};
+
+/// Resolved, validated settings the engine runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cal: Calendar,
+    pub calendar: Vec<CalendarKind>,
+    /// (span, sub-bucket width) in ms.
+    pub rolling: Vec<(i64, i64)>,
+    pub out_of_orderness: i64,
+    pub grace: i64,
+    pub entity_ttl: i64,
+    pub dedup_horizon: i64,
+    pub dedup_max: usize,
+    /// Lower-cased stage names and win probabilities, in pipeline order.
+    pub stages: Vec<(String, f64)>,
+    /// Team and region of reps from config.
+    pub reps: HashMap<String, (Option<String>, Option<String>)>,
+    pub monthly_target_cents: Option<i64>,
+}
+
+impl Settings {
+    /// Resolves a validated [`Config`].
+    pub fn from_config(c: &Config) -> Settings {
+        let tz = c.time.zone.parse().expect("validated time zone");
+        Settings {
+            cal: Calendar::new(tz, c.time.fiscal_year_start_month),
+            calendar: c.windows.calendar.clone(),
+            rolling: c
+                .windows
+                .rolling
+                .iter()
+                .map(|d| (d.ms(), d.ms() / i64::from(c.windows.rolling_buckets)))
+                .collect(),
+            out_of_orderness: c.time.out_of_orderness.ms(),
+            grace: c.time.grace.ms(),
+            entity_ttl: c.state.entity_ttl.ms(),
+            dedup_horizon: c.state.dedup_horizon.ms(),
+            dedup_max: c.state.dedup_max_entries,
+            stages: c.pipeline.stages.iter().map(|s| (s.name.to_lowercase(), s.probability)).collect(),
+            reps: c.reps.iter().map(|r| (r.name.clone(), (r.team.clone(), r.region.clone()))).collect(),
+            monthly_target_cents: c.targets.monthly_revenue.map(|t| (t * 100.0).round() as i64),
+        }
+    }
+}
+
+/// How an accepted input was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Counted,
+    /// Same `source` + `id` as an event already counted: ignored.
+    Duplicate,
+}
+
+/// TTL sweeps run at most once per this much event time.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
+
+pub struct Engine {
+    pub settings: Settings,
+    pub state: State,
+    /// Last bounds found per calendar set: most events fall in the same window.
+    cache: Vec<Option<Bounds>>,
+    /// Smallest end of any open calendar bucket.
+    next_close: i64,
+    out: Vec<KpiRecord>,
+}
+
+impl Engine {
+    pub fn new(settings: Settings) -> Engine {
+        let state = State {
+            interner: Default::default(),
+            leads: Default::default(),
+            deals: Default::default(),
+            customers: Default::default(),
+            rep_info: Default::default(),
+            quotas: Default::default(),
+            dedup: Default::default(),
+            max_time: i64::MIN,
+            last_sweep: i64::MIN,
+            calendar: settings
+                .calendar
+                .iter()
+                .map(|&kind| CalendarSet {
+                    kind,
+                    buckets: BTreeMap::new(),
+                })
+                .collect(),
+            rolling: settings
+                .rolling
+                .iter()
+                .map(|&(span, width)| RollingSet {
+                    span,
+                    width,
+                    buckets: BTreeMap::new(),
+                    revision: 0,
+                    dirty: false,
+                })
+                .collect(),
+            pipeline: Default::default(),
+            gauges_dirty: false,
+            gauges_revision: 0,
+            ledger: Default::default(),
+            last_closed_month: None,
+            stats: Stats {
+                events_in: vec![0; EventType::ALL.len()],
+                rejected: vec![0; RejectReason::ALL.len()],
+                ..Default::default()
+            },
+        };
+        Engine::from_state(settings, state)
+    }
+
+    /// An engine that continues from a saved state.
+    pub fn from_state(settings: Settings, mut state: State) -> Engine {
+        state.dedup.rebuild();
+        let n = state.calendar.len();
+        Engine {
+            settings,
+            state,
+            cache: vec![None; n],
+            next_close: i64::MIN,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn from_config(c: &Config) -> Engine {
+        Engine::new(Settings::from_config(c))
+    }
+
+    /// Watermark: newest event time − allowed out-of-orderness.
+    pub fn watermark(&self) -> i64 {
+        self.state.max_time.saturating_sub(self.settings.out_of_orderness)
+    }
+
+    /// Events before this instant are late; windows ending at or before it are final.
+    pub fn cutoff(&self) -> i64 {
+        self.watermark().saturating_sub(self.settings.grace)
+    }
+
+    fn count_reject<T>(&mut self, r: Result<T, Reject>) -> Result<T, Reject> {
+        if let Err(e) = &r {
+            self.state.stats.rejected[e.reason as usize] += 1;
+        }
+        r
+    }
+
+    /// Decodes, validates and applies one CloudEvents JSON message.
+    pub fn process_json(&mut self, bytes: &[u8]) -> Result<Outcome, Reject> {
+        let r = json::decode(bytes).and_then(|e| {
+            validate(&e)?;
+            self.apply_inner(&e)
+        });
+        self.count_reject(r)
+    }
+
+    /// Decodes, validates and applies one protobuf `Event` message (no length prefix).
+    pub fn process_protobuf(&mut self, bytes: &[u8]) -> Result<Outcome, Reject> {
+        let r = proto::decode_message(bytes).and_then(|m| {
+            let e = proto::to_event(&m)?;
+            validate(&e)?;
+            self.apply_inner(&e)
+        });
+        self.count_reject(r)
+    }
+
+    /// Applies an already validated event.
+    pub fn apply(&mut self, e: &Event<'_>) -> Result<Outcome, Reject> {
+        let r = self.apply_inner(e);
+        self.count_reject(r)
+    }
+
+    /// Counts a rejection that happened outside the engine (e.g. a truncated frame).
+    pub fn count_external_reject(&mut self, reason: RejectReason) {
+        self.state.stats.rejected[reason as usize] += 1;
+    }
+
+    fn apply_inner(&mut self, e: &Event<'_>) -> Result<Outcome, Reject> {
+        let stage = self.check_stages(e)?;
+        let h = {
+            let mut x = xxhash_rust::xxh3::Xxh3::new();
+            x.update(e.source.as_bytes());
+            x.update(&[0]);
+            x.update(e.id.as_bytes());
+            x.digest128()
+        };
+        if self.state.dedup.contains(h) {
+            self.state.stats.duplicates += 1;
+            return Ok(Outcome::Duplicate);
+        }
+        let cutoff = self.cutoff();
+        if e.time < cutoff {
+            return Err(Reject::new(
+                RejectReason::Late,
+                format!(
+                    "event time {} is before the watermark minus grace ({}): its windows are closed",
+                    json::format_time(e.time),
+                    json::format_time(cutoff)
+                ),
+            ));
+        }
+        self.state.dedup.insert(h, e.time);
+        self.state.stats.events_in[e.payload.event_type() as usize] += 1;
+        self.apply_payload(e, stage);
+        if e.time > self.state.max_time {
+            self.state.max_time = e.time;
+            self.on_time_advance();
+        }
+        Ok(Outcome::Counted)
+    }
+
+    fn on_time_advance(&mut self) {
+        let cutoff = self.cutoff();
+        if cutoff >= self.next_close {
+            self.close_until(cutoff);
+        }
+        if self.state.max_time >= self.state.last_sweep.saturating_add(SWEEP_EVERY_MS) {
+            self.state.last_sweep = self.state.max_time;
+            self.sweep();
+        }
+    }
+
+    /// Forgets entities past their TTL and event ids past the dedup horizon.
+    fn sweep(&mut self) {
+        let now = self.state.max_time;
+        let horizon = now.saturating_sub(self.settings.entity_ttl);
+        let s = &mut self.state;
+        let before = [s.leads.len(), s.deals.len(), s.customers.len()];
+        s.leads.retain(|_, l| l.seen >= horizon);
+        s.deals.retain(|_, d| d.seen >= horizon);
+        s.customers.retain(|_, c| c.seen >= horizon);
+        let after = [s.leads.len(), s.deals.len(), s.customers.len()];
+        for i in 0..3 {
+            s.stats.evicted[i] += (before[i] - after[i]) as u64;
+        }
+        s.stats.dedup_evicted +=
+            s.dedup.expire(now.saturating_sub(self.settings.dedup_horizon), self.settings.dedup_max);
+    }
+
+    /// Records produced since the last call.
+    pub fn take_records(&mut self) -> Vec<KpiRecord> {
+        self.state.stats.records_out += self.out.len() as u64;
+        std::mem::take(&mut self.out)
+    }
+
+    /// Number of remembered leads, deals and customers.
+    pub fn entity_counts(&self) -> [usize; 3] {
+        [self.state.leads.len(), self.state.deals.len(), self.state.customers.len()]
+    }
+
+    /// Number of open window buckets (calendar and rolling sub-buckets).
+    pub fn bucket_count(&self) -> usize {
+        self.state.calendar.iter().map(|c| c.buckets.len()).sum::<usize>()
+            + self.state.rolling.iter().map(|r| r.buckets.len()).sum::<usize>()
+    }
+}

@@ -1,0 +1,277 @@
+//! The engine's serializable state: entities, window buckets, gauges,
+//! dedup memory and counters. Everything here round-trips through serde,
+//! which is what checkpoints are made of.
+
+use crate::agg::{Acc, Pipeline};
+use crate::intern::{as_pairs, Interner};
+use crate::window::CalendarKind;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Dimension names, in the order of a [`DimKey`].
+pub const DIMS: [&str; 5] = ["rep", "team", "region", "channel", "product"];
+pub const REP: usize = 0;
+pub const TEAM: usize = 1;
+pub const REGION: usize = 2;
+pub const CHANNEL: usize = 3;
+pub const PRODUCT: usize = 4;
+
+/// Interned dimension values of one aggregate cell (0 = none).
+pub type DimKey = [u32; 5];
+
+/// A rolled-up scope: `(0, 0)` is "all", `(d + 1, v)` is dimension `d` = value `v`.
+pub type Scope = (u8, u32);
+pub const ALL: Scope = (0, 0);
+
+/// The scopes a dimension key contributes to: "all" and each set dimension.
+pub fn scopes(key: &DimKey) -> impl Iterator<Item = Scope> + '_ {
+    std::iter::once(ALL).chain(
+        key.iter()
+            .enumerate()
+            .filter(|(_, v)| **v != 0)
+            .map(|(d, v)| (d as u8 + 1, *v)),
+    )
+}
+
+/// Accumulators of one bucket, by dimension key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggs(pub FxHashMap<DimKey, Acc>);
+
+impl Serialize for Aggs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        as_pairs::serialize(&self.0, s)
+    }
+}
+impl<'de> Deserialize<'de> for Aggs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        as_pairs::deserialize(d).map(Aggs)
+    }
+}
+
+impl Aggs {
+    /// Merges every cell into its scopes.
+    pub fn rollup(&self) -> FxHashMap<Scope, Acc> {
+        let mut out: FxHashMap<Scope, Acc> = FxHashMap::default();
+        out.entry(ALL).or_default();
+        for (key, acc) in &self.0 {
+            for s in scopes(key) {
+                out.entry(s).or_default().merge(acc);
+            }
+        }
+        out
+    }
+
+    pub fn merge(&mut self, o: &Aggs) {
+        for (k, a) in &o.0 {
+            self.0.entry(*k).or_default().merge(a);
+        }
+    }
+}
+
+pub const CONTACTED: u8 = 1;
+pub const CONVERTED: u8 = 2;
+pub const MQL: u8 = 4;
+pub const SQL: u8 = 8;
+
+/// What is remembered of a lead between its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lead {
+    /// Creation time (ms), for the response time.
+    pub created: i64,
+    /// Time of its newest event (ms), for the TTL.
+    pub seen: i64,
+    /// rep, team, region, channel (product unused).
+    pub dims: DimKey,
+    /// CONTACTED | CONVERTED | MQL | SQL: each is counted once.
+    pub flags: u8,
+}
+
+/// What is remembered of an open deal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deal {
+    /// Creation time (ms), for the sales cycle.
+    pub created: i64,
+    pub seen: i64,
+    pub dims: DimKey,
+    /// Index into the configured stages.
+    pub stage: u8,
+    pub amount_cents: i64,
+}
+
+/// What is remembered of an active customer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub acquired: i64,
+    pub seen: i64,
+    /// Acquisition channel (interned).
+    pub channel: u32,
+}
+
+/// One calendar window instance being accumulated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bucket {
+    pub end: i64,
+    pub label: String,
+    /// Times this window has been emitted.
+    pub revision: u32,
+    /// Changed since it was last emitted.
+    pub dirty: bool,
+    pub aggs: Aggs,
+}
+
+/// Open windows of one calendar kind, by start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalendarSet {
+    pub kind: CalendarKind,
+    pub buckets: BTreeMap<i64, Bucket>,
+}
+
+/// Sub-buckets of one rolling window, by sub-bucket start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollingSet {
+    pub span: i64,
+    pub width: i64,
+    pub buckets: BTreeMap<i64, Aggs>,
+    pub revision: u32,
+    pub dirty: bool,
+}
+
+/// Net customer changes (acquired − cancelled) over time, in 15-minute
+/// slots (every time zone's offset is a multiple of 15 minutes), so that
+/// "active at the start of window W" is exact for any window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Net change folded in from slots older than every open window.
+    #[serde(with = "as_pairs")]
+    pub base: FxHashMap<DimKey, i64>,
+    pub slots: BTreeMap<i64, Vec<(DimKey, i64)>>,
+    /// Active now, by key (base + every slot).
+    #[serde(with = "as_pairs")]
+    pub active: FxHashMap<DimKey, i64>,
+}
+
+pub const LEDGER_SLOT_MS: i64 = 15 * 60 * 1000;
+
+impl Ledger {
+    pub fn add(&mut self, t: i64, key: DimKey, delta: i64) {
+        let slot = self.slots.entry(crate::window::sub_bucket(t, LEDGER_SLOT_MS)).or_default();
+        match slot.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += delta,
+            None => slot.push((key, delta)),
+        }
+        *self.active.entry(key).or_default() += delta;
+    }
+
+    /// Active customers by scope at instant `t` (changes strictly before `t`).
+    pub fn active_at(&self, t: i64) -> FxHashMap<Scope, i64> {
+        let mut out: FxHashMap<Scope, i64> = FxHashMap::default();
+        let mut add = |k: &DimKey, n: i64| {
+            for s in scopes(k) {
+                *out.entry(s).or_default() += n;
+            }
+        };
+        self.base.iter().for_each(|(k, n)| add(k, *n));
+        for (_, slot) in self.slots.range(..t) {
+            slot.iter().for_each(|(k, n)| add(k, *n));
+        }
+        out
+    }
+
+    /// Folds slots that start before `t` into the base.
+    pub fn fold_before(&mut self, t: i64) {
+        let keep = self.slots.split_off(&crate::window::sub_bucket(t, LEDGER_SLOT_MS));
+        for (_, slot) in std::mem::replace(&mut self.slots, keep) {
+            for (k, n) in slot {
+                *self.base.entry(k).or_default() += n;
+            }
+        }
+    }
+}
+
+/// Bounded memory of event ids, for duplicate detection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Dedup {
+    /// (event time, id hash) in arrival order; the set is rebuilt from it.
+    pub order: VecDeque<(i64, u128)>,
+    #[serde(skip)]
+    pub seen: FxHashSet<u128>,
+}
+
+impl Dedup {
+    pub fn rebuild(&mut self) {
+        self.seen = self.order.iter().map(|(_, h)| *h).collect();
+    }
+    pub fn contains(&self, h: u128) -> bool {
+        self.seen.contains(&h)
+    }
+    pub fn insert(&mut self, h: u128, t: i64) {
+        if self.seen.insert(h) {
+            self.order.push_back((t, h));
+        }
+    }
+    /// Forgets ids older than `before` and the oldest beyond `max`; returns how many beyond `max`.
+    pub fn expire(&mut self, before: i64, max: usize) -> u64 {
+        let mut over = 0;
+        while let Some(&(t, h)) = self.order.front() {
+            let full = self.order.len() > max;
+            if t >= before && !full {
+                break;
+            }
+            over += u64::from(full && t >= before);
+            self.order.pop_front();
+            self.seen.remove(&h);
+        }
+        over
+    }
+}
+
+/// Counters of what the engine did, cumulative since it started (or was restored).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Accepted events by [`crate::event::EventType`] index.
+    pub events_in: Vec<u64>,
+    /// Rejections by [`crate::decode::RejectReason`] index (including `late`).
+    pub rejected: Vec<u64>,
+    pub duplicates: u64,
+    /// Events naming a lead / deal / customer that is not (or no longer) known.
+    pub unknown_entity: [u64; 3],
+    /// Entities forgotten by TTL: lead, deal, customer.
+    pub evicted: [u64; 3],
+    /// Event ids forgotten because `state.dedup_max_entries` was reached.
+    pub dedup_evicted: u64,
+    pub records_out: u64,
+}
+
+pub const ENTITY_NAMES: [&str; 3] = ["lead", "deal", "customer"];
+
+/// Everything the engine knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub interner: Interner,
+    pub leads: FxHashMap<Box<str>, Lead>,
+    pub deals: FxHashMap<Box<str>, Deal>,
+    pub customers: FxHashMap<Box<str>, Customer>,
+    /// Team and region learned from events, by rep.
+    #[serde(with = "as_pairs")]
+    pub rep_info: FxHashMap<u32, [u32; 2]>,
+    /// Quota in cents by (rep, period label), both interned.
+    #[serde(with = "as_pairs")]
+    pub quotas: FxHashMap<(u32, u32), i64>,
+    pub dedup: Dedup,
+    /// Newest event time seen (ms), `i64::MIN` before the first event.
+    pub max_time: i64,
+    /// Event time of the last TTL sweep.
+    pub last_sweep: i64,
+    pub calendar: Vec<CalendarSet>,
+    pub rolling: Vec<RollingSet>,
+    /// Open deals by (stage, dimensions).
+    #[serde(with = "as_pairs")]
+    pub pipeline: FxHashMap<(u8, DimKey), Pipeline>,
+    pub gauges_dirty: bool,
+    pub gauges_revision: u32,
+    pub ledger: Ledger,
+    /// Revenue by scope of the last month that closed, for month-over-month growth.
+    pub last_closed_month: Option<(i64, Vec<(Scope, i64)>)>,
+    pub stats: Stats,
+}

@@ -1,0 +1,363 @@
+//! The one typed event model that every decoder produces.
+//!
+//! Strings borrow from the input buffer where they can (`Cow`), so that
+//! decoding a JSON CloudEvent allocates nothing for plain field values.
+//! Amounts stay `f64` in the currency's major unit here; the engine turns
+//! them into integer cents so that sums are exact and mergeable.
+
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// One CRM event, decoded and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// CloudEvents `id`; with `source` it identifies the event for dedup.
+    pub id: Cow<'a, str>,
+    /// CloudEvents `source` (the CRM instance or connector).
+    pub source: Cow<'a, str>,
+    /// Event time (CloudEvents `time`) in milliseconds since the Unix epoch, UTC.
+    pub time: i64,
+    /// CloudEvents `subject`, kept for round trips; unused by the KPIs.
+    pub subject: Option<Cow<'a, str>>,
+    /// The typed `data`; its variant is the CloudEvents `type`.
+    pub payload: Payload<'a>,
+}
+
+macro_rules! event_types {
+    ($( $variant:ident => $name:literal ),* $(,)?) => {
+        /// The CloudEvents `type` values salespulse understands.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventType { $( $variant ),* }
+
+        impl EventType {
+            /// Every type, in a fixed order (their index is `as usize`).
+            pub const ALL: &'static [EventType] = &[ $( EventType::$variant ),* ];
+
+            /// The CloudEvents `type` string.
+            pub fn as_str(self) -> &'static str {
+                match self { $( EventType::$variant => $name ),* }
+            }
+
+            /// Parses a CloudEvents `type` string.
+            pub fn parse(s: &str) -> Option<EventType> {
+                match s { $( $name => Some(EventType::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+event_types! {
+    LeadCreated => "crm.lead.created",
+    LeadQualified => "crm.lead.qualified",
+    LeadContacted => "crm.lead.contacted",
+    LeadConverted => "crm.lead.converted",
+    DealCreated => "crm.deal.created",
+    DealStageChanged => "crm.deal.stage_changed",
+    DealWon => "crm.deal.won",
+    DealLost => "crm.deal.lost",
+    OrderPlaced => "crm.order.placed",
+    CustomerAcquired => "crm.customer.acquired",
+    CustomerCancelled => "crm.customer.cancelled",
+    ActivityLogged => "crm.activity.logged",
+    SurveyAnswered => "crm.survey.answered",
+    SpendRecorded => "crm.spend.recorded",
+    QuotaSet => "crm.quota.set",
+    HeadcountSet => "crm.headcount.set",
+    CompetitorPriceObserved => "crm.competitor.price_observed",
+}
+
+/// The `data` of an event, one variant per [`EventType`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Payload<'a> {
+    LeadCreated(LeadCreated<'a>),
+    LeadQualified(LeadQualified<'a>),
+    LeadContacted(LeadContacted<'a>),
+    LeadConverted(LeadConverted<'a>),
+    DealCreated(DealCreated<'a>),
+    DealStageChanged(DealStageChanged<'a>),
+    DealWon(DealClosed<'a>),
+    DealLost(DealClosed<'a>),
+    OrderPlaced(OrderPlaced<'a>),
+    CustomerAcquired(CustomerAcquired<'a>),
+    CustomerCancelled(CustomerCancelled<'a>),
+    ActivityLogged(ActivityLogged<'a>),
+    SurveyAnswered(SurveyAnswered<'a>),
+    SpendRecorded(SpendRecorded<'a>),
+    QuotaSet(QuotaSet<'a>),
+    HeadcountSet(HeadcountSet<'a>),
+    CompetitorPriceObserved(CompetitorPriceObserved<'a>),
+}
+
+impl Payload<'_> {
+    /// The CloudEvents `type` of this payload.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Payload::LeadCreated(_) => EventType::LeadCreated,
+            Payload::LeadQualified(_) => EventType::LeadQualified,
+            Payload::LeadContacted(_) => EventType::LeadContacted,
+            Payload::LeadConverted(_) => EventType::LeadConverted,
+            Payload::DealCreated(_) => EventType::DealCreated,
+            Payload::DealStageChanged(_) => EventType::DealStageChanged,
+            Payload::DealWon(_) => EventType::DealWon,
+            Payload::DealLost(_) => EventType::DealLost,
+            Payload::OrderPlaced(_) => EventType::OrderPlaced,
+            Payload::CustomerAcquired(_) => EventType::CustomerAcquired,
+            Payload::CustomerCancelled(_) => EventType::CustomerCancelled,
+            Payload::ActivityLogged(_) => EventType::ActivityLogged,
+            Payload::SurveyAnswered(_) => EventType::SurveyAnswered,
+            Payload::SpendRecorded(_) => EventType::SpendRecorded,
+            Payload::QuotaSet(_) => EventType::QuotaSet,
+            Payload::HeadcountSet(_) => EventType::HeadcountSet,
+            Payload::CompetitorPriceObserved(_) => EventType::CompetitorPriceObserved,
+        }
+    }
+}
+
+type Str<'a> = Cow<'a, str>;
+type OptStr<'a> = Option<Cow<'a, str>>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadCreated<'a> {
+    #[serde(borrow)]
+    pub lead_id: Str<'a>,
+    #[serde(borrow)]
+    pub channel: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub rep: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub campaign: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub variant: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub team: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub region: OptStr<'a>,
+}
+
+/// Lead qualification level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Mql,
+    Sql,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadQualified<'a> {
+    #[serde(borrow)]
+    pub lead_id: Str<'a>,
+    pub level: Level,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadContacted<'a> {
+    #[serde(borrow)]
+    pub lead_id: Str<'a>,
+    #[serde(borrow)]
+    pub rep: Str<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadConverted<'a> {
+    #[serde(borrow)]
+    pub lead_id: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub deal_id: OptStr<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DealCreated<'a> {
+    #[serde(borrow)]
+    pub deal_id: Str<'a>,
+    #[serde(borrow)]
+    pub rep: Str<'a>,
+    pub amount: f64,
+    #[serde(borrow)]
+    pub stage: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub channel: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub product: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub team: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub region: OptStr<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DealStageChanged<'a> {
+    #[serde(borrow)]
+    pub deal_id: Str<'a>,
+    #[serde(borrow)]
+    pub from: Str<'a>,
+    #[serde(borrow)]
+    pub to: Str<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
+}
+
+/// `crm.deal.won` and `crm.deal.lost`. The optional dimensions override
+/// the ones remembered from the deal's `crm.deal.created`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DealClosed<'a> {
+    #[serde(borrow)]
+    pub deal_id: Str<'a>,
+    pub amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_price: Option<f64>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub competitor: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub reason: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub rep: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub channel: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub product: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub team: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub region: OptStr<'a>,
+}
+
+/// Kind of order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    New,
+    Upsell,
+    CrossSell,
+    Renewal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced<'a> {
+    #[serde(borrow)]
+    pub order_id: Str<'a>,
+    #[serde(borrow)]
+    pub customer_id: Str<'a>,
+    pub amount: f64,
+    pub kind: OrderKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerAcquired<'a> {
+    #[serde(borrow)]
+    pub customer_id: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub channel: OptStr<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerCancelled<'a> {
+    #[serde(borrow)]
+    pub customer_id: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub reason: OptStr<'a>,
+}
+
+/// Kind of sales activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivityKind {
+    Call,
+    Email,
+    Meeting,
+    Demo,
+}
+
+impl ActivityKind {
+    pub const ALL: [ActivityKind; 4] = [
+        ActivityKind::Call,
+        ActivityKind::Email,
+        ActivityKind::Meeting,
+        ActivityKind::Demo,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Call => "call",
+            ActivityKind::Email => "email",
+            ActivityKind::Meeting => "meeting",
+            ActivityKind::Demo => "demo",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityLogged<'a> {
+    #[serde(borrow)]
+    pub rep: Str<'a>,
+    pub kind: ActivityKind,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: OptStr<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub deal_id: OptStr<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurveyAnswered<'a> {
+    #[serde(borrow)]
+    pub customer_id: Str<'a>,
+    /// Kept wide so that 11 or -1 reach validation and get a precise reason.
+    pub nps: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csat: Option<f64>,
+}
+
+/// Spend category for CAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpendCategory {
+    Marketing,
+    Sales,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendRecorded<'a> {
+    #[serde(borrow)]
+    pub channel: Str<'a>,
+    pub amount: f64,
+    pub category: SpendCategory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaSet<'a> {
+    #[serde(borrow)]
+    pub rep: Str<'a>,
+    /// `2026-11` (month), `2026-Q4` (quarter) or `2026` (year); fiscal
+    /// periods use the labels of [`crate::window`].
+    #[serde(borrow)]
+    pub period: Str<'a>,
+    pub amount: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadcountSet<'a> {
+    pub count: i64,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub team: OptStr<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompetitorPriceObserved<'a> {
+    #[serde(borrow)]
+    pub product: Str<'a>,
+    #[serde(borrow)]
+    pub competitor: Str<'a>,
+    pub price: f64,
+    pub our_price: f64,
+}
+
+/// Earliest event time accepted (1990-01-01T00:00:00Z): anything before is
+/// taken for a broken clock or a unit mistake.
+pub const MIN_TIME_MS: i64 = 631_152_000_000;
+/// Latest event time accepted (2100-01-01T00:00:00Z).
+pub const MAX_TIME_MS: i64 = 4_102_444_800_000;
+/// Largest amount accepted (10¹³ in the major unit).
+pub const MAX_AMOUNT: f64 = 1e13;

@@ -1,0 +1,89 @@
+//! What salespulse emits: KPI records and dead letters.
+
+use crate::decode::Reject;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The window a KPI record is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowInfo {
+    /// `day`, `week`, `month`, `quarter`, `year`, `rolling_24h`… or `gauge`
+    /// (a value with no window: start = end = the newest event time).
+    pub kind: String,
+    /// RFC 3339, in the configured time zone's offset.
+    pub start: String,
+    /// RFC 3339, exclusive.
+    pub end: String,
+    /// `2026-11`, `2026-W48`, `2026-Q4`, `FY2027`, `rolling`, `current`.
+    pub label: String,
+    /// Start in milliseconds since the epoch (not serialized).
+    #[serde(skip)]
+    pub start_ms: i64,
+}
+
+/// One KPI value for one window and one set of dimensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KpiRecord {
+    pub kpi: String,
+    /// `ratio`, `seconds`, `currency` or `count`.
+    pub unit: String,
+    pub window: WindowInfo,
+    /// Dimension name → value; empty for the "all" series.
+    pub dimensions: BTreeMap<String, String>,
+    /// `null` when the denominator is zero.
+    pub value: Option<f64>,
+    pub numerator: Option<f64>,
+    pub denominator: Option<f64>,
+    /// Number of events or entities behind the value.
+    pub sample_size: u64,
+    /// No later record will change this window's value.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Grows by one each time this window is emitted; the final record has the highest.
+    pub revision: u32,
+}
+
+impl KpiRecord {
+    /// Identity of the series (KPI, window kind and dimensions, not window start).
+    pub fn series_key(&self) -> String {
+        let mut k = format!("{}|{}", self.kpi, self.window.kind);
+        for (n, v) in &self.dimensions {
+            k.push('|');
+            k.push_str(n);
+            k.push('=');
+            k.push_str(v);
+        }
+        k
+    }
+}
+
+/// A rejected input, as written to the dead-letter sink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub detail: String,
+    /// The original bytes, when they are UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    /// The original bytes in hex, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_hex: Option<String>,
+    /// Where the input came from (`file:line`, `stdin:line`, `generator`).
+    pub origin: String,
+}
+
+impl DeadLetter {
+    pub fn new(reject: &Reject, raw: &[u8], origin: String) -> Self {
+        let (raw, raw_hex) = match std::str::from_utf8(raw) {
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (None, Some(raw.iter().map(|b| format!("{b:02x}")).collect())),
+        };
+        DeadLetter {
+            reason: reject.reason.as_str().to_string(),
+            detail: reject.detail.clone(),
+            raw,
+            raw_hex,
+            origin,
+        }
+    }
+}
