@@ -53,7 +53,9 @@ impl Dist {
 
     /// Quantile `q` in seconds (lower-rank convention: rank ⌊q·(n−1)⌋).
     pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
-        self.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten())
+        self.sketch
+            .as_ref()
+            .and_then(|s| s.quantile(q).ok().flatten())
     }
 }
 

@@ -23,9 +23,9 @@ impl Dur {
         self.0.as_millis() as i64
     }
     fn parse(s: &str) -> Result<Dur, String> {
-        humantime::parse_duration(s)
-            .map(Dur)
-            .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"1h\", \"7d\""))
+        humantime::parse_duration(s).map(Dur).map_err(|e| {
+            format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"1h\", \"7d\"")
+        })
     }
     fn from_str_static(s: &str) -> Dur {
         Dur::parse(s).expect("valid default duration")
@@ -108,7 +108,10 @@ impl Default for WindowsConfig {
     fn default() -> Self {
         WindowsConfig {
             calendar: CalendarKind::ALL.to_vec(),
-            rolling: ["24h", "7d", "30d"].iter().map(|s| Dur::from_str_static(s)).collect(),
+            rolling: ["24h", "7d", "30d"]
+                .iter()
+                .map(|s| Dur::from_str_static(s))
+                .collect(),
             rolling_buckets: 24,
         }
     }
@@ -381,18 +384,33 @@ impl Config {
         if self.state.entity_ttl.ms() < lateness {
             err(
                 "state.entity_ttl",
-                format!("{} is shorter than out_of_orderness + grace", self.state.entity_ttl),
+                format!(
+                    "{} is shorter than out_of_orderness + grace",
+                    self.state.entity_ttl
+                ),
                 "raise state.entity_ttl above your longest sales cycle (default 400d)",
             );
         }
         if self.state.dedup_max_entries == 0 {
-            err("state.dedup_max_entries", "0 disables duplicate detection".into(), "use a positive number, e.g. 5000000");
+            err(
+                "state.dedup_max_entries",
+                "0 disables duplicate detection".into(),
+                "use a positive number, e.g. 5000000",
+            );
         }
         if self.windows.calendar.is_empty() && self.windows.rolling.is_empty() {
-            err("windows", "no calendar and no rolling window is configured".into(), "list at least one, e.g. calendar = [\"month\"]");
+            err(
+                "windows",
+                "no calendar and no rolling window is configured".into(),
+                "list at least one, e.g. calendar = [\"month\"]",
+            );
         }
         if self.windows.rolling_buckets == 0 {
-            err("windows.rolling_buckets", "0 sub-buckets".into(), "use a positive number, e.g. 24");
+            err(
+                "windows.rolling_buckets",
+                "0 sub-buckets".into(),
+                "use a positive number, e.g. 24",
+            );
         }
         for (i, r) in self.windows.rolling.iter().enumerate() {
             let b = i64::from(self.windows.rolling_buckets.max(1));
@@ -405,7 +423,11 @@ impl Config {
             }
         }
         if self.pipeline.stages.is_empty() {
-            err("pipeline.stages", "no stage is configured".into(), "list the open stages of your pipeline in order");
+            err(
+                "pipeline.stages",
+                "no stage is configured".into(),
+                "list the open stages of your pipeline in order",
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.pipeline.stages.iter().enumerate() {
@@ -426,11 +448,19 @@ impl Config {
         }
         if let Some(t) = self.targets.monthly_revenue {
             if !(t > 0.0 && t.is_finite()) {
-                err("targets.monthly_revenue", format!("{t} is not a positive amount"), "use a positive number or remove the key");
+                err(
+                    "targets.monthly_revenue",
+                    format!("{t} is not a positive amount"),
+                    "use a positive number or remove the key",
+                );
             }
         }
         if self.input.batch_size == 0 {
-            err("input.batch_size", "0".into(), "use a positive number, e.g. 1024");
+            err(
+                "input.batch_size",
+                "0".into(),
+                "use a positive number, e.g. 1024",
+            );
         }
         if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             err(
@@ -440,17 +470,29 @@ impl Config {
             );
         }
         if !(self.generator.rate > 0.0 && self.generator.rate.is_finite()) {
-            err("generator.rate", format!("{} events/s", self.generator.rate), "use a positive number");
+            err(
+                "generator.rate",
+                format!("{} events/s", self.generator.rate),
+                "use a positive number",
+            );
         }
         if self.generator.events_per_day == 0 {
-            err("generator.events_per_day", "0".into(), "use a positive number, e.g. 1000");
+            err(
+                "generator.events_per_day",
+                "0".into(),
+                "use a positive number, e.g. 1000",
+            );
         }
         if self.generator.reps == 0 {
             err("generator.reps", "0".into(), "use at least 1");
         }
         if let Some(s) = &self.generator.start {
             if chrono::DateTime::parse_from_rfc3339(s).is_err() {
-                err("generator.start", format!("{s:?} is not RFC 3339"), "write e.g. \"2026-01-01T00:00:00Z\"");
+                err(
+                    "generator.start",
+                    format!("{s:?} is not RFC 3339"),
+                    "write e.g. \"2026-01-01T00:00:00Z\"",
+                );
             }
         }
         if errs.is_empty() {

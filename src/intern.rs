@@ -28,8 +28,17 @@ impl<'de> Deserialize<'de> for Interner {
             names: Vec<Box<str>>,
         }
         let raw = Raw::deserialize(d)?;
-        let ids = raw.names.iter().enumerate().skip(1).map(|(i, n)| (n.clone(), i as u32)).collect();
-        Ok(Interner { names: raw.names, ids })
+        let ids = raw
+            .names
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        Ok(Interner {
+            names: raw.names,
+            ids,
+        })
     }
 }
 

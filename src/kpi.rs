@@ -125,20 +125,57 @@ pub fn money(cents: i64) -> f64 {
 
 /// The KPIs that are a function of one merged accumulator.
 pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
-    out.push(total(LEADS_CREATED, a.leads_created as f64, a.leads_created));
-    out.push(ratio(LEAD_CONVERSION_RATE, a.leads_converted as f64, a.leads_created as f64, a.leads_created));
+    out.push(total(
+        LEADS_CREATED,
+        a.leads_created as f64,
+        a.leads_created,
+    ));
+    out.push(ratio(
+        LEAD_CONVERSION_RATE,
+        a.leads_converted as f64,
+        a.leads_created as f64,
+        a.leads_created,
+    ));
     let r = &a.response;
-    out.push(ratio(LEAD_RESPONSE_AVG, r.sum_ms as f64 / 1000.0, r.count as f64, r.count));
-    out.push(quantile(LEAD_RESPONSE_P50, r.quantile_seconds(0.5), r.count));
-    out.push(quantile(LEAD_RESPONSE_P90, r.quantile_seconds(0.9), r.count));
+    out.push(ratio(
+        LEAD_RESPONSE_AVG,
+        r.sum_ms as f64 / 1000.0,
+        r.count as f64,
+        r.count,
+    ));
+    out.push(quantile(
+        LEAD_RESPONSE_P50,
+        r.quantile_seconds(0.5),
+        r.count,
+    ));
+    out.push(quantile(
+        LEAD_RESPONSE_P90,
+        r.quantile_seconds(0.9),
+        r.count,
+    ));
     let closed = a.deals_won + a.deals_lost;
     out.push(ratio(WIN_RATE, a.deals_won as f64, closed as f64, closed));
-    out.push(ratio(WIN_LOSS_RATIO, a.deals_won as f64, a.deals_lost as f64, closed));
+    out.push(ratio(
+        WIN_LOSS_RATIO,
+        a.deals_won as f64,
+        a.deals_lost as f64,
+        closed,
+    ));
     out.push(total(DEALS_WON, a.deals_won as f64, a.deals_won));
     out.push(total(REVENUE, money(a.revenue_cents), a.deals_won));
-    out.push(ratio(AVERAGE_DEAL_SIZE, money(a.revenue_cents), a.deals_won as f64, a.deals_won));
+    out.push(ratio(
+        AVERAGE_DEAL_SIZE,
+        money(a.revenue_cents),
+        a.deals_won as f64,
+        a.deals_won,
+    ));
     let c = &a.cycle;
-    out.push(ratio(CYCLE_AVG, c.sum_ms as f64 / 1000.0, c.count as f64, c.count));
+    out.push(ratio(
+        CYCLE_AVG,
+        c.sum_ms as f64 / 1000.0,
+        c.count as f64,
+        c.count,
+    ));
     out.push(quantile(CYCLE_P50, c.quantile_seconds(0.5), c.count));
     out.push(quantile(CYCLE_P90, c.quantile_seconds(0.9), c.count));
     for k in ActivityKind::ALL {
@@ -152,7 +189,17 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
 /// Churn and retention from customers active at the window start.
 pub fn churn_kpis(active_start: i64, acquired: u64, cancelled: u64, out: &mut Vec<Value>) {
     let start = active_start.max(0) as f64;
-    out.push(ratio(CHURN_RATE, cancelled as f64, start, active_start.max(0) as u64));
+    out.push(ratio(
+        CHURN_RATE,
+        cancelled as f64,
+        start,
+        active_start.max(0) as u64,
+    ));
     let end = start + acquired as f64 - cancelled as f64;
-    out.push(ratio(RETENTION_RATE, end - acquired as f64, start, active_start.max(0) as u64));
+    out.push(ratio(
+        RETENTION_RATE,
+        end - acquired as f64,
+        start,
+        active_start.max(0) as u64,
+    ));
 }

@@ -27,9 +27,14 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod event;
+pub mod generator;
+pub mod http;
 pub mod intern;
 pub mod kpi;
+pub mod maven;
+pub mod metrics;
 pub mod output;
+pub mod pipeline;
 pub mod window;
 
 /// Types generated from `proto/salespulse/v1/events.proto`.

@@ -1,1 +1,247 @@
-fn main(){}
+//! The `salespulse` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use salespulse::config::Config;
+use salespulse::decode::{json, proto, Format};
+use salespulse::engine::Engine;
+use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use salespulse::metrics::Metrics;
+use salespulse::pipeline::{self, RunOptions, Source};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "salespulse",
+    version,
+    about = "Live sales KPIs from a CRM event stream"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the pipeline: on the built-in generator (default, live, until Ctrl-C) or on a file.
+    Run {
+        /// Read events from FILE (`-` = stdin) to its end, close every window and exit.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Input format (default: `input.format` from config, else json).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Write KPI records as JSON lines to FILE (`-` = stdout).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Dead-letter file (default: `output.dead_letter`).
+        #[arg(long, value_name = "FILE")]
+        dead_letter: Option<PathBuf>,
+        /// HTTP listen address for /metrics and /healthz (default: `http.listen`).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Generator: stop generating after N events (the process keeps serving until stopped).
+        #[arg(long, value_name = "N")]
+        events: Option<u64>,
+        /// Generator: events per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Generator: seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Write the generator's events to stdout (or --output) and exit.
+    Generate {
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First simulated instant, RFC 3339 (default 2026-01-01T00:00:00Z).
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Events per simulated day.
+        #[arg(long, default_value_t = 1000)]
+        events_per_day: u32,
+    },
+    /// Validate a configuration file; names the field and the fix for each error.
+    CheckConfig { file: PathBuf },
+    /// Convert the Maven Analytics CRM CSV export in DIR into CloudEvents JSON lines.
+    ConvertMaven {
+        dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+fn writer(p: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match p {
+        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        _ => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+fn parse_start(s: Option<&str>) -> anyhow::Result<i64> {
+    match s {
+        None => Ok(DEFAULT_START),
+        Some(s) => Ok(chrono::DateTime::parse_from_rfc3339(s)
+            .with_context(|| format!("--start {s:?} is not RFC 3339 (e.g. 2026-01-01T00:00:00Z)"))?
+            .timestamp_millis()),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match Config::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(std::process::ExitCode::from(1))
+            }
+        },
+        Cmd::Generate {
+            events,
+            seed,
+            start,
+            format,
+            output,
+            events_per_day,
+        } => {
+            let g = Generator::new(GenConfig {
+                seed,
+                start: parse_start(start.as_deref())?,
+                events_per_day,
+                reps: 12,
+            });
+            let mut w = writer(output.as_ref())?;
+            for e in g.take(events as usize) {
+                match format {
+                    Format::Json => writeln!(w, "{}", json::encode(&e))?,
+                    Format::Protobuf => w.write_all(&proto::encode_delimited(&e))?,
+                }
+            }
+            w.flush()?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::ConvertMaven { dir, output } => {
+            let (events, report) = salespulse::maven::convert(&dir)?;
+            let mut w = writer(output.as_ref())?;
+            for e in &events {
+                writeln!(w, "{}", json::encode(e))?;
+            }
+            w.flush()?;
+            eprintln!(
+                "converted {} rows into {} events; {} rows skipped (no engage date)",
+                report.rows, report.events, report.skipped_no_date
+            );
+            for (p, n) in &report.unknown_products {
+                eprintln!("warning: product {p:?} ({n} rows) is not in products.csv: no list price for those deals");
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            input,
+            format,
+            output,
+            config,
+            dead_letter,
+            listen,
+            events,
+            rate,
+            seed,
+        } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(l) = listen {
+                cfg.http.listen = l;
+            }
+            if let Some(r) = rate {
+                cfg.generator.rate = r;
+            }
+            if let Some(s) = seed {
+                cfg.generator.seed = s;
+            }
+            cfg.validate()
+                .map_err(salespulse::config::LoadError::Invalid)?;
+            let live = input.is_none();
+            let source = match input {
+                Some(p) => Source::File(p),
+                None => Source::Generator {
+                    gen: GenConfig {
+                        seed: cfg.generator.seed,
+                        start: parse_start(cfg.generator.start.as_deref())?,
+                        events_per_day: cfg.generator.events_per_day,
+                        reps: cfg.generator.reps,
+                    },
+                    rate: cfg.generator.rate,
+                    limit: events,
+                },
+            };
+            let metrics = Arc::new(Metrics::new());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                if live && cfg.http.enabled {
+                    let addr = salespulse::http::serve(
+                        &cfg.http.listen,
+                        metrics.clone(),
+                        pipeline::shutdown_signal(),
+                    )
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {} (http.listen)", cfg.http.listen)
+                    })?;
+                    tracing::info!(%addr, "serving http://{addr}/metrics and /healthz");
+                }
+                let opts = RunOptions {
+                    source,
+                    format: format.unwrap_or(cfg.input.format),
+                    output,
+                    dead_letter: dead_letter.unwrap_or_else(|| cfg.output.dead_letter.clone()),
+                    live,
+                    metrics,
+                };
+                let (report, _) = pipeline::run(&cfg, opts, Engine::from_config(&cfg)).await?;
+                tracing::info!(
+                    accepted = report.accepted,
+                    duplicates = report.duplicates,
+                    rejected = report.rejected,
+                    records = report.records,
+                    "done"
+                );
+                anyhow::Ok(std::process::ExitCode::SUCCESS)
+            })
+        }
+    }
+}

@@ -84,7 +84,9 @@ impl Calendar {
             }
         }
         // No zone has a gap longer than 4 hours at midnight.
-        self.tz.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap()).timestamp_millis()
+        self.tz
+            .from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .timestamp_millis()
     }
 
     fn first_day(&self, kind: CalendarKind, d: NaiveDate) -> NaiveDate {
@@ -169,7 +171,10 @@ pub fn sub_bucket(t: i64, width: i64) -> i64 {
 
 /// Whether `s` is a period label a quota can be set for (month, quarter or year).
 pub fn is_period_label(s: &str) -> bool {
-    let s = s.strip_prefix("FY").map(|r| (r, true)).unwrap_or((s, false));
+    let s = s
+        .strip_prefix("FY")
+        .map(|r| (r, true))
+        .unwrap_or((s, false));
     let (body, fiscal) = s;
     let b = body.as_bytes();
     let year = |b: &[u8]| b.len() >= 4 && b[..4].iter().all(u8::is_ascii_digit);

@@ -32,7 +32,10 @@ struct Envelope<'a> {
 fn attr<'a>(name: &str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, Reject> {
     match v {
         Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(Reject::new(RejectReason::MissingAttribute, format!("attribute `{name}` is missing or empty"))),
+        _ => Err(Reject::new(
+            RejectReason::MissingAttribute,
+            format!("attribute `{name}` is missing or empty"),
+        )),
     }
 }
 
@@ -62,7 +65,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
         .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?;
     match env.specversion.as_deref() {
         Some("1.0") => {}
-        None => return Err(Reject::new(RejectReason::MissingAttribute, "attribute `specversion` is missing")),
+        None => {
+            return Err(Reject::new(
+                RejectReason::MissingAttribute,
+                "attribute `specversion` is missing",
+            ))
+        }
         Some(v) => {
             return Err(Reject::new(
                 RejectReason::UnsupportedSpecversion,
@@ -74,12 +82,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     let source = attr("source", env.source)?;
     let ty = attr("type", env.ty)?;
     let time = attr("time", env.time)?;
-    let ety = EventType::parse(&ty)
-        .ok_or_else(|| Reject::new(RejectReason::UnknownType, format!("type {ty:?} is not a salespulse event type")))?;
+    let ety = EventType::parse(&ty).ok_or_else(|| {
+        Reject::new(
+            RejectReason::UnknownType,
+            format!("type {ty:?} is not a salespulse event type"),
+        )
+    })?;
     let time = parse_time(&time)?;
-    let data = env
-        .data
-        .ok_or_else(|| Reject::new(RejectReason::MissingAttribute, "attribute `data` is missing"))?;
+    let data = env.data.ok_or_else(|| {
+        Reject::new(
+            RejectReason::MissingAttribute,
+            "attribute `data` is missing",
+        )
+    })?;
     decode_raw(ety, data).map(|payload| Event {
         id,
         source,

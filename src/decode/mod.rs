@@ -145,17 +145,26 @@ pub fn check_time(ms: i64) -> Result<i64, Reject> {
 
 fn amount(field: &str, v: f64) -> Result<(), Reject> {
     if !v.is_finite() || v > MAX_AMOUNT {
-        return Err(Reject::new(RejectReason::AbsurdAmount, format!("{field} = {v} is not a plausible amount")));
+        return Err(Reject::new(
+            RejectReason::AbsurdAmount,
+            format!("{field} = {v} is not a plausible amount"),
+        ));
     }
     if v < 0.0 {
-        return Err(Reject::new(RejectReason::NegativeAmount, format!("{field} = {v} is negative")));
+        return Err(Reject::new(
+            RejectReason::NegativeAmount,
+            format!("{field} = {v} is negative"),
+        ));
     }
     Ok(())
 }
 
 fn non_empty(field: &str, v: &str) -> Result<(), Reject> {
     if v.is_empty() {
-        return Err(Reject::new(RejectReason::MissingField, format!("{field} is empty")));
+        return Err(Reject::new(
+            RejectReason::MissingField,
+            format!("{field} is empty"),
+        ));
     }
     Ok(())
 }
@@ -206,11 +215,17 @@ pub fn validate(e: &Event<'_>) -> Result<(), Reject> {
         Payload::SurveyAnswered(d) => {
             non_empty("customer_id", &d.customer_id)?;
             if !(0..=10).contains(&d.nps) {
-                return Err(Reject::new(RejectReason::NpsOutOfRange, format!("nps = {} is outside 0..=10", d.nps)));
+                return Err(Reject::new(
+                    RejectReason::NpsOutOfRange,
+                    format!("nps = {} is outside 0..=10", d.nps),
+                ));
             }
             if let Some(c) = d.csat {
                 if !(1.0..=5.0).contains(&c) {
-                    return Err(Reject::new(RejectReason::CsatOutOfRange, format!("csat = {c} is outside 1..=5")));
+                    return Err(Reject::new(
+                        RejectReason::CsatOutOfRange,
+                        format!("csat = {c} is outside 1..=5"),
+                    ));
                 }
             }
             Ok(())
@@ -225,14 +240,20 @@ pub fn validate(e: &Event<'_>) -> Result<(), Reject> {
             if !crate::window::is_period_label(&d.period) {
                 return Err(Reject::new(
                     RejectReason::InvalidValue,
-                    format!("period {:?} is not YYYY-MM, YYYY-Qn, YYYY, FYYYYY-Qn or FYYYYY", d.period),
+                    format!(
+                        "period {:?} is not YYYY-MM, YYYY-Qn, YYYY, FYYYYY-Qn or FYYYYY",
+                        d.period
+                    ),
                 ));
             }
             Ok(())
         }
         Payload::HeadcountSet(d) => {
             if d.count < 0 {
-                return Err(Reject::new(RejectReason::InvalidValue, format!("count = {} is negative", d.count)));
+                return Err(Reject::new(
+                    RejectReason::InvalidValue,
+                    format!("count = {} is negative", d.count),
+                ));
             }
             Ok(())
         }

@@ -33,7 +33,8 @@ fn enum_name<T: serde::Serialize>(v: &T) -> String {
 
 /// Decodes one protobuf `Event` message (without its length prefix).
 pub fn decode_message(bytes: &[u8]) -> Result<pb::Event, Reject> {
-    pb::Event::decode(bytes).map_err(|e| Reject::new(RejectReason::MalformedProtobuf, e.to_string()))
+    pb::Event::decode(bytes)
+        .map_err(|e| Reject::new(RejectReason::MalformedProtobuf, e.to_string()))
 }
 
 /// Turns a decoded protobuf message into the typed model, borrowing its strings.
@@ -41,7 +42,12 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
     use pb::event::Payload as P;
     match m.specversion.as_str() {
         "1.0" => {}
-        "" => return Err(Reject::new(RejectReason::MissingAttribute, "attribute `specversion` is missing")),
+        "" => {
+            return Err(Reject::new(
+                RejectReason::MissingAttribute,
+                "attribute `specversion` is missing",
+            ))
+        }
         v => {
             return Err(Reject::new(
                 RejectReason::UnsupportedSpecversion,
@@ -51,19 +57,34 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
     }
     for (name, v) in [("id", &m.id), ("source", &m.source)] {
         if v.is_empty() {
-            return Err(Reject::new(RejectReason::MissingAttribute, format!("attribute `{name}` is missing or empty")));
+            return Err(Reject::new(
+                RejectReason::MissingAttribute,
+                format!("attribute `{name}` is missing or empty"),
+            ));
         }
     }
-    let ts = m
-        .time
-        .as_ref()
-        .ok_or_else(|| Reject::new(RejectReason::MissingAttribute, "attribute `time` is missing"))?;
+    let ts = m.time.as_ref().ok_or_else(|| {
+        Reject::new(
+            RejectReason::MissingAttribute,
+            "attribute `time` is missing",
+        )
+    })?;
     if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(Reject::new(RejectReason::InvalidTime, format!("time nanos {} out of range", ts.nanos)));
+        return Err(Reject::new(
+            RejectReason::InvalidTime,
+            format!("time nanos {} out of range", ts.nanos),
+        ));
     }
-    let time = check_time(ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos / 1_000_000)))?;
+    let time = check_time(
+        ts.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(ts.nanos / 1_000_000)),
+    )?;
     let payload = match m.payload.as_ref().ok_or_else(|| {
-        Reject::new(RejectReason::UnknownType, "no payload case set (unknown or missing event type)")
+        Reject::new(
+            RejectReason::UnknownType,
+            "no payload case set (unknown or missing event type)",
+        )
     })? {
         P::LeadCreated(d) => Payload::LeadCreated(LeadCreated {
             lead_id: s(&d.lead_id),
@@ -145,12 +166,14 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
             count: i64::from(d.count),
             team: os(&d.team),
         }),
-        P::CompetitorPriceObserved(d) => Payload::CompetitorPriceObserved(CompetitorPriceObserved {
-            product: s(&d.product),
-            competitor: s(&d.competitor),
-            price: d.price,
-            our_price: d.our_price,
-        }),
+        P::CompetitorPriceObserved(d) => {
+            Payload::CompetitorPriceObserved(CompetitorPriceObserved {
+                product: s(&d.product),
+                competitor: s(&d.competitor),
+                price: d.price,
+                our_price: d.our_price,
+            })
+        }
     };
     Ok(Event {
         id: s(&m.id),
@@ -275,12 +298,14 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
             count: u32::try_from(d.count).unwrap_or(u32::MAX),
             team: oown(&d.team),
         }),
-        Payload::CompetitorPriceObserved(d) => P::CompetitorPriceObserved(pb::CompetitorPriceObserved {
-            product: own(&d.product),
-            competitor: own(&d.competitor),
-            price: d.price,
-            our_price: d.our_price,
-        }),
+        Payload::CompetitorPriceObserved(d) => {
+            P::CompetitorPriceObserved(pb::CompetitorPriceObserved {
+                product: own(&d.product),
+                competitor: own(&d.competitor),
+                price: d.price,
+                our_price: d.our_price,
+            })
+        }
     };
     pb::Event {
         specversion: "1.0".into(),
@@ -312,7 +337,10 @@ pub fn split_delimited(mut buf: &[u8]) -> impl Iterator<Item = Result<&[u8], Rej
             Ok(l) => l as usize,
             Err(e) => {
                 buf = &[];
-                return Some(Err(Reject::new(RejectReason::MalformedProtobuf, format!("length prefix: {e}"))));
+                return Some(Err(Reject::new(
+                    RejectReason::MalformedProtobuf,
+                    format!("length prefix: {e}"),
+                )));
             }
         };
         if cursor.len() < len {

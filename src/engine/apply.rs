@@ -24,7 +24,12 @@ impl Engine {
                     RejectReason::UnknownStage,
                     format!(
                         "stage {name:?} is not one of pipeline.stages ({})",
-                        self.settings.stages.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                        self.settings
+                            .stages
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })
@@ -112,7 +117,8 @@ impl Engine {
         let t = e.time;
         match &e.payload {
             Payload::LeadCreated(d) => {
-                let mut key = self.rep_dims(d.rep.as_deref(), d.team.as_deref(), d.region.as_deref());
+                let mut key =
+                    self.rep_dims(d.rep.as_deref(), d.team.as_deref(), d.region.as_deref());
                 key[CHANNEL] = self.state.interner.intern(&d.channel);
                 let fresh = self
                     .state
@@ -173,8 +179,11 @@ impl Engine {
             }
             Payload::DealCreated(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), d.team.as_deref(), d.region.as_deref());
-                let lead_channel =
-                    d.lead_id.as_deref().and_then(|l| self.state.leads.get(l)).map(|l| l.dims[CHANNEL]);
+                let lead_channel = d
+                    .lead_id
+                    .as_deref()
+                    .and_then(|l| self.state.leads.get(l))
+                    .map(|l| l.dims[CHANNEL]);
                 key[CHANNEL] = match d.channel.as_deref() {
                     Some(c) => self.state.interner.intern(c),
                     None => lead_channel.unwrap_or(0),
@@ -226,7 +235,9 @@ impl Engine {
                     }
                 };
                 if d.rep.is_some() || d.team.is_some() || d.region.is_some() {
-                    let rep = d.rep.as_deref().or_else(|| Some(self.state.interner.name(key[REP])).filter(|r| !r.is_empty()));
+                    let rep = d.rep.as_deref().or_else(|| {
+                        Some(self.state.interner.name(key[REP])).filter(|r| !r.is_empty())
+                    });
                     let rep = rep.map(str::to_owned);
                     let k = self.rep_dims(rep.as_deref(), d.team.as_deref(), d.region.as_deref());
                     key[..3].copy_from_slice(&k[..3]);
@@ -288,7 +299,9 @@ impl Engine {
                 if let Some(deal) = d.deal_id.as_deref().and_then(|id| self.state.deals.get(id)) {
                     key[CHANNEL] = deal.dims[CHANNEL];
                     key[PRODUCT] = deal.dims[PRODUCT];
-                } else if let Some(lead) = d.lead_id.as_deref().and_then(|id| self.state.leads.get(id)) {
+                } else if let Some(lead) =
+                    d.lead_id.as_deref().and_then(|id| self.state.leads.get(id))
+                {
                     key[CHANNEL] = lead.dims[CHANNEL];
                 }
                 let k = d.kind as usize;
@@ -297,7 +310,9 @@ impl Engine {
             Payload::QuotaSet(d) => {
                 let key = self.rep_dims(Some(&d.rep), None, None);
                 let period = self.state.interner.intern(&d.period);
-                self.state.quotas.insert((key[REP], period), cents(d.amount));
+                self.state
+                    .quotas
+                    .insert((key[REP], period), cents(d.amount));
             }
             Payload::OrderPlaced(d) => {
                 if let Some(c) = self.state.customers.get_mut(&*d.customer_id) {
@@ -311,7 +326,9 @@ impl Engine {
             }
             // Counted in `events_in`; their KPIs (CAC, revenue per employee,
             // competitive pricing) come with the rest of the catalogue.
-            Payload::SpendRecorded(_) | Payload::HeadcountSet(_) | Payload::CompetitorPriceObserved(_) => {}
+            Payload::SpendRecorded(_)
+            | Payload::HeadcountSet(_)
+            | Payload::CompetitorPriceObserved(_) => {}
         }
     }
 }

@@ -45,10 +45,17 @@ impl Engine {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
 
-    fn dims_of(&self, scope: Scope, extra: Option<(&'static str, &str)>) -> BTreeMap<String, String> {
+    fn dims_of(
+        &self,
+        scope: Scope,
+        extra: Option<(&'static str, &str)>,
+    ) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         if scope.0 > 0 {
-            m.insert(DIMS[scope.0 as usize - 1].to_string(), self.state.interner.name(scope.1).to_string());
+            m.insert(
+                DIMS[scope.0 as usize - 1].to_string(),
+                self.state.interner.name(scope.1).to_string(),
+            );
         }
         if let Some((k, v)) = extra {
             if !v.is_empty() {
@@ -101,7 +108,12 @@ impl Engine {
             kpi::window_kpis(acc, &mut values);
             if scope.0 == 0 || scope.0 as usize - 1 == CHANNEL {
                 let start = active.get(scope).copied().unwrap_or(0);
-                kpi::churn_kpis(start, acc.customers_acquired, acc.customers_cancelled, &mut values);
+                kpi::churn_kpis(
+                    start,
+                    acc.customers_acquired,
+                    acc.customers_cancelled,
+                    &mut values,
+                );
             }
             self.push(w, *scope, &values);
         }
@@ -125,8 +137,13 @@ impl Engine {
         let Some(period) = self.state.interner.get(label) else {
             return Vec::new();
         };
-        let mut q: Vec<(u32, i64)> =
-            self.state.quotas.iter().filter(|((_, p), _)| *p == period).map(|((r, _), c)| (*r, *c)).collect();
+        let mut q: Vec<(u32, i64)> = self
+            .state
+            .quotas
+            .iter()
+            .filter(|((_, p), _)| *p == period)
+            .map(|((r, _), c)| (*r, *c))
+            .collect();
         q.sort_unstable();
         q
     }
@@ -139,9 +156,13 @@ impl Engine {
         // scope → (revenue of reps with quota, Σ quota, reps at target, reps)
         let mut agg: BTreeMap<Scope, (i64, i64, u64, u64)> = BTreeMap::new();
         for &(rep, quota) in &quotas {
-            let rev = rolled.get(&(REP as u8 + 1, rep)).map_or(0, |a| a.revenue_cents);
+            let rev = rolled
+                .get(&(REP as u8 + 1, rep))
+                .map_or(0, |a| a.revenue_cents);
             let scopes = self.rep_scopes(rep);
-            for s in std::iter::once((REP as u8 + 1, rep)).chain(scopes.into_iter().filter(|s| s.0 == 0 || s.1 != 0)) {
+            for s in std::iter::once((REP as u8 + 1, rep))
+                .chain(scopes.into_iter().filter(|s| s.0 == 0 || s.1 != 0))
+            {
                 let e = agg.entry(s).or_default();
                 e.0 += rev;
                 e.1 += quota;
@@ -161,9 +182,19 @@ impl Engine {
     /// Revenue by scope of the month before the one starting at `start`.
     fn previous_month_revenue(&self, start: i64) -> Option<FxHashMap<Scope, i64>> {
         let prev = self.settings.cal.previous(CalendarKind::Month, start);
-        let months = self.state.calendar.iter().find(|c| c.kind == CalendarKind::Month)?;
+        let months = self
+            .state
+            .calendar
+            .iter()
+            .find(|c| c.kind == CalendarKind::Month)?;
         if let Some(b) = months.buckets.get(&prev.start) {
-            return Some(b.aggs.rollup().into_iter().map(|(s, a)| (s, a.revenue_cents)).collect());
+            return Some(
+                b.aggs
+                    .rollup()
+                    .into_iter()
+                    .map(|(s, a)| (s, a.revenue_cents))
+                    .collect(),
+            );
         }
         match &self.state.last_closed_month {
             Some((s, rev)) if *s == prev.start => Some(rev.iter().copied().collect()),
@@ -244,7 +275,8 @@ impl Engine {
         let mut weighted: BTreeMap<Scope, f64> = BTreeMap::new();
         for ((scope, stage), p) in &cells {
             if let Some(st) = stage {
-                *weighted.entry(*scope).or_default() += money(p.amount_cents) * self.settings.stages[*st as usize].1;
+                *weighted.entry(*scope).or_default() +=
+                    money(p.amount_cents) * self.settings.stages[*st as usize].1;
             }
         }
         for ((scope, stage), p) in cells {
@@ -262,7 +294,10 @@ impl Engine {
                 Some(st) => money(p.amount_cents) * self.settings.stages[st as usize].1,
                 None => weighted.get(&scope).copied().unwrap_or(0.0),
             };
-            let values = [value(kpi::PIPELINE_VALUE, money(p.amount_cents)), value(kpi::PIPELINE_WEIGHTED, w_value)];
+            let values = [
+                value(kpi::PIPELINE_VALUE, money(p.amount_cents)),
+                value(kpi::PIPELINE_WEIGHTED, w_value),
+            ];
             let extra = name.as_deref().map(|n| ("stage", n));
             self.push_with_extra(&w, scope, &values, extra);
         }
@@ -286,7 +321,13 @@ impl Engine {
         }
     }
 
-    fn push_with_extra(&mut self, w: &Win, scope: Scope, values: &[Value], extra: Option<(&'static str, &str)>) {
+    fn push_with_extra(
+        &mut self,
+        w: &Win,
+        scope: Scope,
+        values: &[Value],
+        extra: Option<(&'static str, &str)>,
+    ) {
         let start = self.out.len();
         self.push(w, scope, values);
         if let Some((k, v)) = extra {
@@ -345,8 +386,12 @@ impl Engine {
     /// Emits provisional records for every window changed since its last emission.
     pub fn emit_updates(&mut self) {
         for set in 0..self.state.calendar.len() {
-            let dirty: Vec<i64> =
-                self.state.calendar[set].buckets.iter().filter(|(_, b)| b.dirty).map(|(s, _)| *s).collect();
+            let dirty: Vec<i64> = self.state.calendar[set]
+                .buckets
+                .iter()
+                .filter(|(_, b)| b.dirty)
+                .map(|(s, _)| *s)
+                .collect();
             for start in dirty {
                 self.emit_calendar_bucket(set, start, false);
             }
@@ -369,9 +414,17 @@ impl Engine {
                     break;
                 }
                 self.emit_calendar_bucket(set, start, true);
-                let b = self.state.calendar[set].buckets.remove(&start).expect("bucket present");
+                let b = self.state.calendar[set]
+                    .buckets
+                    .remove(&start)
+                    .expect("bucket present");
                 if self.state.calendar[set].kind == CalendarKind::Month {
-                    let rev = b.aggs.rollup().into_iter().map(|(s, a)| (s, a.revenue_cents)).collect();
+                    let rev = b
+                        .aggs
+                        .rollup()
+                        .into_iter()
+                        .map(|(s, a)| (s, a.revenue_cents))
+                        .collect();
                     self.state.last_closed_month = Some((start, rev));
                 }
             }
@@ -381,7 +434,9 @@ impl Engine {
         for r in &mut self.state.rolling {
             let span_start = crate::window::sub_bucket(now, r.width) + r.width - r.span;
             let keep_from = span_start.min(cutoff - r.width + 1);
-            r.buckets = r.buckets.split_off(&crate::window::sub_bucket(keep_from, r.width));
+            r.buckets = r
+                .buckets
+                .split_off(&crate::window::sub_bucket(keep_from, r.width));
         }
         self.next_close = self
             .state
@@ -396,7 +451,12 @@ impl Engine {
             .calendar
             .iter()
             .filter_map(|c| c.buckets.first_key_value().map(|(s, _)| *s))
-            .chain(self.state.rolling.iter().map(|r| crate::window::sub_bucket(now, r.width) + r.width - r.span))
+            .chain(
+                self.state
+                    .rolling
+                    .iter()
+                    .map(|r| crate::window::sub_bucket(now, r.width) + r.width - r.span),
+            )
             .min()
             .unwrap_or(cutoff)
             .min(cutoff);

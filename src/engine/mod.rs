@@ -57,9 +57,21 @@ impl Settings {
             entity_ttl: c.state.entity_ttl.ms(),
             dedup_horizon: c.state.dedup_horizon.ms(),
             dedup_max: c.state.dedup_max_entries,
-            stages: c.pipeline.stages.iter().map(|s| (s.name.to_lowercase(), s.probability)).collect(),
-            reps: c.reps.iter().map(|r| (r.name.clone(), (r.team.clone(), r.region.clone()))).collect(),
-            monthly_target_cents: c.targets.monthly_revenue.map(|t| (t * 100.0).round() as i64),
+            stages: c
+                .pipeline
+                .stages
+                .iter()
+                .map(|s| (s.name.to_lowercase(), s.probability))
+                .collect(),
+            reps: c
+                .reps
+                .iter()
+                .map(|r| (r.name.clone(), (r.team.clone(), r.region.clone())))
+                .collect(),
+            monthly_target_cents: c
+                .targets
+                .monthly_revenue
+                .map(|t| (t * 100.0).round() as i64),
         }
     }
 }
@@ -149,7 +161,9 @@ impl Engine {
 
     /// Watermark: newest event time − allowed out-of-orderness.
     pub fn watermark(&self) -> i64 {
-        self.state.max_time.saturating_sub(self.settings.out_of_orderness)
+        self.state
+            .max_time
+            .saturating_sub(self.settings.out_of_orderness)
     }
 
     /// Events before this instant are late; windows ending at or before it are final.
@@ -252,8 +266,10 @@ impl Engine {
         for i in 0..3 {
             s.stats.evicted[i] += (before[i] - after[i]) as u64;
         }
-        s.stats.dedup_evicted +=
-            s.dedup.expire(now.saturating_sub(self.settings.dedup_horizon), self.settings.dedup_max);
+        s.stats.dedup_evicted += s.dedup.expire(
+            now.saturating_sub(self.settings.dedup_horizon),
+            self.settings.dedup_max,
+        );
     }
 
     /// Records produced since the last call.
@@ -264,12 +280,25 @@ impl Engine {
 
     /// Number of remembered leads, deals and customers.
     pub fn entity_counts(&self) -> [usize; 3] {
-        [self.state.leads.len(), self.state.deals.len(), self.state.customers.len()]
+        [
+            self.state.leads.len(),
+            self.state.deals.len(),
+            self.state.customers.len(),
+        ]
     }
 
     /// Number of open window buckets (calendar and rolling sub-buckets).
     pub fn bucket_count(&self) -> usize {
-        self.state.calendar.iter().map(|c| c.buckets.len()).sum::<usize>()
-            + self.state.rolling.iter().map(|r| r.buckets.len()).sum::<usize>()
+        self.state
+            .calendar
+            .iter()
+            .map(|c| c.buckets.len())
+            .sum::<usize>()
+            + self
+                .state
+                .rolling
+                .iter()
+                .map(|r| r.buckets.len())
+                .sum::<usize>()
     }
 }

@@ -155,7 +155,10 @@ pub const LEDGER_SLOT_MS: i64 = 15 * 60 * 1000;
 
 impl Ledger {
     pub fn add(&mut self, t: i64, key: DimKey, delta: i64) {
-        let slot = self.slots.entry(crate::window::sub_bucket(t, LEDGER_SLOT_MS)).or_default();
+        let slot = self
+            .slots
+            .entry(crate::window::sub_bucket(t, LEDGER_SLOT_MS))
+            .or_default();
         match slot.iter_mut().find(|(k, _)| *k == key) {
             Some((_, n)) => *n += delta,
             None => slot.push((key, delta)),
@@ -180,7 +183,9 @@ impl Ledger {
 
     /// Folds slots that start before `t` into the base.
     pub fn fold_before(&mut self, t: i64) {
-        let keep = self.slots.split_off(&crate::window::sub_bucket(t, LEDGER_SLOT_MS));
+        let keep = self
+            .slots
+            .split_off(&crate::window::sub_bucket(t, LEDGER_SLOT_MS));
         for (_, slot) in std::mem::replace(&mut self.slots, keep) {
             for (k, n) in slot {
                 *self.base.entry(k).or_default() += n;

@@ -1,0 +1,56 @@
+//! The HTTP listener: `/metrics` (Prometheus text exposition), `/healthz`
+//! and `/kpis` (the current value of every series, as JSON).
+
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+}
+
+async fn kpis(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    let mut all: Vec<_> = m.table.iter().map(|e| e.value().clone()).collect();
+    all.sort_by(|a, b| a.series_key().cmp(&b.series_key()));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()),
+    )
+}
+
+pub fn router(m: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/kpis", get(kpis))
+        .with_state(m)
+}
+
+/// Binds `addr` and serves until `shutdown` resolves. Returns the bound address.
+pub async fn serve(
+    addr: &str,
+    m: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(m))
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    Ok(local)
+}

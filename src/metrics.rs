@@ -1,0 +1,294 @@
+//! Every Prometheus metric salespulse exports, and the table of current
+//! KPI values that `/metrics`, `/kpis` and the terminal summary read.
+//!
+//! The engine keeps plain counters; they are copied here once per batch,
+//! not per event. KPI gauges are named `salespulse_kpi_<kpi>` with labels
+//! `window` plus the dimensions (`rep`, `team`, `region`, `channel`,
+//! `product`; empty = all) and, for some, `stage` or `activity_kind`. No
+//! lead, deal or customer id is ever a label.
+
+use crate::decode::RejectReason;
+use crate::engine::state::{Stats, DIMS, ENTITY_NAMES};
+use crate::engine::Engine;
+use crate::event::EventType;
+use crate::kpi::CATALOGUE;
+use crate::output::KpiRecord;
+use dashmap::DashMap;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub struct Metrics {
+    pub registry: Registry,
+    events_in: IntCounterVec,
+    rejected: IntCounterVec,
+    late: IntCounter,
+    duplicates: IntCounter,
+    unknown_entity: IntCounterVec,
+    evicted: IntCounterVec,
+    dedup_evicted: IntCounter,
+    records_out: IntCounter,
+    /// Time to process one input batch, per event (seconds).
+    pub event_seconds: Histogram,
+    entities: IntGaugeVec,
+    dedup_entries: IntGauge,
+    buckets: IntGauge,
+    watermark: Gauge,
+    kpis: HashMap<&'static str, GaugeVec>,
+    sample: GaugeVec,
+    /// Counters as last copied, to turn the engine's totals into increments.
+    last: Mutex<Stats>,
+    /// Newest record of every series (KPI × window kind × dimensions).
+    pub table: DashMap<String, KpiRecord>,
+}
+
+fn labels_for(extra: Option<&'static str>) -> Vec<&'static str> {
+    let mut l = vec!["window"];
+    l.extend(DIMS);
+    l.extend(extra);
+    l
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("metric");
+            r.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric");
+            r.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let events_in = counter_vec(
+            "salespulse_events_in_total",
+            "Events accepted, by CloudEvents type.",
+            "type",
+        );
+        let rejected = counter_vec(
+            "salespulse_events_rejected_total",
+            "Inputs rejected to the dead-letter sink, by reason.",
+            "reason",
+        );
+        for t in EventType::ALL {
+            events_in.with_label_values(&[t.as_str()]);
+        }
+        for reason in RejectReason::ALL {
+            rejected.with_label_values(&[reason.as_str()]);
+        }
+        let late = counter(
+            "salespulse_events_late_total",
+            "Events older than watermark − grace (also in rejected{reason=\"late\"}).",
+        );
+        let duplicates = counter(
+            "salespulse_events_duplicate_total",
+            "Events with an already counted source + id, ignored.",
+        );
+        let unknown_entity = counter_vec(
+            "salespulse_unknown_entity_total",
+            "Events naming a lead, deal or customer that is unknown (never seen, or evicted by TTL).",
+            "entity",
+        );
+        let evicted = counter_vec(
+            "salespulse_entities_evicted_total",
+            "Entities forgotten after state.entity_ttl.",
+            "entity",
+        );
+        let dedup_evicted = counter(
+            "salespulse_dedup_evicted_total",
+            "Event ids forgotten early because state.dedup_max_entries was reached.",
+        );
+        let records_out = counter("salespulse_kpi_records_total", "KPI records emitted.");
+        let event_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "salespulse_event_processing_seconds",
+                "Processing time per event, measured per batch.",
+            )
+            .buckets(vec![
+                1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3,
+            ]),
+        )
+        .expect("metric");
+        r.register(Box::new(event_seconds.clone()))
+            .expect("register");
+        let entities = IntGaugeVec::new(
+            Opts::new(
+                "salespulse_state_entities",
+                "Leads, deals and customers in memory.",
+            ),
+            &["entity"],
+        )
+        .expect("metric");
+        r.register(Box::new(entities.clone())).expect("register");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            r.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let dedup_entries = gauge(
+            "salespulse_state_dedup_entries",
+            "Event ids remembered for duplicate detection.",
+        );
+        let buckets = gauge(
+            "salespulse_state_window_buckets",
+            "Open window buckets (calendar windows and rolling sub-buckets).",
+        );
+        let watermark = Gauge::new(
+            "salespulse_watermark_seconds",
+            "Watermark (newest event time − out-of-orderness), Unix seconds.",
+        )
+        .expect("metric");
+        r.register(Box::new(watermark.clone())).expect("register");
+        let mut kpis = HashMap::new();
+        for def in CATALOGUE {
+            let g = GaugeVec::new(
+                Opts::new(
+                    format!("salespulse_kpi_{}", def.name),
+                    format!("{} Unit: {}.", def.help, def.unit.as_str()),
+                ),
+                &labels_for(def.extra_label),
+            )
+            .expect("metric");
+            r.register(Box::new(g.clone())).expect("register");
+            kpis.insert(def.name, g);
+        }
+        let mut sl = vec!["kpi"];
+        sl.extend(labels_for(None));
+        sl.push("extra");
+        let sample = GaugeVec::new(
+            Opts::new(
+                "salespulse_kpi_sample_size",
+                "Sample size (denominator events) behind each KPI value.",
+            ),
+            &sl,
+        )
+        .expect("metric");
+        r.register(Box::new(sample.clone())).expect("register");
+        Metrics {
+            registry: r,
+            events_in,
+            rejected,
+            late,
+            duplicates,
+            unknown_entity,
+            evicted,
+            dedup_evicted,
+            records_out,
+            event_seconds,
+            entities,
+            dedup_entries,
+            buckets,
+            watermark,
+            kpis,
+            sample,
+            last: Mutex::new(Stats::default()),
+            table: DashMap::new(),
+        }
+    }
+
+    /// Copies the engine's counters and state sizes.
+    pub fn sync(&self, e: &Engine) {
+        let s = &e.state.stats;
+        let mut last = self.last.lock().expect("metrics lock");
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        for (i, t) in EventType::ALL.iter().enumerate() {
+            let n = d(s.events_in[i], last.events_in.get(i).copied().unwrap_or(0));
+            self.events_in.with_label_values(&[t.as_str()]).inc_by(n);
+        }
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            let n = d(s.rejected[i], last.rejected.get(i).copied().unwrap_or(0));
+            self.rejected.with_label_values(&[r.as_str()]).inc_by(n);
+            if *r == RejectReason::Late {
+                self.late.inc_by(n);
+            }
+        }
+        self.duplicates.inc_by(d(s.duplicates, last.duplicates));
+        for (i, name) in ENTITY_NAMES.iter().enumerate() {
+            self.unknown_entity
+                .with_label_values(&[name])
+                .inc_by(d(s.unknown_entity[i], last.unknown_entity[i]));
+            self.evicted
+                .with_label_values(&[name])
+                .inc_by(d(s.evicted[i], last.evicted[i]));
+        }
+        self.dedup_evicted
+            .inc_by(d(s.dedup_evicted, last.dedup_evicted));
+        self.records_out.inc_by(d(s.records_out, last.records_out));
+        *last = s.clone();
+        for (name, n) in ENTITY_NAMES.iter().zip(e.entity_counts()) {
+            self.entities.with_label_values(&[name]).set(n as i64);
+        }
+        self.dedup_entries.set(e.state.dedup.order.len() as i64);
+        self.buckets.set(e.bucket_count() as i64);
+        if e.state.max_time != i64::MIN {
+            self.watermark.set(e.watermark() as f64 / 1000.0);
+        }
+    }
+
+    /// Updates the KPI table and gauges with newly emitted records; a record
+    /// of an older window never replaces one of a newer window.
+    pub fn observe(&self, records: &[KpiRecord]) {
+        for r in records {
+            let key = r.series_key();
+            let newer = match self.table.get(&key) {
+                Some(old) => old.window.start_ms <= r.window.start_ms,
+                None => true,
+            };
+            if !newer {
+                continue;
+            }
+            let Some(g) = self.kpis.get(r.kpi.as_str()) else {
+                continue;
+            };
+            let def = CATALOGUE
+                .iter()
+                .find(|d| d.name == r.kpi)
+                .expect("catalogue kpi");
+            let mut values: Vec<&str> = vec![r.window.kind.as_str()];
+            for dim in DIMS {
+                values.push(r.dimensions.get(dim).map_or("", String::as_str));
+            }
+            if let Some(extra) = def.extra_label {
+                values.push(r.dimensions.get(extra).map_or("", String::as_str));
+            }
+            g.with_label_values(&values)
+                .set(r.value.unwrap_or(f64::NAN));
+            let mut sv = vec![r.kpi.as_str()];
+            sv.extend(&values[..1 + DIMS.len()]);
+            sv.push(
+                def.extra_label
+                    .and_then(|x| r.dimensions.get(x))
+                    .map_or("", String::as_str),
+            );
+            self.sample.with_label_values(&sv).set(r.sample_size as f64);
+            self.table.insert(key, r.clone());
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("utf-8 exposition")
+    }
+
+    /// Current value of a KPI for "all" in a window kind, from the table.
+    pub fn current(&self, kpi: &str, window: &str) -> Option<KpiRecord> {
+        self.table
+            .get(&format!("{kpi}|{window}"))
+            .map(|r| r.clone())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

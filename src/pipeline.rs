@@ -1,0 +1,400 @@
+//! The async shell around the engine: a source task feeds batches of raw
+//! messages through a bounded channel (backpressure), the engine task
+//! processes them and writes KPI records and dead letters, and — in live
+//! mode — timers emit provisional updates and the terminal summary.
+
+use crate::config::Config;
+use crate::decode::{json, proto, Format, RejectReason};
+use crate::engine::Engine;
+use crate::generator::{GenConfig, Generator};
+use crate::metrics::Metrics;
+use crate::output::{DeadLetter, KpiRecord};
+use anyhow::Context;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Where events come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file, or `-` for standard input, read to its end.
+    File(PathBuf),
+    /// The built-in generator, paced at `rate` events/s; stops after `limit` events if set.
+    Generator {
+        gen: GenConfig,
+        rate: f64,
+        limit: Option<u64>,
+    },
+}
+
+/// One raw message, where it came from, and a framing error if the
+/// reader could not cut a whole message out of the input.
+struct Msg {
+    bytes: Vec<u8>,
+    origin: String,
+    framing_error: Option<String>,
+}
+
+impl Msg {
+    fn new(bytes: Vec<u8>, origin: String) -> Msg {
+        Msg {
+            bytes,
+            origin,
+            framing_error: None,
+        }
+    }
+}
+
+/// A batch of raw messages.
+struct Batch {
+    msgs: Vec<Msg>,
+}
+
+/// How one run is wired.
+pub struct RunOptions {
+    pub source: Source,
+    pub format: Format,
+    /// `-` for standard output; `None` = no record output.
+    pub output: Option<PathBuf>,
+    pub dead_letter: PathBuf,
+    /// Live mode: periodic provisional updates, summary, and run until stopped.
+    pub live: bool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What a run did, for the caller.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub records: u64,
+}
+
+fn open_output(p: &PathBuf) -> anyhow::Result<Box<dyn Write + Send>> {
+    Ok(if p.as_os_str() == "-" {
+        Box::new(BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(BufWriter::new(File::create(p).with_context(|| {
+            format!("cannot create output file {}", p.display())
+        })?))
+    })
+}
+
+/// Reads one length-delimited protobuf frame; `Ok(None)` at a clean end.
+fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Result<Vec<u8>, String>>> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut b = [0u8];
+        if r.read(&mut b)? == 0 {
+            return Ok(if i == 0 {
+                None
+            } else {
+                Some(Err("input ends inside a length prefix".into()))
+            });
+        }
+        len |= u64::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            let mut buf = vec![0; len as usize];
+            return Ok(Some(match r.read_exact(&mut buf) {
+                Ok(()) => Ok(buf),
+                Err(_) => Err(format!("input ends inside a {len}-byte message")),
+            }));
+        }
+    }
+    Ok(Some(Err("length prefix longer than 10 bytes".into())))
+}
+
+fn read_file(
+    path: PathBuf,
+    format: Format,
+    batch: usize,
+    tx: mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    let (name, input): (String, Box<dyn Read + Send>) = if path.as_os_str() == "-" {
+        ("stdin".into(), Box::new(std::io::stdin()))
+    } else {
+        let f =
+            File::open(&path).with_context(|| format!("cannot open input {}", path.display()))?;
+        (path.display().to_string(), Box::new(f))
+    };
+    let mut r = BufReader::with_capacity(1 << 20, input);
+    let mut msgs = Vec::with_capacity(batch);
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let item = match format {
+            Format::Json => {
+                let mut line = Vec::new();
+                if r.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    line.pop();
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                line
+            }
+            Format::Protobuf => match read_frame(&mut r)? {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    msgs.push(Msg {
+                        bytes: Vec::new(),
+                        origin: format!("{name}:{n}"),
+                        framing_error: Some(e),
+                    });
+                    break;
+                }
+            },
+        };
+        msgs.push(Msg::new(item, format!("{name}:{n}")));
+        if msgs.len() >= batch {
+            if tx
+                .blocking_send(Batch {
+                    msgs: std::mem::take(&mut msgs),
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    if !msgs.is_empty() {
+        let _ = tx.blocking_send(Batch { msgs });
+    }
+    Ok(())
+}
+
+async fn run_generator(
+    gen: GenConfig,
+    rate: f64,
+    limit: Option<u64>,
+    format: Format,
+    tx: mpsc::Sender<Batch>,
+) {
+    let mut g = Generator::new(gen);
+    let tick = Duration::from_millis(50);
+    let per_tick = (rate * tick.as_secs_f64()).max(1.0);
+    let mut interval = tokio::time::interval(tick);
+    let (mut sent, mut owed) = (0u64, 0.0f64);
+    loop {
+        interval.tick().await;
+        owed += per_tick;
+        let mut msgs = Vec::new();
+        while owed >= 1.0 && limit.is_none_or(|l| sent < l) {
+            let e = g.next().expect("the generator never ends");
+            let bytes = match format {
+                Format::Json => json::encode(&e).into_bytes(),
+                Format::Protobuf => prost::Message::encode_to_vec(&proto::from_event(&e)),
+            };
+            msgs.push(Msg::new(bytes, "generator".to_string()));
+            owed -= 1.0;
+            sent += 1;
+        }
+        if !msgs.is_empty() && tx.send(Batch { msgs }).await.is_err() {
+            return;
+        }
+        if limit.is_some_and(|l| sent >= l) {
+            // Keep the channel open: a live run serves until it is stopped.
+            tx.closed().await;
+            return;
+        }
+    }
+}
+
+struct Sinks {
+    output: Option<Box<dyn Write + Send>>,
+    dlq_path: PathBuf,
+    dlq: Option<BufWriter<File>>,
+}
+
+impl Sinks {
+    fn records(&mut self, m: &Metrics, recs: &[KpiRecord]) -> anyhow::Result<()> {
+        m.observe(recs);
+        if let Some(o) = &mut self.output {
+            for r in recs {
+                serde_json::to_writer(&mut *o, r)?;
+                o.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, d: &DeadLetter) -> anyhow::Result<()> {
+        if self.dlq.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.dlq_path)
+                .with_context(|| {
+                    format!("cannot open dead-letter file {}", self.dlq_path.display())
+                })?;
+            self.dlq = Some(BufWriter::new(f));
+        }
+        let w = self.dlq.as_mut().expect("opened");
+        serde_json::to_writer(&mut *w, d)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(o) = &mut self.output {
+            o.flush()?;
+        }
+        if let Some(d) = &mut self.dlq {
+            d.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn summary(m: &Metrics, e: &Engine, rate: f64) -> String {
+    let get = |k: &str| m.current(k, "month").and_then(|r| r.value);
+    let pct = |v: Option<f64>| v.map_or("  –  ".into(), |v| format!("{:5.1}%", v * 100.0));
+    let num = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+    let days = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}d", v / 86400.0));
+    let month = m
+        .current("revenue", "month")
+        .map(|r| r.window.label)
+        .unwrap_or_default();
+    let pipeline = m.table.get("pipeline_value|gauge").and_then(|r| r.value);
+    format!(
+        "[{month}] leads {} conv {} | win {} revenue {} avg deal {} cycle p50 {} | pipeline {} | churn {} | quota≥100% {} | {:.0} ev/s, {} rejected",
+        num(get("leads_created")),
+        pct(get("lead_conversion_rate")),
+        pct(get("win_rate")),
+        num(get("revenue")),
+        num(get("average_deal_size")),
+        days(get("sales_cycle_seconds_p50")),
+        num(pipeline),
+        pct(get("churn_rate")),
+        pct(get("quota_reps_at_target_ratio")),
+        rate,
+        e.state.stats.rejected.iter().sum::<u64>(),
+    )
+}
+
+/// Runs the pipeline until the input ends (file mode) or a stop signal (live mode).
+pub async fn run(
+    cfg: &Config,
+    opts: RunOptions,
+    mut engine: Engine,
+) -> anyhow::Result<(RunReport, Engine)> {
+    let (tx, mut rx) = mpsc::channel::<Batch>(4);
+    let format = opts.format;
+    let reader = match opts.source.clone() {
+        Source::File(p) => {
+            let bs = cfg.input.batch_size;
+            tokio::task::spawn_blocking(move || read_file(p, format, bs, tx))
+        }
+        Source::Generator { gen, rate, limit } => tokio::spawn(async move {
+            run_generator(gen, rate, limit, format, tx).await;
+            Ok(())
+        }),
+    };
+    let mut sinks = Sinks {
+        output: opts.output.as_ref().map(open_output).transpose()?,
+        dlq_path: opts.dead_letter.clone(),
+        dlq: None,
+    };
+    let m = opts.metrics.clone();
+    let mut update =
+        tokio::time::interval(cfg.output.update_interval.0.max(Duration::from_millis(10)));
+    let summary_every = cfg.output.summary_interval.0;
+    let mut summary_tick = tokio::time::interval(summary_every.max(Duration::from_millis(100)));
+    let mut report = RunReport::default();
+    let (mut last_count, mut last_at) = (0u64, Instant::now());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                let t0 = Instant::now();
+                let n = batch.msgs.len();
+                for msg in &batch.msgs {
+                    let r = if let Some(problem) = &msg.framing_error {
+                        engine.count_external_reject(RejectReason::MalformedProtobuf);
+                        Err(crate::decode::Reject::new(RejectReason::MalformedProtobuf, problem.clone()))
+                    } else {
+                        match format {
+                            Format::Json => engine.process_json(&msg.bytes),
+                            Format::Protobuf => engine.process_protobuf(&msg.bytes),
+                        }
+                    };
+                    match r {
+                        Ok(crate::engine::Outcome::Counted) => report.accepted += 1,
+                        Ok(crate::engine::Outcome::Duplicate) => report.duplicates += 1,
+                        Err(rej) => {
+                            report.rejected += 1;
+                            sinks.dead_letter(&DeadLetter::new(&rej, &msg.bytes, msg.origin.clone()))?;
+                        }
+                    }
+                }
+                if n > 0 {
+                    m.event_seconds.observe(t0.elapsed().as_secs_f64() / n as f64);
+                }
+                let recs = engine.take_records();
+                report.records += recs.len() as u64;
+                sinks.records(&m, &recs)?;
+                m.sync(&engine);
+            }
+            _ = update.tick(), if opts.live => {
+                engine.emit_updates();
+                let recs = engine.take_records();
+                report.records += recs.len() as u64;
+                sinks.records(&m, &recs)?;
+                sinks.flush()?;
+                m.sync(&engine);
+            }
+            _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
+                let total = report.accepted + report.duplicates + report.rejected;
+                let rate = (total - last_count) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+                (last_count, last_at) = (total, Instant::now());
+                eprintln!("{}", summary(&m, &engine, rate));
+            }
+            _ = &mut shutdown => {
+                tracing::info!("stop signal received: draining");
+                break;
+            }
+        }
+    }
+    drop(rx);
+    match reader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(anyhow::anyhow!("input task failed: {e}")),
+    }
+    engine.finish();
+    let recs = engine.take_records();
+    report.records += recs.len() as u64;
+    sinks.records(&m, &recs)?;
+    sinks.flush()?;
+    m.sync(&engine);
+    Ok((report, engine))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
