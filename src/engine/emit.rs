@@ -23,7 +23,7 @@ struct Win {
 
 fn rolling_name(span: i64) -> String {
     const H: i64 = 3_600_000;
-    if span % (24 * H) == 0 {
+    if span % (24 * H) == 0 && span > 24 * H {
         format!("rolling_{}d", span / (24 * H))
     } else if span % H == 0 {
         format!("rolling_{}h", span / H)

@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests: build events, run an engine,
+//! find records.
+#![allow(dead_code)]
+
+use salespulse::config::Config;
+use salespulse::decode::json::format_time;
+use salespulse::engine::Engine;
+use salespulse::output::KpiRecord;
+use serde_json::{json, Value};
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub fn ms(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+}
+
+/// A CloudEvent JSON line.
+pub fn ce(id: &str, ty: &str, time: &str, data: Value) -> Vec<u8> {
+    json!({"specversion": "1.0", "id": id, "source": "test", "type": ty, "time": time, "data": data})
+        .to_string()
+        .into_bytes()
+}
+
+/// Same, with the time given in ms.
+pub fn ce_at(id: &str, ty: &str, t: i64, data: Value) -> Vec<u8> {
+    ce(id, ty, &format_time(t), data)
+}
+
+pub fn engine(toml: &str) -> Engine {
+    Engine::from_config(&Config::from_toml(toml).expect("valid test config"))
+}
+
+/// Feeds every line, panics on a rejection, finishes, returns all records.
+pub fn run_all(e: &mut Engine, lines: &[Vec<u8>]) -> Vec<KpiRecord> {
+    for l in lines {
+        e.process_json(l).unwrap_or_else(|r| panic!("rejected {}: {r}", String::from_utf8_lossy(l)));
+    }
+    e.finish();
+    e.take_records()
+}
+
+/// The final record of `kpi` in window `kind` labelled `label` with exactly `dims`.
+pub fn find<'a>(recs: &'a [KpiRecord], kpi: &str, kind: &str, label: &str, dims: &[(&str, &str)]) -> Option<&'a KpiRecord> {
+    recs.iter().rev().find(|r| {
+        r.kpi == kpi
+            && r.window.kind == kind
+            && (label.is_empty() || r.window.label == label)
+            && r.dimensions.len() == dims.len()
+            && dims.iter().all(|(k, v)| r.dimensions.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
+pub fn value(recs: &[KpiRecord], kpi: &str, kind: &str, label: &str, dims: &[(&str, &str)]) -> Option<f64> {
+    find(recs, kpi, kind, label, dims).unwrap_or_else(|| panic!("no record {kpi} {kind} {label} {dims:?}")).value
+}

@@ -1,0 +1,151 @@
+//! Decoding, validation, every rejection reason, late and duplicate events,
+//! and the JSON ⇄ protobuf round trip of every event type.
+
+mod common;
+use common::*;
+use salespulse::decode::{json as cej, proto, validate, RejectReason};
+use salespulse::engine::Outcome;
+use salespulse::event::EventType;
+use salespulse::generator::{GenConfig, Generator};
+use serde_json::json;
+
+fn reason(line: &[u8]) -> RejectReason {
+    let mut e = engine("");
+    e.process_json(line).expect_err("should be rejected").reason
+}
+
+#[test]
+fn every_rejection_reason_has_a_case() {
+    use RejectReason::*;
+    let lead = |d: serde_json::Value| ce("x", "crm.lead.created", "2026-11-01T00:00:00Z", d);
+    let cases: Vec<(RejectReason, Vec<u8>)> = vec![
+        (MalformedJson, b"{not json".to_vec()),
+        (MalformedJson, b"[1,2]".to_vec()),
+        (UnsupportedSpecversion, br#"{"specversion":"0.3","id":"1","source":"s","type":"crm.lead.created","time":"2026-11-01T00:00:00Z","data":{}}"#.to_vec()),
+        (MissingAttribute, br#"{"specversion":"1.0","source":"s","type":"crm.lead.created","time":"2026-11-01T00:00:00Z","data":{}}"#.to_vec()),
+        (MissingAttribute, br#"{"specversion":"1.0","id":"1","source":"s","type":"crm.lead.created","data":{}}"#.to_vec()),
+        (MissingAttribute, br#"{"specversion":"1.0","id":"1","source":"s","type":"crm.lead.created","time":"2026-11-01T00:00:00Z"}"#.to_vec()),
+        (UnknownType, ce("x", "crm.lead.teleported", "2026-11-01T00:00:00Z", json!({}))),
+        (MissingField, lead(json!({"channel": "web"}))),
+        (MissingField, lead(json!({"lead_id": "", "channel": "web"}))),
+        (InvalidField, lead(json!({"lead_id": 7, "channel": "web"}))),
+        (InvalidValue, ce("x", "crm.activity.logged", "2026-11-01T00:00:00Z", json!({"rep": "a", "kind": "fax"}))),
+        (InvalidValue, ce("x", "crm.quota.set", "2026-11-01T00:00:00Z", json!({"rep": "a", "period": "November", "amount": 5}))),
+        (InvalidTime, ce("x", "crm.lead.created", "yesterday", json!({"lead_id": "l", "channel": "web"}))),
+        (AbsurdTime, ce("x", "crm.lead.created", "1970-01-01T00:00:00Z", json!({"lead_id": "l", "channel": "web"}))),
+        (AbsurdTime, ce("x", "crm.lead.created", "2150-01-01T00:00:00Z", json!({"lead_id": "l", "channel": "web"}))),
+        (NegativeAmount, ce("x", "crm.deal.won", "2026-11-01T00:00:00Z", json!({"deal_id": "d", "amount": -5}))),
+        (AbsurdAmount, ce("x", "crm.deal.won", "2026-11-01T00:00:00Z", json!({"deal_id": "d", "amount": 1e20}))),
+        (NpsOutOfRange, ce("x", "crm.survey.answered", "2026-11-01T00:00:00Z", json!({"customer_id": "c", "nps": 11}))),
+        (NpsOutOfRange, ce("x", "crm.survey.answered", "2026-11-01T00:00:00Z", json!({"customer_id": "c", "nps": -1}))),
+        (CsatOutOfRange, ce("x", "crm.survey.answered", "2026-11-01T00:00:00Z", json!({"customer_id": "c", "nps": 9, "csat": 7}))),
+        (UnknownStage, ce("x", "crm.deal.created", "2026-11-01T00:00:00Z", json!({"deal_id": "d", "rep": "r", "amount": 5, "stage": "Closed Won"}))),
+        (UnknownStage, ce("x", "crm.deal.stage_changed", "2026-11-01T00:00:00Z", json!({"deal_id": "d", "from": "prospecting", "to": "limbo"}))),
+    ];
+    for (want, line) in &cases {
+        assert_eq!(reason(line), *want, "{}", String::from_utf8_lossy(line));
+    }
+    // protobuf: undecodable bytes
+    let mut e = engine("");
+    assert_eq!(e.process_protobuf(&[0xff, 0xff, 0xff]).unwrap_err().reason, MalformedProtobuf);
+    // late: below
+    let covered: std::collections::HashSet<_> = cases.iter().map(|(r, _)| *r).chain([MalformedProtobuf, Late]).collect();
+    for r in RejectReason::ALL {
+        assert!(covered.contains(r), "no test case for {r:?}");
+    }
+}
+
+#[test]
+fn rejections_are_counted_by_reason_and_do_not_stop_the_engine() {
+    let mut e = engine("");
+    assert!(e.process_json(b"garbage").is_err());
+    assert!(e.process_json(&ce("a", "crm.lead.created", "2026-11-01T00:00:00Z", json!({"lead_id": "l", "channel": "web"}))).is_ok());
+    assert!(e.process_json(b"garbage").is_err());
+    assert_eq!(e.state.stats.rejected[RejectReason::MalformedJson as usize], 2);
+    assert_eq!(e.state.stats.events_in[EventType::LeadCreated as usize], 1);
+}
+
+#[test]
+fn late_events_are_rejected_and_windows_close_on_the_watermark() {
+    // watermark = max − 1h; grace 1d
+    let mut e = engine("[time]\nout_of_orderness = \"1h\"\ngrace = \"1d\"\n[windows]\ncalendar = [\"day\"]\nrolling = []\n");
+    let lead = |id: &str, t: &str| ce(id, "crm.lead.created", t, json!({"lead_id": id, "channel": "web"}));
+    e.process_json(&lead("a", "2026-11-01T10:00:00Z")).unwrap();
+    e.process_json(&lead("b", "2026-11-03T00:59:59Z")).unwrap();
+    // cutoff = Nov 3 00:59:59 − 1h − 1d = Nov 1 23:59:59: Nov 1 is still open
+    assert!(e.take_records().is_empty());
+    e.process_json(&lead("c", "2026-11-01T23:59:59Z")).expect("within grace");
+    e.process_json(&lead("d", "2026-11-03T01:00:00Z")).unwrap();
+    // cutoff = Nov 2 00:00: the Nov 1 window is final now
+    let recs = e.take_records();
+    let r = find(&recs, "leads_created", "day", "2026-11-01", &[]).unwrap();
+    assert!(r.is_final);
+    assert_eq!(r.value, Some(2.0));
+    let err = e.process_json(&lead("e", "2026-11-01T23:00:00Z")).unwrap_err();
+    assert_eq!(err.reason, RejectReason::Late);
+    assert!(err.detail.contains("2026-11-02T00:00:00Z"), "{}", err.detail);
+    assert_eq!(e.state.stats.rejected[RejectReason::Late as usize], 1);
+}
+
+#[test]
+fn duplicates_count_once_and_dedup_memory_is_bounded() {
+    let mut e = engine("[state]\ndedup_max_entries = 3\n");
+    let line = |id: &str| ce(id, "crm.lead.created", "2026-11-01T00:00:00Z", json!({"lead_id": id, "channel": "web"}));
+    assert_eq!(e.process_json(&line("1")).unwrap(), Outcome::Counted);
+    assert_eq!(e.process_json(&line("1")).unwrap(), Outcome::Duplicate);
+    // same id from another source is another event
+    let other = String::from_utf8(line("1")).unwrap().replace("\"test\"", "\"other\"");
+    assert_eq!(e.process_json(other.as_bytes()).unwrap(), Outcome::Counted);
+    assert_eq!(e.state.stats.duplicates, 1);
+    for i in 2..10 {
+        e.process_json(&line(&i.to_string())).unwrap();
+    }
+    // the sweep runs at most hourly in event time: move time forward
+    e.process_json(&ce("late-enough", "crm.lead.created", "2026-11-01T02:00:00Z", json!({"lead_id": "z", "channel": "web"}))).unwrap();
+    assert!(e.state.dedup.order.len() <= 3, "{}", e.state.dedup.order.len());
+    assert!(e.state.stats.dedup_evicted > 0);
+}
+
+#[test]
+fn json_protobuf_round_trip_for_every_type() {
+    let events: Vec<_> = Generator::new(GenConfig { seed: 7, start: ms("2026-01-01T00:00:00Z"), events_per_day: 150, reps: 5 })
+        .take(40_000)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for e in &events {
+        seen.insert(e.payload.event_type());
+        let line = cej::encode(e);
+        let from_json = cej::decode(line.as_bytes()).unwrap();
+        validate(&from_json).unwrap();
+        assert_eq!(&from_json, e);
+        let bytes = prost::Message::encode_to_vec(&proto::from_event(&from_json));
+        let msg = proto::decode_message(&bytes).unwrap();
+        let from_pb = proto::to_event(&msg).unwrap();
+        assert_eq!(from_pb, *e);
+        assert_eq!(cej::encode(&from_pb), line);
+    }
+    for t in EventType::ALL {
+        assert!(seen.contains(t), "the generator never produced {}", t.as_str());
+    }
+}
+
+#[test]
+fn delimited_protobuf_stream_splits_and_reports_truncation() {
+    let events: Vec<_> = Generator::new(GenConfig { seed: 1, start: ms("2026-01-01T00:00:00Z"), events_per_day: 500, reps: 3 }).take(50).collect();
+    let mut buf = Vec::new();
+    for e in &events {
+        buf.extend(proto::encode_delimited(e));
+    }
+    let frames: Vec<_> = proto::split_delimited(&buf).collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 50);
+    let cut = &buf[..buf.len() - 3];
+    let last = proto::split_delimited(cut).last().unwrap();
+    assert_eq!(last.unwrap_err().reason, RejectReason::MalformedProtobuf);
+}
+
+#[test]
+fn binary_mode_data_decodes_with_the_type_from_outside() {
+    let data = br#"{"lead_id":"L1","channel":"web"}"#;
+    let p = cej::decode_data(EventType::LeadCreated, data).unwrap();
+    assert_eq!(p.event_type(), EventType::LeadCreated);
+}
