@@ -47,9 +47,16 @@ fn every_rejection_reason_has_a_case() {
     }
     // protobuf: undecodable bytes
     let mut e = engine("");
-    assert_eq!(e.process_protobuf(&[0xff, 0xff, 0xff]).unwrap_err().reason, MalformedProtobuf);
+    assert_eq!(
+        e.process_protobuf(&[0xff, 0xff, 0xff]).unwrap_err().reason,
+        MalformedProtobuf
+    );
     // late: below
-    let covered: std::collections::HashSet<_> = cases.iter().map(|(r, _)| *r).chain([MalformedProtobuf, Late]).collect();
+    let covered: std::collections::HashSet<_> = cases
+        .iter()
+        .map(|(r, _)| *r)
+        .chain([MalformedProtobuf, Late])
+        .collect();
     for r in RejectReason::ALL {
         assert!(covered.contains(r), "no test case for {r:?}");
     }
@@ -59,9 +66,19 @@ fn every_rejection_reason_has_a_case() {
 fn rejections_are_counted_by_reason_and_do_not_stop_the_engine() {
     let mut e = engine("");
     assert!(e.process_json(b"garbage").is_err());
-    assert!(e.process_json(&ce("a", "crm.lead.created", "2026-11-01T00:00:00Z", json!({"lead_id": "l", "channel": "web"}))).is_ok());
+    assert!(e
+        .process_json(&ce(
+            "a",
+            "crm.lead.created",
+            "2026-11-01T00:00:00Z",
+            json!({"lead_id": "l", "channel": "web"})
+        ))
+        .is_ok());
     assert!(e.process_json(b"garbage").is_err());
-    assert_eq!(e.state.stats.rejected[RejectReason::MalformedJson as usize], 2);
+    assert_eq!(
+        e.state.stats.rejected[RejectReason::MalformedJson as usize],
+        2
+    );
     assert_eq!(e.state.stats.events_in[EventType::LeadCreated as usize], 1);
 }
 
@@ -69,48 +86,86 @@ fn rejections_are_counted_by_reason_and_do_not_stop_the_engine() {
 fn late_events_are_rejected_and_windows_close_on_the_watermark() {
     // watermark = max − 1h; grace 1d
     let mut e = engine("[time]\nout_of_orderness = \"1h\"\ngrace = \"1d\"\n[windows]\ncalendar = [\"day\"]\nrolling = []\n");
-    let lead = |id: &str, t: &str| ce(id, "crm.lead.created", t, json!({"lead_id": id, "channel": "web"}));
+    let lead = |id: &str, t: &str| {
+        ce(
+            id,
+            "crm.lead.created",
+            t,
+            json!({"lead_id": id, "channel": "web"}),
+        )
+    };
     e.process_json(&lead("a", "2026-11-01T10:00:00Z")).unwrap();
     e.process_json(&lead("b", "2026-11-03T00:59:59Z")).unwrap();
     // cutoff = Nov 3 00:59:59 − 1h − 1d = Nov 1 23:59:59: Nov 1 is still open
     assert!(e.take_records().is_empty());
-    e.process_json(&lead("c", "2026-11-01T23:59:59Z")).expect("within grace");
+    e.process_json(&lead("c", "2026-11-01T23:59:59Z"))
+        .expect("within grace");
     e.process_json(&lead("d", "2026-11-03T01:00:00Z")).unwrap();
     // cutoff = Nov 2 00:00: the Nov 1 window is final now
     let recs = e.take_records();
     let r = find(&recs, "leads_created", "day", "2026-11-01", &[]).unwrap();
     assert!(r.is_final);
     assert_eq!(r.value, Some(2.0));
-    let err = e.process_json(&lead("e", "2026-11-01T23:00:00Z")).unwrap_err();
+    let err = e
+        .process_json(&lead("e", "2026-11-01T23:00:00Z"))
+        .unwrap_err();
     assert_eq!(err.reason, RejectReason::Late);
-    assert!(err.detail.contains("2026-11-02T00:00:00Z"), "{}", err.detail);
+    assert!(
+        err.detail.contains("2026-11-02T00:00:00Z"),
+        "{}",
+        err.detail
+    );
     assert_eq!(e.state.stats.rejected[RejectReason::Late as usize], 1);
 }
 
 #[test]
 fn duplicates_count_once_and_dedup_memory_is_bounded() {
     let mut e = engine("[state]\ndedup_max_entries = 3\n");
-    let line = |id: &str| ce(id, "crm.lead.created", "2026-11-01T00:00:00Z", json!({"lead_id": id, "channel": "web"}));
+    let line = |id: &str| {
+        ce(
+            id,
+            "crm.lead.created",
+            "2026-11-01T00:00:00Z",
+            json!({"lead_id": id, "channel": "web"}),
+        )
+    };
     assert_eq!(e.process_json(&line("1")).unwrap(), Outcome::Counted);
     assert_eq!(e.process_json(&line("1")).unwrap(), Outcome::Duplicate);
     // same id from another source is another event
-    let other = String::from_utf8(line("1")).unwrap().replace("\"test\"", "\"other\"");
+    let other = String::from_utf8(line("1"))
+        .unwrap()
+        .replace("\"test\"", "\"other\"");
     assert_eq!(e.process_json(other.as_bytes()).unwrap(), Outcome::Counted);
     assert_eq!(e.state.stats.duplicates, 1);
     for i in 2..10 {
         e.process_json(&line(&i.to_string())).unwrap();
     }
     // the sweep runs at most hourly in event time: move time forward
-    e.process_json(&ce("late-enough", "crm.lead.created", "2026-11-01T02:00:00Z", json!({"lead_id": "z", "channel": "web"}))).unwrap();
-    assert!(e.state.dedup.order.len() <= 3, "{}", e.state.dedup.order.len());
+    e.process_json(&ce(
+        "late-enough",
+        "crm.lead.created",
+        "2026-11-01T02:00:00Z",
+        json!({"lead_id": "z", "channel": "web"}),
+    ))
+    .unwrap();
+    assert!(
+        e.state.dedup.order.len() <= 3,
+        "{}",
+        e.state.dedup.order.len()
+    );
     assert!(e.state.stats.dedup_evicted > 0);
 }
 
 #[test]
 fn json_protobuf_round_trip_for_every_type() {
-    let events: Vec<_> = Generator::new(GenConfig { seed: 7, start: ms("2026-01-01T00:00:00Z"), events_per_day: 150, reps: 5 })
-        .take(40_000)
-        .collect();
+    let events: Vec<_> = Generator::new(GenConfig {
+        seed: 7,
+        start: ms("2026-01-01T00:00:00Z"),
+        events_per_day: 150,
+        reps: 5,
+    })
+    .take(40_000)
+    .collect();
     let mut seen = std::collections::HashSet::new();
     for e in &events {
         seen.insert(e.payload.event_type());
@@ -125,18 +180,31 @@ fn json_protobuf_round_trip_for_every_type() {
         assert_eq!(cej::encode(&from_pb), line);
     }
     for t in EventType::ALL {
-        assert!(seen.contains(t), "the generator never produced {}", t.as_str());
+        assert!(
+            seen.contains(t),
+            "the generator never produced {}",
+            t.as_str()
+        );
     }
 }
 
 #[test]
 fn delimited_protobuf_stream_splits_and_reports_truncation() {
-    let events: Vec<_> = Generator::new(GenConfig { seed: 1, start: ms("2026-01-01T00:00:00Z"), events_per_day: 500, reps: 3 }).take(50).collect();
+    let events: Vec<_> = Generator::new(GenConfig {
+        seed: 1,
+        start: ms("2026-01-01T00:00:00Z"),
+        events_per_day: 500,
+        reps: 3,
+    })
+    .take(50)
+    .collect();
     let mut buf = Vec::new();
     for e in &events {
         buf.extend(proto::encode_delimited(e));
     }
-    let frames: Vec<_> = proto::split_delimited(&buf).collect::<Result<_, _>>().unwrap();
+    let frames: Vec<_> = proto::split_delimited(&buf)
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(frames.len(), 50);
     let cut = &buf[..buf.len() - 3];
     let last = proto::split_delimited(cut).last().unwrap();

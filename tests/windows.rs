@@ -12,12 +12,18 @@ fn cal(tz: &str, fiscal: u32) -> Calendar {
 fn month_ends_and_leap_february() {
     let c = cal("UTC", 1);
     let b = c.bounds(Month, ms("2028-02-29T23:59:59.999Z"));
-    assert_eq!((b.start, b.end), (ms("2028-02-01T00:00:00Z"), ms("2028-03-01T00:00:00Z")));
+    assert_eq!(
+        (b.start, b.end),
+        (ms("2028-02-01T00:00:00Z"), ms("2028-03-01T00:00:00Z"))
+    );
     assert_eq!(c.label(Month, b.start), "2028-02");
     let b = c.bounds(Month, ms("2026-12-31T23:59:59.999Z"));
     assert_eq!(b.end, ms("2027-01-01T00:00:00Z"));
     // the first instant of a month belongs to it, not to the month before
-    assert_eq!(c.bounds(Month, ms("2026-03-01T00:00:00Z")).start, ms("2026-03-01T00:00:00Z"));
+    assert_eq!(
+        c.bounds(Month, ms("2026-03-01T00:00:00Z")).start,
+        ms("2026-03-01T00:00:00Z")
+    );
 }
 
 #[test]
@@ -52,7 +58,11 @@ fn midnight_in_a_dst_gap_starts_the_day_after_the_gap() {
     let c = cal("America/Santiago", 1);
     let b = c.bounds(Day, ms("2026-09-06T15:00:00Z"));
     assert_eq!(c.label(Day, b.start), "2026-09-06");
-    assert_eq!(b.start, ms("2026-09-06T04:00:00Z"), "01:00 -03 is the first instant of the day");
+    assert_eq!(
+        b.start,
+        ms("2026-09-06T04:00:00Z"),
+        "01:00 -03 is the first instant of the day"
+    );
 }
 
 #[test]
@@ -72,26 +82,38 @@ fn iso_week_53_and_week_years() {
 fn calendar_and_fiscal_quarters_and_years() {
     let c = cal("UTC", 1);
     let q = c.bounds(Quarter, ms("2026-11-23T00:00:00Z"));
-    assert_eq!((q.start, q.end), (ms("2026-10-01T00:00:00Z"), ms("2027-01-01T00:00:00Z")));
+    assert_eq!(
+        (q.start, q.end),
+        (ms("2026-10-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"))
+    );
     assert_eq!(c.label(Quarter, q.start), "2026-Q4");
     assert_eq!(c.label(Year, c.bounds(Year, q.start).start), "2026");
 
     // fiscal year starting in April, named after the year it ends in
     let f = cal("UTC", 4);
     let q = f.bounds(Quarter, ms("2026-11-23T00:00:00Z"));
-    assert_eq!((q.start, q.end), (ms("2026-10-01T00:00:00Z"), ms("2027-01-01T00:00:00Z")));
+    assert_eq!(
+        (q.start, q.end),
+        (ms("2026-10-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"))
+    );
     assert_eq!(f.label(Quarter, q.start), "FY2027-Q3");
     let q = f.bounds(Quarter, ms("2027-02-10T00:00:00Z"));
     assert_eq!(f.label(Quarter, q.start), "FY2027-Q4");
     let y = f.bounds(Year, ms("2027-02-10T00:00:00Z"));
-    assert_eq!((y.start, y.end), (ms("2026-04-01T00:00:00Z"), ms("2027-04-01T00:00:00Z")));
+    assert_eq!(
+        (y.start, y.end),
+        (ms("2026-04-01T00:00:00Z"), ms("2027-04-01T00:00:00Z"))
+    );
     assert_eq!(f.label(Year, y.start), "FY2027");
     let q1 = f.bounds(Quarter, ms("2026-04-01T00:00:00Z"));
     assert_eq!(f.label(Quarter, q1.start), "FY2027-Q1");
     // fiscal year starting in February: January belongs to the previous fiscal year's Q4
     let g = cal("UTC", 2);
     let q = g.bounds(Quarter, ms("2027-01-15T00:00:00Z"));
-    assert_eq!((q.start, q.end), (ms("2026-11-01T00:00:00Z"), ms("2027-02-01T00:00:00Z")));
+    assert_eq!(
+        (q.start, q.end),
+        (ms("2026-11-01T00:00:00Z"), ms("2027-02-01T00:00:00Z"))
+    );
     assert_eq!(g.label(Quarter, q.start), "FY2027-Q4");
 }
 

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 /// Milliseconds since the epoch of an RFC 3339 time.
 pub fn ms(s: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
 }
 
 /// A CloudEvent JSON line.
@@ -32,23 +34,40 @@ pub fn engine(toml: &str) -> Engine {
 /// Feeds every line, panics on a rejection, finishes, returns all records.
 pub fn run_all(e: &mut Engine, lines: &[Vec<u8>]) -> Vec<KpiRecord> {
     for l in lines {
-        e.process_json(l).unwrap_or_else(|r| panic!("rejected {}: {r}", String::from_utf8_lossy(l)));
+        e.process_json(l)
+            .unwrap_or_else(|r| panic!("rejected {}: {r}", String::from_utf8_lossy(l)));
     }
     e.finish();
     e.take_records()
 }
 
 /// The final record of `kpi` in window `kind` labelled `label` with exactly `dims`.
-pub fn find<'a>(recs: &'a [KpiRecord], kpi: &str, kind: &str, label: &str, dims: &[(&str, &str)]) -> Option<&'a KpiRecord> {
+pub fn find<'a>(
+    recs: &'a [KpiRecord],
+    kpi: &str,
+    kind: &str,
+    label: &str,
+    dims: &[(&str, &str)],
+) -> Option<&'a KpiRecord> {
     recs.iter().rev().find(|r| {
         r.kpi == kpi
             && r.window.kind == kind
             && (label.is_empty() || r.window.label == label)
             && r.dimensions.len() == dims.len()
-            && dims.iter().all(|(k, v)| r.dimensions.get(*k).map(String::as_str) == Some(*v))
+            && dims
+                .iter()
+                .all(|(k, v)| r.dimensions.get(*k).map(String::as_str) == Some(*v))
     })
 }
 
-pub fn value(recs: &[KpiRecord], kpi: &str, kind: &str, label: &str, dims: &[(&str, &str)]) -> Option<f64> {
-    find(recs, kpi, kind, label, dims).unwrap_or_else(|| panic!("no record {kpi} {kind} {label} {dims:?}")).value
+pub fn value(
+    recs: &[KpiRecord],
+    kpi: &str,
+    kind: &str,
+    label: &str,
+    dims: &[(&str, &str)],
+) -> Option<f64> {
+    find(recs, kpi, kind, label, dims)
+        .unwrap_or_else(|| panic!("no record {kpi} {kind} {label} {dims:?}"))
+        .value
 }

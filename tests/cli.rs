@@ -1,0 +1,377 @@
+//! The binary, driven as a user would: files in, records out, dead
+//! letters, config checking, and a real scrape of /metrics in live mode.
+
+mod common;
+use salespulse::output::KpiRecord;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_salespulse");
+
+fn sp(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run salespulse")
+}
+
+fn records(p: &Path) -> Vec<KpiRecord> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn file_mode_writes_a_final_record_for_every_closed_window() {
+    let d = tempfile::tempdir().unwrap();
+    let out = sp(
+        &[
+            "generate",
+            "--events",
+            "30000",
+            "--seed",
+            "5",
+            "--output",
+            "events.jsonl",
+        ],
+        d.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sp(
+        &["run", "--input", "events.jsonl", "--output", "kpis.jsonl"],
+        d.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&d.path().join("kpis.jsonl"));
+    let raw = std::fs::read_to_string(d.path().join("kpis.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    for key in [
+        "kpi",
+        "window",
+        "dimensions",
+        "value",
+        "numerator",
+        "denominator",
+        "sample_size",
+        "final",
+        "revision",
+    ] {
+        assert!(first.get(key).is_some(), "record lacks {key}: {first}");
+    }
+    for key in ["kind", "start", "end"] {
+        assert!(first["window"].get(key).is_some(), "window lacks {key}");
+    }
+    // every day between the first and last event has a final "all" leads record
+    let days: std::collections::BTreeSet<_> = recs
+        .iter()
+        .filter(|r| {
+            r.kpi == "leads_created"
+                && r.window.kind == "day"
+                && r.dimensions.is_empty()
+                && r.is_final
+        })
+        .map(|r| r.window.label.clone())
+        .collect();
+    assert!(days.len() >= 20, "{} days", days.len());
+    let first_day = chrono::NaiveDate::parse_from_str(days.first().unwrap(), "%Y-%m-%d").unwrap();
+    let last_day = chrono::NaiveDate::parse_from_str(days.last().unwrap(), "%Y-%m-%d").unwrap();
+    assert_eq!(
+        days.len() as i64,
+        (last_day - first_day).num_days() + 1,
+        "a day is missing"
+    );
+    for kind in [
+        "week",
+        "month",
+        "quarter",
+        "year",
+        "rolling_24h",
+        "rolling_7d",
+        "rolling_30d",
+        "gauge",
+    ] {
+        assert!(
+            recs.iter().any(|r| r.window.kind == kind && r.is_final),
+            "no final {kind} record"
+        );
+    }
+    // no dead letters for clean input
+    assert!(!d.path().join("salespulse-dlq.jsonl").exists());
+}
+
+#[test]
+fn protobuf_input_gives_the_same_records_as_json() {
+    let d = tempfile::tempdir().unwrap();
+    for (fmt, file) in [("json", "e.jsonl"), ("protobuf", "e.pb")] {
+        let out = sp(
+            &[
+                "generate", "--events", "8000", "--format", fmt, "--output", file,
+            ],
+            d.path(),
+        );
+        assert!(out.status.success());
+        let out = sp(
+            &[
+                "run",
+                "--input",
+                file,
+                "--format",
+                fmt,
+                "--output",
+                &format!("{file}.out"),
+            ],
+            d.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let a = records(&d.path().join("e.jsonl.out"));
+    let b = records(&d.path().join("e.pb.out"));
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_lines_go_to_the_dead_letter_file_with_their_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let good = r#"{"specversion":"1.0","id":"1","source":"s","type":"crm.lead.created","time":"2026-11-01T10:00:00Z","data":{"lead_id":"L1","channel":"web"}}"#;
+    let nps = r#"{"specversion":"1.0","id":"2","source":"s","type":"crm.survey.answered","time":"2026-11-01T10:00:00Z","data":{"customer_id":"C1","nps":11}}"#;
+    let input = format!("{good}\nnot json at all\n{nps}\n{good}\n");
+    std::fs::write(d.path().join("in.jsonl"), input).unwrap();
+    let out = sp(
+        &[
+            "run",
+            "--input",
+            "in.jsonl",
+            "--output",
+            "out.jsonl",
+            "--dead-letter",
+            "dlq.jsonl",
+        ],
+        d.path(),
+    );
+    assert!(
+        out.status.success(),
+        "bad input must not stop the run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dlq: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("dlq.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dlq.len(), 2);
+    assert_eq!(dlq[0]["reason"], "malformed_json");
+    assert_eq!(dlq[0]["raw"], "not json at all");
+    assert_eq!(dlq[0]["origin"], "in.jsonl:2");
+    assert_eq!(dlq[1]["reason"], "nps_out_of_range");
+    assert_eq!(dlq[1]["raw"], nps);
+    // the duplicate good line is counted once
+    let recs = records(&d.path().join("out.jsonl"));
+    let r = common::find(&recs, "leads_created", "day", "2026-11-01", &[]).unwrap();
+    assert_eq!(r.value, Some(1.0));
+}
+
+#[test]
+fn check_config_names_the_field_and_the_fix() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("bad.toml"),
+        "[time]\nzone = \"Mars/Olympus\"\nfiscal_year_start_month = 13\n",
+    )
+    .unwrap();
+    let out = sp(&["check-config", "bad.toml"], d.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("time.zone") && err.contains("IANA"), "{err}");
+    assert!(
+        err.contains("time.fiscal_year_start_month") && err.contains("fix:"),
+        "{err}"
+    );
+
+    std::fs::write(d.path().join("typo.toml"), "[time]\nzones = \"UTC\"\n").unwrap();
+    let out = sp(&["check-config", "typo.toml"], d.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("zones"),
+        "unknown keys are named"
+    );
+
+    std::fs::write(
+        d.path().join("ok.toml"),
+        "[time]\nzone = \"Europe/Paris\"\n",
+    )
+    .unwrap();
+    assert!(sp(&["check-config", "ok.toml"], d.path()).status.success());
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/salespulse.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the example config is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // environment overrides are checked the same way
+    let out = Command::new(BIN)
+        .args(["check-config", "ok.toml"])
+        .current_dir(d.path())
+        .env("SALESPULSE_TIME__GRACE", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("time.grace"));
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn live_mode_serves_metrics_that_a_scrape_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "run", "--events", "8000", "--rate", "20000", "--listen", &addr,
+        ])
+        .current_dir(d.path())
+        .env("RUST_LOG", "warn")
+        .env("SALESPULSE_OUTPUT__SUMMARY_INTERVAL", "0s")
+        .env("SALESPULSE_GENERATOR__EVENTS_PER_DAY", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        if let Some(b) = http_get(&addr, "/metrics") {
+            let all_families = salespulse::kpi::CATALOGUE
+                .iter()
+                .all(|f| b.contains(&format!("# TYPE salespulse_kpi_{} gauge", f.name)));
+            if metric_sum(&b, "salespulse_events_in_total") >= 8000.0 && all_families {
+                body = b;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http_get(&addr, "/healthz").as_deref(), Some("ok\n"));
+    let kpis = http_get(&addr, "/kpis").expect("/kpis");
+    // stop it: SIGTERM drains and exits 0
+    unsafe_kill(child.id());
+    let status = child.wait().unwrap();
+    assert!(
+        !body.is_empty(),
+        "metrics never showed 8000 events and every KPI family"
+    );
+    assert_eq!(metric_sum(&body, "salespulse_events_in_total"), 8000.0);
+    for family in salespulse::kpi::CATALOGUE {
+        assert!(
+            body.contains(&format!("# TYPE salespulse_kpi_{} gauge", family.name)),
+            "no family {}",
+            family.name
+        );
+    }
+    assert!(body.contains(r#"salespulse_kpi_lead_conversion_rate{channel="",product="",region="",rep="",team="",window="month"}"#), "all-series missing");
+    assert!(body.contains(r#"channel="web""#));
+    assert!(body.contains("salespulse_events_rejected_total{reason=\"late\"} 0"));
+    assert!(body.contains("salespulse_event_processing_seconds_bucket"));
+    assert!(body.contains("salespulse_state_entities{entity=\"lead\"}"));
+    // no entity ids in labels
+    for id in ["lead-", "deal-", "cust-", "order-", "evt-"] {
+        assert!(
+            !body.contains(id),
+            "an entity id ({id}…) leaked into metrics"
+        );
+    }
+    let kpis: Vec<KpiRecord> = serde_json::from_str(&kpis).unwrap();
+    assert!(kpis
+        .iter()
+        .any(|r| r.kpi == "pipeline_value" && r.window.kind == "gauge"));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+fn unsafe_kill(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn maven_conversion_through_the_binary() {
+    let d = tempfile::tempdir().unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/maven-crm");
+    let out = sp(
+        &["convert-maven", data, "--output", "maven.jsonl"],
+        d.path(),
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GTXPro"),
+        "the product mismatch is reported: {err}"
+    );
+    let out = sp(
+        &["run", "--input", "maven.jsonl", "--output", "k.jsonl"],
+        d.path(),
+    );
+    assert!(out.status.success());
+    let recs = records(&d.path().join("k.jsonl"));
+    assert!(
+        common::find(&recs, "revenue", "year", "2017", &[])
+            .unwrap()
+            .value
+            .unwrap()
+            > 1e7
+    );
+}
