@@ -1,1 +1,106 @@
-fn main() {}
+//! Throughput of the JSON decode, the engine's per-event update, and the
+//! two together on generated events; plus memory per open entity.
+//!
+//! Run with `cargo bench --bench engine`. Criterion reports time per
+//! iteration; each iteration processes `N` events, so events/s = N ÷ time.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use salespulse::config::Config;
+use salespulse::decode::{json, proto, validate};
+use salespulse::engine::Engine;
+use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use std::hint::black_box;
+
+const N: usize = 200_000;
+
+fn lines() -> Vec<String> {
+    Generator::new(GenConfig { seed: 42, start: DEFAULT_START, events_per_day: 1000, reps: 12 })
+        .take(N)
+        .map(|e| json::encode(&e))
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let lines = lines();
+    let avg = lines.iter().map(String::len).sum::<usize>() / lines.len();
+    eprintln!("{N} generated events, {avg} bytes per JSON event on average");
+    let cfg = Config::default();
+
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(10);
+
+    g.bench_function("decode_json", |b| {
+        b.iter(|| {
+            for l in &lines {
+                let e = json::decode(l.as_bytes()).unwrap();
+                validate(&e).unwrap();
+                black_box(&e);
+            }
+        })
+    });
+
+    let events: Vec<_> = lines.iter().map(|l| json::decode(l.as_bytes()).unwrap()).collect();
+    g.bench_function("engine_update", |b| {
+        b.iter_batched(
+            || Engine::from_config(&cfg),
+            |mut e| {
+                for ev in &events {
+                    e.apply(ev).unwrap();
+                }
+                e
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    g.bench_function("decode_and_engine", |b| {
+        b.iter_batched(
+            || Engine::from_config(&cfg),
+            |mut e| {
+                for l in &lines {
+                    e.process_json(l.as_bytes()).unwrap();
+                }
+                e
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let pb: Vec<Vec<u8>> = events.iter().map(|e| prost::Message::encode_to_vec(&proto::from_event(e))).collect();
+    g.bench_function("decode_protobuf_and_engine", |b| {
+        b.iter_batched(
+            || Engine::from_config(&cfg),
+            |mut e| {
+                for m in &pb {
+                    e.process_protobuf(m).unwrap();
+                }
+                e
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    g.bench_function("whole_pipeline_with_emission", |b| {
+        b.iter_batched(
+            || Engine::from_config(&cfg),
+            |mut e| {
+                for chunk in lines.chunks(1024) {
+                    for l in chunk {
+                        e.process_json(l.as_bytes()).unwrap();
+                    }
+                    black_box(e.take_records());
+                }
+                e.emit_updates();
+                e.finish();
+                black_box(e.take_records());
+                e
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

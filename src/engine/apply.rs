@@ -124,7 +124,7 @@ impl Engine {
                     .state
                     .leads
                     .insert(
-                        (*d.lead_id).into(),
+                        entity_key(&d.lead_id),
                         Lead {
                             created: t,
                             seen: t,
@@ -137,7 +137,7 @@ impl Engine {
                     self.add(t, key, |a| a.leads_created += 1);
                 }
             }
-            Payload::LeadQualified(d) => match self.state.leads.get_mut(&*d.lead_id) {
+            Payload::LeadQualified(d) => match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
                 Some(l) => {
                     l.seen = l.seen.max(t);
                     l.flags |= match d.level {
@@ -148,7 +148,7 @@ impl Engine {
                 None => self.unknown(0),
             },
             Payload::LeadContacted(d) => {
-                let Some(l) = self.state.leads.get_mut(&*d.lead_id) else {
+                let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
                     return self.unknown(0);
                 };
                 l.seen = l.seen.max(t);
@@ -163,7 +163,7 @@ impl Engine {
                 self.add(t, key, |a| a.response.add(ms));
             }
             Payload::LeadConverted(d) => {
-                let key = match self.state.leads.get_mut(&*d.lead_id) {
+                let key = match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
                     Some(l) if l.flags & CONVERTED != 0 => return,
                     Some(l) => {
                         l.flags |= CONVERTED;
@@ -182,7 +182,7 @@ impl Engine {
                 let lead_channel = d
                     .lead_id
                     .as_deref()
-                    .and_then(|l| self.state.leads.get(l))
+                    .and_then(|l| self.state.leads.get(&entity_key(l)))
                     .map(|l| l.dims[CHANNEL]);
                 key[CHANNEL] = match d.channel.as_deref() {
                     Some(c) => self.state.interner.intern(c),
@@ -192,7 +192,7 @@ impl Engine {
                 let stage = stage.expect("checked stage");
                 let amount = cents(d.amount);
                 let old = self.state.deals.insert(
-                    (*d.deal_id).into(),
+                    entity_key(&d.deal_id),
                     Deal {
                         created: t,
                         seen: t,
@@ -208,7 +208,7 @@ impl Engine {
                 self.pipeline_add(stage, key, 1, amount);
             }
             Payload::DealStageChanged(d) => {
-                let Some(deal) = self.state.deals.get_mut(&*d.deal_id) else {
+                let Some(deal) = self.state.deals.get_mut(&entity_key(&d.deal_id)) else {
                     return self.unknown(1);
                 };
                 let (old_stage, old_amount, key) = (deal.stage, deal.amount_cents, deal.dims);
@@ -223,7 +223,7 @@ impl Engine {
             }
             Payload::DealWon(d) | Payload::DealLost(d) => {
                 let won = matches!(e.payload, Payload::DealWon(_));
-                let deal = self.state.deals.remove(&*d.deal_id);
+                let deal = self.state.deals.remove(&entity_key(&d.deal_id));
                 let mut key = match &deal {
                     Some(deal) => {
                         self.pipeline_add(deal.stage, deal.dims, -1, -deal.amount_cents);
@@ -263,13 +263,13 @@ impl Engine {
                 }
             }
             Payload::CustomerAcquired(d) => {
-                if let Some(c) = self.state.customers.get_mut(&*d.customer_id) {
+                if let Some(c) = self.state.customers.get_mut(&entity_key(&d.customer_id)) {
                     c.seen = c.seen.max(t);
                     return;
                 }
                 let channel = self.state.interner.intern_opt(d.channel.as_deref());
                 self.state.customers.insert(
-                    (*d.customer_id).into(),
+                    entity_key(&d.customer_id),
                     Customer {
                         acquired: t,
                         seen: t,
@@ -282,7 +282,7 @@ impl Engine {
                 self.add(t, key, |a| a.customers_acquired += 1);
             }
             Payload::CustomerCancelled(d) => {
-                let channel = match self.state.customers.remove(&*d.customer_id) {
+                let channel = match self.state.customers.remove(&entity_key(&d.customer_id)) {
                     Some(c) => c.channel,
                     None => {
                         self.unknown(2);
@@ -296,11 +296,11 @@ impl Engine {
             }
             Payload::ActivityLogged(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
-                if let Some(deal) = d.deal_id.as_deref().and_then(|id| self.state.deals.get(id)) {
+                if let Some(deal) = d.deal_id.as_deref().and_then(|id| self.state.deals.get(&entity_key(id))) {
                     key[CHANNEL] = deal.dims[CHANNEL];
                     key[PRODUCT] = deal.dims[PRODUCT];
                 } else if let Some(lead) =
-                    d.lead_id.as_deref().and_then(|id| self.state.leads.get(id))
+                    d.lead_id.as_deref().and_then(|id| self.state.leads.get(&entity_key(id)))
                 {
                     key[CHANNEL] = lead.dims[CHANNEL];
                 }
@@ -315,12 +315,12 @@ impl Engine {
                     .insert((key[REP], period), cents(d.amount));
             }
             Payload::OrderPlaced(d) => {
-                if let Some(c) = self.state.customers.get_mut(&*d.customer_id) {
+                if let Some(c) = self.state.customers.get_mut(&entity_key(&d.customer_id)) {
                     c.seen = c.seen.max(t);
                 }
             }
             Payload::SurveyAnswered(d) => {
-                if let Some(c) = self.state.customers.get_mut(&*d.customer_id) {
+                if let Some(c) = self.state.customers.get_mut(&entity_key(&d.customer_id)) {
                     c.seen = c.seen.max(t);
                 }
             }

@@ -17,6 +17,14 @@ pub const REGION: usize = 2;
 pub const CHANNEL: usize = 3;
 pub const PRODUCT: usize = 4;
 
+/// The key an entity is remembered by: a 128-bit hash of its CRM id.
+/// Fixed-size keys keep an entity at a bounded number of bytes whatever
+/// the id length, and the state holds no raw customer or lead ids (a
+/// collision needs ~10¹⁹ entities to become likely).
+pub fn entity_key(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
 /// Interned dimension values of one aggregate cell (0 = none).
 pub type DimKey = [u32; 5];
 
@@ -254,9 +262,13 @@ pub const ENTITY_NAMES: [&str; 3] = ["lead", "deal", "customer"];
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub interner: Interner,
-    pub leads: FxHashMap<Box<str>, Lead>,
-    pub deals: FxHashMap<Box<str>, Deal>,
-    pub customers: FxHashMap<Box<str>, Customer>,
+    /// Entities by [`entity_key`] of their id: the raw CRM ids are not kept.
+    #[serde(with = "as_pairs")]
+    pub leads: FxHashMap<u128, Lead>,
+    #[serde(with = "as_pairs")]
+    pub deals: FxHashMap<u128, Deal>,
+    #[serde(with = "as_pairs")]
+    pub customers: FxHashMap<u128, Customer>,
     /// Team and region learned from events, by rep.
     #[serde(with = "as_pairs")]
     pub rep_info: FxHashMap<u32, [u32; 2]>,
