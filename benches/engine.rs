@@ -14,10 +14,15 @@ use std::hint::black_box;
 const N: usize = 200_000;
 
 fn lines() -> Vec<String> {
-    Generator::new(GenConfig { seed: 42, start: DEFAULT_START, events_per_day: 1000, reps: 12 })
-        .take(N)
-        .map(|e| json::encode(&e))
-        .collect()
+    Generator::new(GenConfig {
+        seed: 42,
+        start: DEFAULT_START,
+        events_per_day: 1000,
+        reps: 12,
+    })
+    .take(N)
+    .map(|e| json::encode(&e))
+    .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -40,7 +45,10 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let events: Vec<_> = lines.iter().map(|l| json::decode(l.as_bytes()).unwrap()).collect();
+    let events: Vec<_> = lines
+        .iter()
+        .map(|l| json::decode(l.as_bytes()).unwrap())
+        .collect();
     g.bench_function("engine_update", |b| {
         b.iter_batched(
             || Engine::from_config(&cfg),
@@ -67,7 +75,10 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let pb: Vec<Vec<u8>> = events.iter().map(|e| prost::Message::encode_to_vec(&proto::from_event(e))).collect();
+    let pb: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| prost::Message::encode_to_vec(&proto::from_event(e)))
+        .collect();
     g.bench_function("decode_protobuf_and_engine", |b| {
         b.iter_batched(
             || Engine::from_config(&cfg),

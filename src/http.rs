@@ -21,7 +21,7 @@ async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 
 async fn kpis(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     let mut all: Vec<_> = m.table.iter().map(|e| e.value().clone()).collect();
-    all.sort_by(|a, b| a.series_key().cmp(&b.series_key()));
+    all.sort_by_key(|r| r.series_key());
     (
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()),

@@ -154,15 +154,14 @@ fn read_file(
             },
         };
         msgs.push(Msg::new(item, format!("{name}:{n}")));
-        if msgs.len() >= batch {
-            if tx
+        if msgs.len() >= batch
+            && tx
                 .blocking_send(Batch {
                     msgs: std::mem::take(&mut msgs),
                 })
                 .is_err()
-            {
-                return Ok(());
-            }
+        {
+            return Ok(());
         }
     }
     if !msgs.is_empty() {

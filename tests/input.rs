@@ -140,7 +140,7 @@ fn duplicates_count_once_and_dedup_memory_is_bounded() {
     for i in 2..10 {
         e.process_json(&line(&i.to_string())).unwrap();
     }
-    // the sweep runs at most hourly in event time: move time forward
+    // ids expire when event time advances
     e.process_json(&ce(
         "late-enough",
         "crm.lead.created",
@@ -216,4 +216,63 @@ fn binary_mode_data_decodes_with_the_type_from_outside() {
     let data = br#"{"lead_id":"L1","channel":"web"}"#;
     let p = cej::decode_data(EventType::LeadCreated, data).unwrap();
     assert_eq!(p.event_type(), EventType::LeadCreated);
+}
+
+#[test]
+fn entities_expire_after_their_ttl_and_a_returning_one_is_counted() {
+    let mut e = engine("[state]\nentity_ttl = \"30d\"\n");
+    e.process_json(&ce(
+        "1",
+        "crm.lead.created",
+        "2026-01-01T00:00:00Z",
+        json!({"lead_id": "L1", "channel": "web"}),
+    ))
+    .unwrap();
+    e.process_json(&ce(
+        "2",
+        "crm.lead.created",
+        "2026-01-25T00:00:00Z",
+        json!({"lead_id": "L2", "channel": "web"}),
+    ))
+    .unwrap();
+    assert_eq!(e.entity_counts()[0], 2);
+    e.process_json(&ce(
+        "3",
+        "crm.activity.logged",
+        "2026-02-05T00:00:00Z",
+        json!({"rep": "Ana", "kind": "call"}),
+    ))
+    .unwrap();
+    assert_eq!(e.entity_counts()[0], 1, "L1 is 35 days old");
+    assert_eq!(e.state.stats.evicted[0], 1);
+    // L1 comes back: counted as unknown, the conversion counts for "all" only
+    e.process_json(&ce(
+        "4",
+        "crm.lead.converted",
+        "2026-02-05T00:00:00Z",
+        json!({"lead_id": "L1"}),
+    ))
+    .unwrap();
+    assert_eq!(e.state.stats.unknown_entity[0], 1);
+    e.finish();
+    let recs = e.take_records();
+    assert_eq!(
+        value(&recs, "lead_conversion_rate", "month", "2026-02", &[]),
+        None,
+        "no lead created in February"
+    );
+    assert_eq!(
+        find(&recs, "lead_conversion_rate", "month", "2026-02", &[])
+            .unwrap()
+            .numerator,
+        Some(1.0)
+    );
+    assert!(find(
+        &recs,
+        "lead_conversion_rate",
+        "month",
+        "2026-02",
+        &[("channel", "web")]
+    )
+    .is_none());
 }

@@ -13,7 +13,7 @@ fn s(v: &str) -> Cow<'_, str> {
 fn os(v: &Option<String>) -> Option<Cow<'_, str>> {
     v.as_deref().map(Cow::Borrowed)
 }
-fn own(v: &Cow<'_, str>) -> String {
+fn own(v: &str) -> String {
     v.to_string()
 }
 fn oown(v: &Option<Cow<'_, str>>) -> Option<String> {

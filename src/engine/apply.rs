@@ -296,11 +296,17 @@ impl Engine {
             }
             Payload::ActivityLogged(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
-                if let Some(deal) = d.deal_id.as_deref().and_then(|id| self.state.deals.get(&entity_key(id))) {
+                if let Some(deal) = d
+                    .deal_id
+                    .as_deref()
+                    .and_then(|id| self.state.deals.get(&entity_key(id)))
+                {
                     key[CHANNEL] = deal.dims[CHANNEL];
                     key[PRODUCT] = deal.dims[PRODUCT];
-                } else if let Some(lead) =
-                    d.lead_id.as_deref().and_then(|id| self.state.leads.get(&entity_key(id)))
+                } else if let Some(lead) = d
+                    .lead_id
+                    .as_deref()
+                    .and_then(|id| self.state.leads.get(&entity_key(id)))
                 {
                     key[CHANNEL] = lead.dims[CHANNEL];
                 }

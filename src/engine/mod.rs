@@ -84,8 +84,9 @@ pub enum Outcome {
     Duplicate,
 }
 
-/// TTL sweeps run at most once per this much event time.
-const SWEEP_EVERY_MS: i64 = 3_600_000;
+/// Entity TTL sweeps (a pass over every entity) run once per this
+/// fraction of the TTL of event time, so their cost per event stays small.
+const SWEEPS_PER_TTL: i64 = 64;
 
 pub struct Engine {
     pub settings: Settings,
@@ -247,13 +248,20 @@ impl Engine {
         if cutoff >= self.next_close {
             self.close_until(cutoff);
         }
-        if self.state.max_time >= self.state.last_sweep.saturating_add(SWEEP_EVERY_MS) {
-            self.state.last_sweep = self.state.max_time;
+        let now = self.state.max_time;
+        // Dedup memory is a FIFO: expiring it is amortized O(1) per event.
+        self.state.stats.dedup_evicted += self.state.dedup.expire(
+            now.saturating_sub(self.settings.dedup_horizon),
+            self.settings.dedup_max,
+        );
+        let every = (self.settings.entity_ttl / SWEEPS_PER_TTL).max(3_600_000);
+        if now >= self.state.last_sweep.saturating_add(every) {
+            self.state.last_sweep = now;
             self.sweep();
         }
     }
 
-    /// Forgets entities past their TTL and event ids past the dedup horizon.
+    /// Forgets entities past their TTL.
     fn sweep(&mut self) {
         let now = self.state.max_time;
         let horizon = now.saturating_sub(self.settings.entity_ttl);
