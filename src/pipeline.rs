@@ -214,14 +214,23 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn records(&mut self, m: &Metrics, recs: &[KpiRecord]) -> anyhow::Result<()> {
-        m.observe(recs);
+    /// Writes the engine's new records, updates the KPI table and copies its counters.
+    fn publish(
+        &mut self,
+        m: &Metrics,
+        engine: &mut Engine,
+        report: &mut RunReport,
+    ) -> anyhow::Result<()> {
+        let recs: Vec<KpiRecord> = engine.take_records();
+        report.records += recs.len() as u64;
+        m.observe(&recs);
         if let Some(o) = &mut self.output {
-            for r in recs {
+            for r in &recs {
                 serde_json::to_writer(&mut *o, r)?;
                 o.write_all(b"\n")?;
             }
         }
+        m.sync(engine);
         Ok(())
     }
 
@@ -339,18 +348,12 @@ pub async fn run(
                 if n > 0 {
                     m.event_seconds.observe(t0.elapsed().as_secs_f64() / n as f64);
                 }
-                let recs = engine.take_records();
-                report.records += recs.len() as u64;
-                sinks.records(&m, &recs)?;
-                m.sync(&engine);
+                sinks.publish(&m, &mut engine, &mut report)?;
             }
             _ = update.tick(), if opts.live => {
                 engine.emit_updates();
-                let recs = engine.take_records();
-                report.records += recs.len() as u64;
-                sinks.records(&m, &recs)?;
+                sinks.publish(&m, &mut engine, &mut report)?;
                 sinks.flush()?;
-                m.sync(&engine);
             }
             _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
                 let total = report.accepted + report.duplicates + report.rejected;
@@ -371,11 +374,8 @@ pub async fn run(
         Err(e) => return Err(anyhow::anyhow!("input task failed: {e}")),
     }
     engine.finish();
-    let recs = engine.take_records();
-    report.records += recs.len() as u64;
-    sinks.records(&m, &recs)?;
+    sinks.publish(&m, &mut engine, &mut report)?;
     sinks.flush()?;
-    m.sync(&engine);
     Ok((report, engine))
 }
 
