@@ -188,13 +188,7 @@ impl Engine {
             .iter()
             .find(|c| c.kind == CalendarKind::Month)?;
         if let Some(b) = months.buckets.get(&prev.start) {
-            return Some(
-                b.aggs
-                    .rollup()
-                    .into_iter()
-                    .map(|(s, a)| (s, a.revenue_cents))
-                    .collect(),
-            );
+            return Some(b.aggs.revenue_by_scope());
         }
         match &self.state.last_closed_month {
             Some((s, rev)) if *s == prev.start => Some(rev.iter().copied().collect()),
@@ -419,13 +413,7 @@ impl Engine {
                     .remove(&start)
                     .expect("bucket present");
                 if self.state.calendar[set].kind == CalendarKind::Month {
-                    let rev = b
-                        .aggs
-                        .rollup()
-                        .into_iter()
-                        .map(|(s, a)| (s, a.revenue_cents))
-                        .collect();
-                    self.state.last_closed_month = Some((start, rev));
+                    self.state.last_closed_month = Some((start, b.aggs.revenue_by_scope()));
                 }
             }
         }

@@ -70,6 +70,14 @@ impl Aggs {
         out
     }
 
+    /// Revenue in cents by scope (for month-over-month growth).
+    pub fn revenue_by_scope<C: FromIterator<(Scope, i64)>>(&self) -> C {
+        self.rollup()
+            .into_iter()
+            .map(|(s, a)| (s, a.revenue_cents))
+            .collect()
+    }
+
     pub fn merge(&mut self, o: &Aggs) {
         for (k, a) in &o.0 {
             self.0.entry(*k).or_default().merge(a);
