@@ -12,6 +12,9 @@ use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
 use std::hint::black_box;
 
 const N: usize = 200_000;
+/// Records are taken (and dropped) every this many events, as the
+/// pipeline does after each batch it reads.
+const BATCH: usize = 1024;
 
 fn lines() -> Vec<String> {
     Generator::new(GenConfig {
@@ -53,8 +56,11 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Engine::from_config(&cfg),
             |mut e| {
-                for ev in &events {
-                    e.apply(ev).unwrap();
+                for chunk in events.chunks(BATCH) {
+                    for ev in chunk {
+                        e.apply(ev).unwrap();
+                    }
+                    black_box(e.take_records());
                 }
                 e
             },
@@ -66,8 +72,11 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Engine::from_config(&cfg),
             |mut e| {
-                for l in &lines {
-                    e.process_json(l.as_bytes()).unwrap();
+                for chunk in lines.chunks(BATCH) {
+                    for l in chunk {
+                        e.process_json(l.as_bytes()).unwrap();
+                    }
+                    black_box(e.take_records());
                 }
                 e
             },
@@ -83,8 +92,11 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Engine::from_config(&cfg),
             |mut e| {
-                for m in &pb {
-                    e.process_protobuf(m).unwrap();
+                for chunk in pb.chunks(BATCH) {
+                    for m in chunk {
+                        e.process_protobuf(m).unwrap();
+                    }
+                    black_box(e.take_records());
                 }
                 e
             },
@@ -96,7 +108,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Engine::from_config(&cfg),
             |mut e| {
-                for chunk in lines.chunks(1024) {
+                for chunk in lines.chunks(BATCH) {
                     for l in chunk {
                         e.process_json(l.as_bytes()).unwrap();
                     }

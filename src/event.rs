@@ -117,21 +117,57 @@ impl Payload<'_> {
 type Str<'a> = Cow<'a, str>;
 type OptStr<'a> = Option<Cow<'a, str>>;
 
+/// Deserializes an optional string borrowed from the input when it has no
+/// escapes. serde borrows a bare `Cow<str>` field but allocates an owned
+/// one inside an `Option`, which is one `malloc` per present field.
+pub(crate) fn opt_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<OptStr<'a>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadCreated<'a> {
     #[serde(borrow)]
     pub lead_id: Str<'a>,
     #[serde(borrow)]
     pub channel: Str<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rep: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub campaign: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub variant: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub team: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub region: OptStr<'a>,
 }
 
@@ -162,9 +198,19 @@ pub struct LeadContacted<'a> {
 pub struct LeadConverted<'a> {
     #[serde(borrow)]
     pub lead_id: Str<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub customer_id: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deal_id: OptStr<'a>,
 }
 
@@ -177,15 +223,40 @@ pub struct DealCreated<'a> {
     pub amount: f64,
     #[serde(borrow)]
     pub stage: Str<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub product: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lead_id: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub team: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub region: OptStr<'a>,
 }
 
@@ -210,19 +281,54 @@ pub struct DealClosed<'a> {
     pub amount: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_price: Option<f64>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub competitor: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rep: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub product: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub team: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub region: OptStr<'a>,
 }
 
@@ -250,7 +356,12 @@ pub struct OrderPlaced<'a> {
 pub struct CustomerAcquired<'a> {
     #[serde(borrow)]
     pub customer_id: Str<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: OptStr<'a>,
 }
 
@@ -258,7 +369,12 @@ pub struct CustomerAcquired<'a> {
 pub struct CustomerCancelled<'a> {
     #[serde(borrow)]
     pub customer_id: Str<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: OptStr<'a>,
 }
 
@@ -294,9 +410,19 @@ pub struct ActivityLogged<'a> {
     #[serde(borrow)]
     pub rep: Str<'a>,
     pub kind: ActivityKind,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lead_id: OptStr<'a>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deal_id: OptStr<'a>,
 }
 
@@ -340,7 +466,12 @@ pub struct QuotaSet<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadcountSet<'a> {
     pub count: i64,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub team: OptStr<'a>,
 }
 

@@ -242,7 +242,7 @@ impl Metrics {
             if !newer {
                 continue;
             }
-            let Some(g) = self.kpis.get(r.kpi.as_str()) else {
+            let Some(g) = self.kpis.get(&*r.kpi) else {
                 continue;
             };
             let def = CATALOGUE
@@ -258,7 +258,7 @@ impl Metrics {
             }
             g.with_label_values(&values)
                 .set(r.value.unwrap_or(f64::NAN));
-            let mut sv = vec![r.kpi.as_str()];
+            let mut sv = vec![&*r.kpi];
             sv.extend(&values[..1 + DIMS.len()]);
             sv.push(
                 def.extra_label

@@ -2,7 +2,9 @@
 
 use crate::decode::Reject;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The window a KPI record is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,10 +26,12 @@ pub struct WindowInfo {
 /// One KPI value for one window and one set of dimensions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KpiRecord {
-    pub kpi: String,
+    /// Catalogue name (static for records the engine makes).
+    pub kpi: Cow<'static, str>,
     /// `ratio`, `seconds`, `currency` or `count`.
-    pub unit: String,
-    pub window: WindowInfo,
+    pub unit: Cow<'static, str>,
+    /// Shared by every record of one window emission.
+    pub window: Arc<WindowInfo>,
     /// Dimension name → value; empty for the "all" series.
     pub dimensions: BTreeMap<String, String>,
     /// `null` when the denominator is zero.

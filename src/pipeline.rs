@@ -269,7 +269,7 @@ fn summary(m: &Metrics, e: &Engine, rate: f64) -> String {
     let days = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}d", v / 86400.0));
     let month = m
         .current("revenue", "month")
-        .map(|r| r.window.label)
+        .map(|r| r.window.label.clone())
         .unwrap_or_default();
     let pipeline = m.table.get("pipeline_value|gauge").and_then(|r| r.value);
     format!(

@@ -276,3 +276,26 @@ fn entities_expire_after_their_ttl_and_a_returning_one_is_counted() {
     )
     .is_none());
 }
+
+#[test]
+fn attribute_order_does_not_matter_and_plain_strings_are_borrowed() {
+    use std::borrow::Cow;
+    let typed_first = br#"{"specversion":"1.0","id":"e1","source":"crm","type":"crm.deal.won","time":"2026-11-02T10:00:00Z","data":{"deal_id":"d1","amount":120.5,"rep":"Ana","product":"GTX"}}"#;
+    let data_first = br#"{"data":{"deal_id":"d1","amount":120.5,"rep":"Ana","product":"GTX"},"time":"2026-11-02T10:00:00Z","type":"crm.deal.won","source":"crm","id":"e1","specversion":"1.0","extension":{"a":[1]}}"#;
+    let a = cej::decode(typed_first).unwrap();
+    let b = cej::decode(data_first).unwrap();
+    assert_eq!(a, b);
+    assert!(matches!(a.id, Cow::Borrowed("e1")));
+    let salespulse::event::Payload::DealWon(d) = &a.payload else {
+        panic!("wrong payload {:?}", a.payload)
+    };
+    assert!(matches!(d.rep, Some(Cow::Borrowed("Ana"))), "{:?}", d.rep);
+    // An escaped string cannot be borrowed but decodes the same.
+    let escaped = br#"{"specversion":"1.0","id":"e\u0031","source":"crm","type":"crm.deal.won","time":"2026-11-02T10:00:00Z","data":{"deal_id":"d1","amount":120.5,"rep":"An\u0061","product":"GTX"}}"#;
+    assert_eq!(cej::decode(escaped).unwrap(), a);
+    // A data error found on the one-pass path still gets its precise reason.
+    let bad = br#"{"specversion":"1.0","id":"e1","source":"crm","type":"crm.deal.won","time":"2026-11-02T10:00:00Z","data":{"amount":1}}"#;
+    assert_eq!(reason(bad), RejectReason::MissingField);
+    let dup = br#"{"specversion":"1.0","id":"e1","id":"e2","source":"crm","type":"crm.deal.won","time":"2026-11-02T10:00:00Z","data":{"deal_id":"d1","amount":1}}"#;
+    assert_eq!(reason(dup), RejectReason::MalformedJson);
+}

@@ -7,26 +7,110 @@
 
 use super::{parse_time, Reject, RejectReason};
 use crate::event::*;
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     specversion: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     source: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "type")]
+    #[serde(borrow, default, deserialize_with = "opt_str", rename = "type")]
     ty: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     time: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "opt_str")]
     subject: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    data: Option<Data<'a>>,
+}
+
+/// `data` as it was read: typed when `type` came before it (one pass over
+/// the input), else kept raw and decoded once the type is known.
+enum Data<'a> {
+    Typed(Payload<'a>),
+    Raw(&'a RawValue),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&RawValue>::deserialize(d).map(Data::Raw)
+    }
+}
+
+/// The fast path: the envelope's attributes in one pass, with `data`
+/// decoded straight into its payload when `type` precedes it (as every
+/// producer we know writes it). Any error makes [`decode`] start over on
+/// the slow path, which names the precise reason.
+struct FastEnvelope;
+
+impl<'de> Visitor<'de> for FastEnvelope {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a CloudEvent object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+        #[derive(Deserialize)]
+        struct S<'a>(#[serde(borrow, deserialize_with = "opt_str")] Option<Cow<'a, str>>);
+        let mut env = Envelope {
+            specversion: None,
+            id: None,
+            source: None,
+            ty: None,
+            time: None,
+            subject: None,
+            data: None,
+        };
+        let mut seen = 0u8;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let (bit, slot) = match key {
+                "specversion" => (1, &mut env.specversion),
+                "id" => (2, &mut env.id),
+                "source" => (4, &mut env.source),
+                "type" => (8, &mut env.ty),
+                "time" => (16, &mut env.time),
+                "subject" => (32, &mut env.subject),
+                "data" => {
+                    if seen & 64 != 0 {
+                        return Err(de::Error::duplicate_field("data"));
+                    }
+                    seen |= 64;
+                    let ety = env.ty.as_deref().and_then(EventType::parse);
+                    env.data = Some(match ety {
+                        Some(ety) => Data::Typed(map.next_value_seed(PayloadSeed(ety))?),
+                        None => Data::Raw(map.next_value()?),
+                    });
+                    continue;
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if seen & bit != 0 {
+                return Err(de::Error::custom("duplicate attribute"));
+            }
+            seen |= bit;
+            *slot = map.next_value::<S<'de>>()?.0;
+        }
+        Ok(env)
+    }
+}
+
+struct PayloadSeed(EventType);
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed {
+    type Value = Payload<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Payload<'de>, D::Error> {
+        payload_from(self.0, d)
+    }
 }
 
 fn attr<'a>(name: &str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, Reject> {
@@ -54,15 +138,19 @@ fn data_error(ty: &str, e: serde_json::Error) -> Reject {
     Reject::new(reason, format!("{ty} data: {msg}"))
 }
 
-fn payload<'a, T: Deserialize<'a>>(ty: &str, data: &'a RawValue) -> Result<T, Reject> {
-    serde_json::from_str(data.get()).map_err(|e| data_error(ty, e))
-}
-
 /// Decodes one structured-mode CloudEvent (not yet range-validated: see
 /// [`super::validate`]).
 pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
-    let env: Envelope<'_> = serde_json::from_slice(bytes)
-        .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let fast = serde::Deserializer::deserialize_map(&mut de, FastEnvelope).and_then(|env| {
+        de.end()?;
+        Ok(env)
+    });
+    let env = match fast {
+        Ok(env) => env,
+        Err(_) => serde_json::from_slice(bytes)
+            .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?,
+    };
     match env.specversion.as_deref() {
         Some("1.0") => {}
         None => {
@@ -89,13 +177,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
         )
     })?;
     let time = parse_time(&time)?;
-    let data = env.data.ok_or_else(|| {
-        Reject::new(
-            RejectReason::MissingAttribute,
-            "attribute `data` is missing",
-        )
-    })?;
-    decode_raw(ety, data).map(|payload| Event {
+    let payload = match env.data {
+        Some(Data::Typed(p)) => p,
+        Some(Data::Raw(raw)) => decode_raw(ety, raw)?,
+        None => {
+            return Err(Reject::new(
+                RejectReason::MissingAttribute,
+                "attribute `data` is missing",
+            ))
+        }
+    };
+    Ok(Event {
         id,
         source,
         time,
@@ -113,25 +205,36 @@ pub fn decode_data(ety: EventType, data: &[u8]) -> Result<Payload<'_>, Reject> {
 }
 
 fn decode_raw(ety: EventType, raw: &RawValue) -> Result<Payload<'_>, Reject> {
-    let t = ety.as_str();
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    payload_from(ety, &mut de).map_err(|e| data_error(ety.as_str(), e))
+}
+
+/// The typed payload of `ety` from any deserializer.
+fn payload_from<'de, D: serde::Deserializer<'de>>(
+    ety: EventType,
+    de: D,
+) -> Result<Payload<'de>, D::Error> {
+    use EventType as T;
     Ok(match ety {
-        EventType::LeadCreated => Payload::LeadCreated(payload(t, raw)?),
-        EventType::LeadQualified => Payload::LeadQualified(payload(t, raw)?),
-        EventType::LeadContacted => Payload::LeadContacted(payload(t, raw)?),
-        EventType::LeadConverted => Payload::LeadConverted(payload(t, raw)?),
-        EventType::DealCreated => Payload::DealCreated(payload(t, raw)?),
-        EventType::DealStageChanged => Payload::DealStageChanged(payload(t, raw)?),
-        EventType::DealWon => Payload::DealWon(payload(t, raw)?),
-        EventType::DealLost => Payload::DealLost(payload(t, raw)?),
-        EventType::OrderPlaced => Payload::OrderPlaced(payload(t, raw)?),
-        EventType::CustomerAcquired => Payload::CustomerAcquired(payload(t, raw)?),
-        EventType::CustomerCancelled => Payload::CustomerCancelled(payload(t, raw)?),
-        EventType::ActivityLogged => Payload::ActivityLogged(payload(t, raw)?),
-        EventType::SurveyAnswered => Payload::SurveyAnswered(payload(t, raw)?),
-        EventType::SpendRecorded => Payload::SpendRecorded(payload(t, raw)?),
-        EventType::QuotaSet => Payload::QuotaSet(payload(t, raw)?),
-        EventType::HeadcountSet => Payload::HeadcountSet(payload(t, raw)?),
-        EventType::CompetitorPriceObserved => Payload::CompetitorPriceObserved(payload(t, raw)?),
+        T::LeadCreated => Payload::LeadCreated(Deserialize::deserialize(de)?),
+        T::LeadQualified => Payload::LeadQualified(Deserialize::deserialize(de)?),
+        T::LeadContacted => Payload::LeadContacted(Deserialize::deserialize(de)?),
+        T::LeadConverted => Payload::LeadConverted(Deserialize::deserialize(de)?),
+        T::DealCreated => Payload::DealCreated(Deserialize::deserialize(de)?),
+        T::DealStageChanged => Payload::DealStageChanged(Deserialize::deserialize(de)?),
+        T::DealWon => Payload::DealWon(Deserialize::deserialize(de)?),
+        T::DealLost => Payload::DealLost(Deserialize::deserialize(de)?),
+        T::OrderPlaced => Payload::OrderPlaced(Deserialize::deserialize(de)?),
+        T::CustomerAcquired => Payload::CustomerAcquired(Deserialize::deserialize(de)?),
+        T::CustomerCancelled => Payload::CustomerCancelled(Deserialize::deserialize(de)?),
+        T::ActivityLogged => Payload::ActivityLogged(Deserialize::deserialize(de)?),
+        T::SurveyAnswered => Payload::SurveyAnswered(Deserialize::deserialize(de)?),
+        T::SpendRecorded => Payload::SpendRecorded(Deserialize::deserialize(de)?),
+        T::QuotaSet => Payload::QuotaSet(Deserialize::deserialize(de)?),
+        T::HeadcountSet => Payload::HeadcountSet(Deserialize::deserialize(de)?),
+        T::CompetitorPriceObserved => {
+            Payload::CompetitorPriceObserved(Deserialize::deserialize(de)?)
+        }
     })
 }
 

@@ -9,7 +9,9 @@ use crate::kpi::{self, money, ratio, Value};
 use crate::output::{KpiRecord, WindowInfo};
 use crate::window::CalendarKind;
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Which window a batch of values belongs to.
 struct Win {
@@ -68,21 +70,21 @@ impl Engine {
     /// Pushes records for `values` of `scope`; for scopes other than
     /// "all", values with an empty sample are left out.
     fn push(&mut self, w: &Win, scope: Scope, values: &[Value]) {
-        let info = WindowInfo {
+        let info = Arc::new(WindowInfo {
             kind: w.kind.clone(),
             start: self.rfc3339(w.start),
             end: self.rfc3339(w.end),
             label: w.label.clone(),
             start_ms: w.start,
-        };
+        });
         for v in values {
             if scope != ALL && v.sample_size == 0 {
                 continue;
             }
             let extra = v.def.extra_label.zip(v.extra);
             self.out.push(KpiRecord {
-                kpi: v.def.name.to_string(),
-                unit: v.def.unit.as_str().to_string(),
+                kpi: Cow::Borrowed(v.def.name),
+                unit: Cow::Borrowed(v.def.unit.as_str()),
                 window: info.clone(),
                 dimensions: self.dims_of(scope, extra),
                 value: v.value.filter(|x| x.is_finite()),

@@ -1,0 +1,62 @@
+//! One pass of decode + engine over generated events, for `perf stat`
+//! (cycles and instructions per event are steadier than wall time on a
+//! shared machine):
+//!
+//! ```text
+//! cargo build --release --example throughput
+//! perf stat -e cycles:u,instructions:u target/release/examples/throughput json 2000000
+//! ```
+//!
+//! Stages: `gen` (generate and encode only, to subtract), `json`
+//! (gen + decode + engine), `decode` (gen + decode only).
+
+use salespulse::config::Config;
+use salespulse::decode::{json, validate};
+use salespulse::engine::Engine;
+use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let stage = args.next().unwrap_or_else(|| "json".into());
+    let n: usize = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
+    let per_day: u32 = args
+        .next()
+        .map_or(1000, |s| s.parse().expect("events per day"));
+    let lines: Vec<String> = Generator::new(GenConfig {
+        seed: 42,
+        start: DEFAULT_START,
+        events_per_day: per_day,
+        reps: 12,
+    })
+    .take(n)
+    .map(|e| json::encode(&e))
+    .collect();
+    let mut engine = Engine::from_config(&Config::default());
+    let t = Instant::now();
+    match stage.as_str() {
+        "gen" => {}
+        "decode" => {
+            for l in &lines {
+                let e = json::decode(l.as_bytes()).unwrap();
+                validate(&e).unwrap();
+                black_box(&e);
+            }
+        }
+        "json" => {
+            for chunk in lines.chunks(1024) {
+                for l in chunk {
+                    engine.process_json(l.as_bytes()).unwrap();
+                }
+                black_box(engine.take_records());
+            }
+        }
+        other => panic!("unknown stage {other}"),
+    }
+    let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{stage}: {n} events in {s:.3} s = {:.0} events/s",
+        n as f64 / s
+    );
+}
