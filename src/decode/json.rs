@@ -31,7 +31,10 @@ struct Envelope<'a> {
 }
 
 /// `data` as it was read: typed when `type` came before it (one pass over
-/// the input), else kept raw and decoded once the type is known.
+/// the input), else kept raw and decoded once the type is known. Not
+/// boxed: the typed variant is the common one, and a box would cost an
+/// allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Data<'a> {
     Typed(Payload<'a>),
     Raw(&'a RawValue),
