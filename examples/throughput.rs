@@ -1,14 +1,21 @@
-//! One pass of decode + engine over generated events, for `perf stat`
-//! (cycles and instructions per event are steadier than wall time on a
-//! shared machine):
+//! One pass of decode + engine over generated events, timed, and steady
+//! enough to count instructions under valgrind (wall time on a shared
+//! virtual machine varies by ±30 % from run to run; instruction counts do
+//! not):
 //!
 //! ```text
 //! cargo build --release --example throughput
-//! perf stat -e cycles:u,instructions:u target/release/examples/throughput json 2000000
+//! target/release/examples/throughput json 200000          # events/s
+//! valgrind --tool=callgrind --toggle-collect='*process_json*' \
+//!     target/release/examples/throughput json 100000      # instructions
 //! ```
 //!
-//! Stages: `gen` (generate and encode only, to subtract), `json`
-//! (gen + decode + engine), `decode` (gen + decode only).
+//! Arguments: stage (`json`: decode + engine; `decode`: decode and
+//! validation only; `gen`: neither, the setup alone), number of events,
+//! generated events per day (default 1,000).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use salespulse::config::Config;
 use salespulse::decode::{json, validate};

@@ -135,3 +135,126 @@ fn entity_state_stays_under_200_bytes_per_open_entity() {
         leads / n as usize
     );
 }
+
+/// Events only update day buckets; weeks, months, quarters and years are
+/// built from their days. Check them against a direct count over the
+/// events, provisional values mid-stream included, and that leaving days
+/// out of the configured kinds changes nothing else.
+#[test]
+fn longer_windows_built_from_days_match_a_direct_count() {
+    use salespulse::window::{Calendar, CalendarKind};
+    let lines = demo_lines(25_000);
+    let events: Vec<_> = lines
+        .iter()
+        .map(|l| cej::decode(l.as_bytes()).unwrap())
+        .collect();
+    let zone = "Europe/Paris";
+    let cal = Calendar::new(zone.parse().unwrap(), 1);
+    // events of type `ty` in [start, end), and Σ amount of the won ones
+    let count = |start: i64, end: i64, ty: &str| -> (u64, f64) {
+        let mut n = 0;
+        let mut sum = 0.0;
+        for e in &events {
+            if e.payload.event_type().as_str() == ty && start <= e.time && e.time < end {
+                n += 1;
+                if let salespulse::event::Payload::DealWon(d) = &e.payload {
+                    sum += d.amount;
+                }
+            }
+        }
+        (n, sum)
+    };
+
+    let all = format!("[time]\nzone = \"{zone}\"\n");
+    let no_days =
+        format!("{all}[windows]\ncalendar = [\"week\", \"month\", \"quarter\", \"year\"]\n");
+    let mut a = engine(&all);
+    let mut b = engine(&no_days);
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let half = 12_345;
+    for (i, l) in lines.iter().enumerate() {
+        a.process_json(l.as_bytes()).unwrap();
+        b.process_json(l.as_bytes()).unwrap();
+        if i + 1 == half {
+            a.emit_updates();
+            let recs = a.take_records();
+            // every open month's provisional count equals the events so far
+            let months: Vec<_> = recs
+                .iter()
+                .filter(|r| {
+                    r.kpi == "leads_created"
+                        && r.window.kind == "month"
+                        && r.dimensions.is_empty()
+                        && !r.is_final
+                })
+                .collect();
+            assert!(!months.is_empty(), "no provisional month record");
+            for r in months {
+                let start = r.window.start_ms;
+                let end = cal.bounds(CalendarKind::Month, start).end;
+                let seen = events[..half]
+                    .iter()
+                    .filter(|e| {
+                        e.payload.event_type().as_str() == "crm.lead.created"
+                            && start <= e.time
+                            && e.time < end
+                    })
+                    .count();
+                assert_eq!(r.value, Some(seen as f64), "{}", r.window.label);
+            }
+            ra.extend(recs);
+        }
+    }
+    a.finish();
+    b.finish();
+    ra.extend(a.take_records());
+    rb.extend(b.take_records());
+
+    let mut checked = 0;
+    for kind in ["week", "month", "quarter", "year"] {
+        let k = match kind {
+            "week" => CalendarKind::Week,
+            "month" => CalendarKind::Month,
+            "quarter" => CalendarKind::Quarter,
+            _ => CalendarKind::Year,
+        };
+        for r in ra
+            .iter()
+            .filter(|r| r.is_final && r.window.kind == kind && r.dimensions.is_empty())
+        {
+            let end = cal.bounds(k, r.window.start_ms).end;
+            let (ty, want) = match &*r.kpi {
+                "leads_created" => ("crm.lead.created", None),
+                "deals_won" => ("crm.deal.won", None),
+                "revenue" => ("crm.deal.won", Some(())),
+                _ => continue,
+            };
+            let (n, sum) = count(r.window.start_ms, end, ty);
+            match want {
+                None => assert_eq!(r.value, Some(n as f64), "{kind} {}", r.window.label),
+                Some(()) => assert!(
+                    (r.value.unwrap() - sum).abs() < 0.005,
+                    "{kind} {} revenue {:?} vs {sum}",
+                    r.window.label,
+                    r.value
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} window values checked");
+
+    // Without days configured: no day record, and every other final record is the same.
+    assert!(rb.iter().all(|r| r.window.kind != "day"));
+    let finals = |rs: &[salespulse::output::KpiRecord]| -> Vec<salespulse::output::KpiRecord> {
+        rs.iter()
+            .filter(|r| r.is_final && r.window.kind != "day")
+            .cloned()
+            .map(|mut r| {
+                r.revision = 0;
+                r
+            })
+            .collect()
+    };
+    assert_eq!(finals(&ra), finals(&rb));
+}

@@ -144,14 +144,17 @@ fn data_error(ty: &str, e: serde_json::Error) -> Reject {
 /// Decodes one structured-mode CloudEvent (not yet range-validated: see
 /// [`super::validate`]).
 pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let fast = serde::Deserializer::deserialize_map(&mut de, FastEnvelope).and_then(|env| {
-        de.end()?;
-        Ok(env)
+    // UTF-8 is checked once for the whole message, not string by string.
+    let fast = std::str::from_utf8(bytes).map(|text| {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::Deserializer::deserialize_map(&mut de, FastEnvelope).and_then(|env| {
+            de.end()?;
+            Ok(env)
+        })
     });
     let env = match fast {
-        Ok(env) => env,
-        Err(_) => serde_json::from_slice(bytes)
+        Ok(Ok(env)) => env,
+        _ => serde_json::from_slice(bytes)
             .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?,
     };
     match env.specversion.as_deref() {

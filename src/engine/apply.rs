@@ -6,7 +6,7 @@ use super::Engine;
 use crate::agg::Acc;
 use crate::decode::{Reject, RejectReason};
 use crate::event::{Event, Payload};
-use crate::window::sub_bucket;
+use crate::window::{sub_bucket, Bounds, CalendarKind};
 
 fn cents(v: f64) -> i64 {
     (v * 100.0).round() as i64
@@ -66,20 +66,40 @@ impl Engine {
         key
     }
 
-    /// Adds to the bucket of every window that contains `t`.
+    /// Adds to the day bucket and the rolling sub-buckets that contain `t`
+    /// (longer calendar windows are built from days: see [`CalendarSet`]).
     fn add(&mut self, t: i64, key: DimKey, f: impl Fn(&mut Acc)) {
+        let day = match self.day_cache {
+            Some(b) if b.contains(t) => b,
+            _ => {
+                let b = self.settings.cal.bounds(CalendarKind::Day, t);
+                self.day_cache = Some(b);
+                b
+            }
+        };
+        if !self.state.calendar[0].buckets.contains_key(&day.start) {
+            self.open_day(day);
+        }
+        let bucket = self.state.calendar[0]
+            .buckets
+            .get_mut(&day.start)
+            .expect("day bucket just opened");
+        bucket.dirty = true;
+        f(bucket.aggs.0.entry(key).or_default());
+        for set in &mut self.state.rolling {
+            set.dirty = true;
+            let aggs = set.buckets.entry(sub_bucket(t, set.width)).or_default();
+            f(aggs.0.entry(key).or_default());
+        }
+    }
+
+    /// Opens a day bucket and, where missing, the longer windows containing it.
+    fn open_day(&mut self, day: Bounds) {
         let cal = self.settings.cal;
-        for (set, cache) in self.state.calendar.iter_mut().zip(self.cache.iter_mut()) {
-            let b = match cache {
-                Some(b) if b.contains(t) => *b,
-                _ => {
-                    let b = cal.bounds(set.kind, t);
-                    *cache = Some(b);
-                    b
-                }
-            };
+        for set in &mut self.state.calendar {
+            let b = cal.bounds(set.kind, day.start);
             let next_close = &mut self.next_close;
-            let bucket = set.buckets.entry(b.start).or_insert_with(|| {
+            set.buckets.entry(b.start).or_insert_with(|| {
                 *next_close = (*next_close).min(b.end);
                 Bucket {
                     end: b.end,
@@ -89,13 +109,6 @@ impl Engine {
                     aggs: Aggs::default(),
                 }
             });
-            bucket.dirty = true;
-            f(bucket.aggs.0.entry(key).or_default());
-        }
-        for set in &mut self.state.rolling {
-            set.dirty = true;
-            let aggs = set.buckets.entry(sub_bucket(t, set.width)).or_default();
-            f(aggs.0.entry(key).or_default());
         }
     }
 

@@ -189,8 +189,15 @@ impl Engine {
             .calendar
             .iter()
             .find(|c| c.kind == CalendarKind::Month)?;
-        if let Some(b) = months.buckets.get(&prev.start) {
-            return Some(b.aggs.revenue_by_scope());
+        if months.buckets.contains_key(&prev.start) {
+            let set = self
+                .state
+                .calendar
+                .iter()
+                .position(|c| c.kind == CalendarKind::Month)?;
+            return self
+                .window_aggs(set, prev.start)
+                .map(|a| a.revenue_by_scope());
         }
         match &self.state.last_closed_month {
             Some((s, rev)) if *s == prev.start => Some(rev.iter().copied().collect()),
@@ -333,11 +340,38 @@ impl Engine {
         }
     }
 
+    /// Everything calendar bucket `start` of set `set` holds: for a day its
+    /// own accumulators, for a longer window its folded closed days plus
+    /// its open days.
+    pub(super) fn window_aggs(&self, set: usize, start: i64) -> Option<Aggs> {
+        let b = self.state.calendar[set].buckets.get(&start)?;
+        let mut aggs = b.aggs.clone();
+        if set != 0 {
+            for (_, day) in self.state.calendar[0].buckets.range(start..b.end) {
+                aggs.merge(&day.aggs);
+            }
+        }
+        Some(aggs)
+    }
+
     fn emit_calendar_bucket(&mut self, set: usize, start: i64, is_final: bool) {
         let kind = self.state.calendar[set].kind;
-        let Some(b) = self.state.calendar[set].buckets.get_mut(&start) else {
-            return;
+        let aggs = if set == 0 {
+            // A day is emitted from its own accumulators: no copy.
+            let Some(b) = self.state.calendar[0].buckets.get_mut(&start) else {
+                return;
+            };
+            std::mem::take(&mut b.aggs)
+        } else {
+            let Some(aggs) = self.window_aggs(set, start) else {
+                return;
+            };
+            aggs
         };
+        let b = self.state.calendar[set]
+            .buckets
+            .get_mut(&start)
+            .expect("bucket present");
         b.revision += 1;
         b.dirty = false;
         let w = Win {
@@ -348,10 +382,11 @@ impl Engine {
             revision: b.revision,
             is_final,
         };
-        let aggs = std::mem::take(&mut b.aggs);
         self.emit_window(&w, Some(kind), &aggs);
-        if let Some(b) = self.state.calendar[set].buckets.get_mut(&start) {
-            b.aggs = aggs;
+        if set == 0 {
+            if let Some(b) = self.state.calendar[0].buckets.get_mut(&start) {
+                b.aggs = aggs;
+            }
         }
     }
 
@@ -381,15 +416,31 @@ impl Engine {
 
     /// Emits provisional records for every window changed since its last emission.
     pub fn emit_updates(&mut self) {
+        // A window changed if one of its days did.
+        let dirty_days: Vec<i64> = self.state.calendar[0]
+            .buckets
+            .iter()
+            .filter(|(_, b)| b.dirty)
+            .map(|(s, _)| *s)
+            .collect();
         for set in 0..self.state.calendar.len() {
-            let dirty: Vec<i64> = self.state.calendar[set]
+            let c = &self.state.calendar[set];
+            if !c.emit {
+                continue;
+            }
+            let dirty: Vec<i64> = c
                 .buckets
                 .iter()
-                .filter(|(_, b)| b.dirty)
+                .filter(|(s, b)| dirty_days.iter().any(|d| **s <= *d && *d < b.end))
                 .map(|(s, _)| *s)
                 .collect();
             for start in dirty {
                 self.emit_calendar_bucket(set, start, false);
+            }
+        }
+        for d in dirty_days {
+            if let Some(b) = self.state.calendar[0].buckets.get_mut(&d) {
+                b.dirty = false;
             }
         }
         for set in 0..self.state.rolling.len() {
@@ -404,12 +455,35 @@ impl Engine {
 
     /// Emits and drops every calendar window that ends at or before `cutoff`.
     pub(super) fn close_until(&mut self, cutoff: i64) {
-        for set in 0..self.state.calendar.len() {
+        // Days first: each closed day is folded into the longer windows
+        // containing it, which are complete once their own end passes.
+        while let Some((&start, b)) = self.state.calendar[0].buckets.first_key_value() {
+            if b.end > cutoff {
+                break;
+            }
+            if self.state.calendar[0].emit {
+                self.emit_calendar_bucket(0, start, true);
+            }
+            let day = self.state.calendar[0]
+                .buckets
+                .remove(&start)
+                .expect("bucket present");
+            for set in &mut self.state.calendar[1..] {
+                if let Some((_, w)) = set.buckets.range_mut(..=start).next_back() {
+                    if start < w.end {
+                        w.aggs.merge(&day.aggs);
+                    }
+                }
+            }
+        }
+        for set in 1..self.state.calendar.len() {
             while let Some((&start, b)) = self.state.calendar[set].buckets.first_key_value() {
                 if b.end > cutoff {
                     break;
                 }
-                self.emit_calendar_bucket(set, start, true);
+                if self.state.calendar[set].emit {
+                    self.emit_calendar_bucket(set, start, true);
+                }
                 let b = self.state.calendar[set]
                     .buckets
                     .remove(&start)

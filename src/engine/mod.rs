@@ -99,8 +99,8 @@ const SWEEPS_PER_TTL: i64 = 64;
 pub struct Engine {
     pub settings: Settings,
     pub state: State,
-    /// Last bounds found per calendar set: most events fall in the same window.
-    cache: Vec<Option<Bounds>>,
+    /// The day of the last event: most events fall in the same day.
+    day_cache: Option<Bounds>,
     /// Smallest end of any open calendar bucket.
     next_close: i64,
     out: Vec<KpiRecord>,
@@ -118,11 +118,17 @@ impl Engine {
             dedup: Default::default(),
             max_time: i64::MIN,
             last_sweep: i64::MIN,
-            calendar: settings
-                .calendar
-                .iter()
-                .map(|&kind| CalendarSet {
+            calendar: std::iter::once(CalendarKind::Day)
+                .chain(
+                    settings
+                        .calendar
+                        .iter()
+                        .copied()
+                        .filter(|k| *k != CalendarKind::Day),
+                )
+                .map(|kind| CalendarSet {
                     kind,
+                    emit: settings.calendar.contains(&kind),
                     buckets: BTreeMap::new(),
                 })
                 .collect(),
@@ -154,11 +160,10 @@ impl Engine {
     /// An engine that continues from a saved state.
     pub fn from_state(settings: Settings, mut state: State) -> Engine {
         state.dedup.rebuild();
-        let n = state.calendar.len();
         Engine {
             settings,
             state,
-            cache: vec![None; n],
+            day_cache: None,
             next_close: i64::MIN,
             out: Vec::new(),
         }

@@ -131,15 +131,27 @@ pub struct Bucket {
     pub label: String,
     /// Times this window has been emitted.
     pub revision: u32,
-    /// Changed since it was last emitted.
+    /// Changed since it was last emitted (days only: a longer window is
+    /// changed when one of its open days is).
     pub dirty: bool,
+    /// For a day, what its events added. For a longer window, the days
+    /// that closed inside it, folded in: its value is these plus its
+    /// open days (see `Engine::window_aggs`).
     pub aggs: Aggs,
 }
 
 /// Open windows of one calendar kind, by start.
+///
+/// `State::calendar[0]` is always the day set, even when days are not
+/// emitted: events only ever update a day bucket (and rolling
+/// sub-buckets), and every longer calendar window, being a union of local
+/// days, is built from its days. That keeps the per-event cost
+/// independent of how many calendar kinds are configured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalendarSet {
     pub kind: CalendarKind,
+    /// Whether records are emitted for this kind (it is configured).
+    pub emit: bool,
     pub buckets: BTreeMap<i64, Bucket>,
 }
 
