@@ -66,6 +66,7 @@ pub struct Config {
     pub output: OutputConfig,
     pub http: HttpConfig,
     pub generator: GeneratorConfig,
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +251,100 @@ impl Default for HttpConfig {
             enabled: true,
             listen: "127.0.0.1:9464".into(),
         }
+    }
+}
+
+/// Kafka source and sinks. Kafka is used when `brokers` is set (here,
+/// by `SALESPULSE_KAFKA__BROKERS` or by `run --brokers`) and no `--input`
+/// file is given.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`; empty = Kafka off.
+    pub brokers: String,
+    /// Topics the consumer group subscribes to.
+    pub input_topics: Vec<String>,
+    /// Consumer group id: consumers with the same id share the partitions.
+    pub group_id: String,
+    /// Topic of KPI records (key = kpi|window kind|window label|dimensions); empty = none.
+    pub kpi_topic: String,
+    /// Format of KPI records on `kpi_topic`.
+    pub kpi_format: Format,
+    /// Topic of alerts (alert rules are a later feature); empty = none.
+    pub alert_topic: String,
+    /// Dead-letter topic: rejected messages with their key, value and
+    /// headers plus `salespulse.*` headers saying why; empty = the
+    /// dead-letter file of `output.dead_letter`.
+    pub dlq_topic: String,
+    /// Format of structured messages that carry no `content-type` header.
+    pub default_format: Format,
+    /// A partition without a message for this long stops holding the
+    /// watermark back (it no longer counts in the minimum over partitions).
+    pub idle_partition_timeout: Dur,
+    /// How often processed offsets are committed (after the records and
+    /// dead letters of those messages are acknowledged by the broker).
+    pub commit_interval: Dur,
+    /// Extra librdkafka properties for the consumer and the producers,
+    /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanisms" =
+    /// "SCRAM-SHA-512"`, `"sasl.username"`, `"sasl.password"`,
+    /// `"ssl.ca.location"`. In the environment, write the dots as
+    /// underscores: `SALESPULSE_KAFKA__PROPERTIES__SASL_PASSWORD`. Values
+    /// are never logged.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            input_topics: vec!["crm.events".into()],
+            group_id: "salespulse".into(),
+            kpi_topic: "salespulse.kpis".into(),
+            kpi_format: Format::Json,
+            alert_topic: "salespulse.alerts".into(),
+            dlq_topic: "salespulse.dlq".into(),
+            default_format: Format::Json,
+            idle_partition_timeout: Dur(std::time::Duration::from_secs(30)),
+            commit_interval: Dur(std::time::Duration::from_secs(1)),
+            properties: Default::default(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// librdkafka properties with env-style keys (`sasl_password`) turned
+    /// into librdkafka's dotted names (`sasl.password`).
+    pub fn librdkafka_properties(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase().replace('_', "."), v.clone()))
+            .collect()
+    }
+}
+
+/// Never prints property values: they hold passwords and keys.
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("input_topics", &self.input_topics)
+            .field("group_id", &self.group_id)
+            .field("kpi_topic", &self.kpi_topic)
+            .field("kpi_format", &self.kpi_format)
+            .field("alert_topic", &self.alert_topic)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("default_format", &self.default_format)
+            .field("idle_partition_timeout", &self.idle_partition_timeout)
+            .field("commit_interval", &self.commit_interval)
+            .field(
+                "properties",
+                &self
+                    .properties
+                    .keys()
+                    .map(|k| format!("{k}=<redacted>"))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 
@@ -493,6 +588,64 @@ impl Config {
                     format!("{s:?} is not RFC 3339"),
                     "write e.g. \"2026-01-01T00:00:00Z\"",
                 );
+            }
+        }
+        let k = &self.kafka;
+        if !k.brokers.trim().is_empty() {
+            if k.brokers.split(',').any(|b| {
+                let b = b.trim();
+                b.rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            }) {
+                err(
+                    "kafka.brokers",
+                    format!("{:?} is not a list of host:port", k.brokers),
+                    "write e.g. \"localhost:9092\" or \"b1:9092,b2:9092\"",
+                );
+            }
+            if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.trim().is_empty()) {
+                err(
+                    "kafka.input_topics",
+                    "no topic, or an empty topic name".into(),
+                    "list the topics of CRM events, e.g. [\"crm.events\"]",
+                );
+            }
+            if k.group_id.trim().is_empty() {
+                err(
+                    "kafka.group_id",
+                    "empty".into(),
+                    "name the consumer group, e.g. \"salespulse\"",
+                );
+            }
+            if k.commit_interval.0.is_zero() {
+                err(
+                    "kafka.commit_interval",
+                    "0s".into(),
+                    "use a positive duration, e.g. \"1s\"",
+                );
+            }
+            if k.idle_partition_timeout.0.is_zero() {
+                err(
+                    "kafka.idle_partition_timeout",
+                    "0s would ignore every partition".into(),
+                    "use a positive duration, e.g. \"30s\"",
+                );
+            }
+            for key in k.properties.keys() {
+                let norm = key.to_ascii_lowercase().replace('_', ".");
+                if matches!(
+                    norm.as_str(),
+                    "bootstrap.servers"
+                        | "group.id"
+                        | "enable.auto.commit"
+                        | "enable.auto.offset.store"
+                ) {
+                    err(
+                        &format!("kafka.properties.{key}"),
+                        "is set by salespulse itself".into(),
+                        "use kafka.brokers / kafka.group_id; offsets are always committed by salespulse after processing",
+                    );
+                }
             }
         }
         if errs.is_empty() {

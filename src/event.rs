@@ -23,6 +23,38 @@ pub struct Event<'a> {
     pub payload: Payload<'a>,
 }
 
+impl Event<'_> {
+    /// The key producers should give this event's Kafka message: the id of
+    /// the lead, deal or customer it is about (the rep for quotas and for
+    /// activities on neither; the channel, team or product for spend,
+    /// headcount and price events). Every event of one entity then lands
+    /// in one partition, in order, which the per-entity state relies on.
+    pub fn partition_key(&self) -> &str {
+        match &self.payload {
+            Payload::LeadCreated(d) => &d.lead_id,
+            Payload::LeadQualified(d) => &d.lead_id,
+            Payload::LeadContacted(d) => &d.lead_id,
+            Payload::LeadConverted(d) => &d.lead_id,
+            Payload::DealCreated(d) => &d.deal_id,
+            Payload::DealStageChanged(d) => &d.deal_id,
+            Payload::DealWon(d) | Payload::DealLost(d) => &d.deal_id,
+            Payload::OrderPlaced(d) => &d.customer_id,
+            Payload::CustomerAcquired(d) => &d.customer_id,
+            Payload::CustomerCancelled(d) => &d.customer_id,
+            Payload::SurveyAnswered(d) => &d.customer_id,
+            Payload::ActivityLogged(d) => d
+                .deal_id
+                .as_deref()
+                .or(d.lead_id.as_deref())
+                .unwrap_or(&d.rep),
+            Payload::QuotaSet(d) => &d.rep,
+            Payload::SpendRecorded(d) => &d.channel,
+            Payload::HeadcountSet(d) => d.team.as_deref().unwrap_or(""),
+            Payload::CompetitorPriceObserved(d) => &d.product,
+        }
+    }
+}
+
 macro_rules! event_types {
     ($( $variant:ident => $name:literal ),* $(,)?) => {
         /// The CloudEvents `type` values salespulse understands.

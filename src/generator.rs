@@ -93,19 +93,24 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
+/// The generator's reps: (name, team, region), e.g. for `[[reps]]` config.
+pub fn roster(reps: u32) -> Vec<(String, &'static str, &'static str)> {
+    (0..reps as usize)
+        .map(|i| {
+            let name = format!(
+                "{} {}",
+                FIRST[i % FIRST.len()],
+                (b'A' + (i / FIRST.len()) as u8 % 26) as char
+            );
+            let (team, region) = TEAMS[i % TEAMS.len()];
+            (name, team, region)
+        })
+        .collect()
+}
+
 impl Generator {
     pub fn new(cfg: GenConfig) -> Generator {
-        let reps = (0..cfg.reps as usize)
-            .map(|i| {
-                let name = format!(
-                    "{} {}",
-                    FIRST[i % FIRST.len()],
-                    (b'A' + (i / FIRST.len()) as u8 % 26) as char
-                );
-                let (team, region) = TEAMS[i % TEAMS.len()];
-                (name, team, region)
-            })
-            .collect();
+        let reps = roster(cfg.reps);
         Generator {
             rng: fastrand::Rng::with_seed(cfg.seed),
             next_day: cfg.start - cfg.start.rem_euclid(DAY),

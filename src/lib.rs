@@ -18,7 +18,8 @@
 //! - [`metrics`]: every Prometheus metric, and the KPI table the HTTP
 //!   handlers read.
 //! - [`pipeline`], [`http`]: the thin async shell (source → engine → sinks,
-//!   `/metrics`, `/healthz`).
+//!   `/metrics`, `/healthz`); [`kafka`]: the consumer-group source and the
+//!   KPI / dead-letter topics, with commits after delivery.
 //! - [`generator`]: the seeded synthetic CRM of the demo; [`maven`]: the
 //!   Maven CRM CSV → CloudEvents conversion.
 
@@ -30,6 +31,7 @@ pub mod event;
 pub mod generator;
 pub mod http;
 pub mod intern;
+pub mod kafka;
 pub mod kpi;
 pub mod maven;
 pub mod metrics;

@@ -30,6 +30,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Cmd {
     /// Run the pipeline: on the built-in generator (default, live, until Ctrl-C) or on a file.
     Run {
@@ -60,6 +61,28 @@ enum Cmd {
         /// Generator: seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Kafka bootstrap servers: consume from Kafka instead of the generator (`kafka.brokers`).
+        #[arg(long, value_name = "HOST:PORT[,…]")]
+        brokers: Option<String>,
+        /// Kafka topic of CRM events; repeat for several (`kafka.input_topics`).
+        #[arg(long, value_name = "TOPIC")]
+        input_topic: Vec<String>,
+        /// Kafka topic of KPI records (`kafka.kpi_topic`).
+        #[arg(long, value_name = "TOPIC")]
+        kpi_topic: Option<String>,
+        /// Kafka topic of alerts (`kafka.alert_topic`).
+        #[arg(long, value_name = "TOPIC")]
+        alert_topic: Option<String>,
+        /// Kafka dead-letter topic (`kafka.dlq_topic`).
+        #[arg(long, value_name = "TOPIC")]
+        dlq_topic: Option<String>,
+        /// Kafka consumer group (`kafka.group_id`).
+        #[arg(long, value_name = "ID")]
+        group_id: Option<String>,
+        /// Kafka: consume every assigned partition to its current end, close
+        /// every window, commit and exit (a replay or backfill).
+        #[arg(long)]
+        to_end: bool,
     },
     /// Write the generator's events to stdout (or --output) and exit.
     Generate {
@@ -185,8 +208,38 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
             events,
             rate,
             seed,
+            brokers,
+            input_topic,
+            kpi_topic,
+            alert_topic,
+            dlq_topic,
+            group_id,
+            to_end,
         } => {
             let mut cfg = Config::load(config.as_deref())?;
+            let k = &mut cfg.kafka;
+            if let Some(b) = brokers {
+                k.brokers = b;
+            }
+            if !input_topic.is_empty() {
+                k.input_topics = input_topic;
+            }
+            for (v, slot) in [
+                (kpi_topic, &mut k.kpi_topic),
+                (alert_topic, &mut k.alert_topic),
+                (dlq_topic, &mut k.dlq_topic),
+                (group_id, &mut k.group_id),
+            ] {
+                if let Some(v) = v {
+                    *slot = v;
+                }
+            }
+            let kafka = input.is_none() && !cfg.kafka.brokers.trim().is_empty();
+            if to_end && !kafka {
+                anyhow::bail!(
+                    "--to-end applies to Kafka: give --brokers (or kafka.brokers) and no --input"
+                );
+            }
             if let Some(l) = listen {
                 cfg.http.listen = l;
             }
@@ -218,7 +271,7 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                if live && cfg.http.enabled {
+                if (live || kafka) && cfg.http.enabled {
                     let addr = salespulse::http::serve(
                         &cfg.http.listen,
                         metrics.clone(),
@@ -229,6 +282,23 @@ fn real_main() -> anyhow::Result<std::process::ExitCode> {
                         format!("cannot listen on {} (http.listen)", cfg.http.listen)
                     })?;
                     tracing::info!(%addr, "serving http://{addr}/metrics and /healthz");
+                }
+                if kafka {
+                    let opts = salespulse::kafka::KafkaOptions {
+                        to_end,
+                        live_updates: !to_end,
+                        metrics,
+                    };
+                    let (report, _) =
+                        salespulse::kafka::run(&cfg, opts, Engine::from_config(&cfg)).await?;
+                    tracing::info!(
+                        accepted = report.accepted,
+                        duplicates = report.duplicates,
+                        rejected = report.rejected,
+                        records = report.records,
+                        "done"
+                    );
+                    return anyhow::Ok(std::process::ExitCode::SUCCESS);
                 }
                 let opts = RunOptions {
                     source,

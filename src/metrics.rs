@@ -43,6 +43,88 @@ pub struct Metrics {
     last: Mutex<Stats>,
     /// Newest record of every series (KPI × window kind × dimensions).
     pub table: DashMap<String, KpiRecord>,
+    pub kafka: KafkaMetrics,
+}
+
+/// Kafka source and sink health (zero / absent when Kafka is off).
+pub struct KafkaMetrics {
+    /// Messages consumed, by topic.
+    pub consumed: IntCounterVec,
+    /// Consumer lag per partition (from librdkafka statistics).
+    pub lag: IntGaugeVec,
+    /// Time of one offset commit.
+    pub commit_seconds: Histogram,
+    /// Commits that failed (offsets are committed again with the next one).
+    pub commit_errors: IntCounter,
+    /// Deliveries that failed after librdkafka's own retries, by topic.
+    pub produce_errors: IntCounterVec,
+    /// Messages sent again by salespulse after a failed delivery, by topic.
+    pub produce_retries: IntCounterVec,
+    /// Partition assignments and revocations.
+    pub rebalances: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    fn new(r: &Registry) -> KafkaMetrics {
+        let cv = |name: &str, help: &str, label: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), label).expect("metric");
+            r.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "salespulse_kafka_consumer_lag",
+                "Messages between the committed offset and the end of each assigned partition.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("metric");
+        r.register(Box::new(lag.clone())).expect("register");
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "salespulse_kafka_commit_seconds",
+                "Time to commit processed offsets.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+        )
+        .expect("metric");
+        r.register(Box::new(commit_seconds.clone()))
+            .expect("register");
+        let commit_errors = IntCounter::new(
+            "salespulse_kafka_commit_errors_total",
+            "Offset commits that failed.",
+        )
+        .expect("metric");
+        r.register(Box::new(commit_errors.clone()))
+            .expect("register");
+        KafkaMetrics {
+            consumed: cv(
+                "salespulse_kafka_messages_consumed_total",
+                "Kafka messages consumed, by topic.",
+                &["topic"],
+            ),
+            lag,
+            commit_seconds,
+            commit_errors,
+            produce_errors: cv(
+                "salespulse_kafka_produce_errors_total",
+                "Deliveries that failed after librdkafka's retries (each is sent again), by topic.",
+                &["topic"],
+            ),
+            produce_retries: cv(
+                "salespulse_kafka_produce_retries_total",
+                "Messages sent again by salespulse after a failed delivery, by topic.",
+                &["topic"],
+            ),
+            rebalances: cv(
+                "salespulse_kafka_rebalances_total",
+                "Consumer-group rebalances, by kind (assign, revoke, error).",
+                &["kind"],
+            ),
+        }
+    }
 }
 
 fn labels_for(extra: Option<&'static str>) -> Vec<&'static str> {
@@ -169,6 +251,7 @@ impl Metrics {
         )
         .expect("metric");
         r.register(Box::new(sample.clone())).expect("register");
+        let kafka = KafkaMetrics::new(&r);
         Metrics {
             registry: r,
             events_in,
@@ -188,6 +271,7 @@ impl Metrics {
             sample,
             last: Mutex::new(Stats::default()),
             table: DashMap::new(),
+            kafka,
         }
     }
 

@@ -61,6 +61,37 @@ impl KpiRecord {
     }
 }
 
+/// The protobuf form of a record (`salespulse.v1.KpiRecord`).
+pub fn to_proto(r: &KpiRecord) -> crate::pb::KpiRecord {
+    let ts = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            })
+    };
+    crate::pb::KpiRecord {
+        kpi: r.kpi.to_string(),
+        window_kind: r.window.kind.clone(),
+        window_start: ts(&r.window.start),
+        window_end: ts(&r.window.end),
+        window_label: r.window.label.clone(),
+        dimensions: r
+            .dimensions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        value: r.value,
+        numerator: r.numerator,
+        denominator: r.denominator,
+        sample_size: r.sample_size,
+        r#final: r.is_final,
+        revision: r.revision,
+        unit: r.unit.to_string(),
+    }
+}
+
 /// A rejected input, as written to the dead-letter sink.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {

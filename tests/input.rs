@@ -51,11 +51,42 @@ fn every_rejection_reason_has_a_case() {
         e.process_protobuf(&[0xff, 0xff, 0xff]).unwrap_err().reason,
         MalformedProtobuf
     );
+    // Kafka: a content-type that is neither CloudEvents JSON nor protobuf
+    use salespulse::decode::{wire_of, Format, Wire};
+    assert_eq!(
+        wire_of(Some("text/csv"), false, Format::Json)
+            .unwrap_err()
+            .reason,
+        UnsupportedContentType
+    );
+    assert_eq!(
+        wire_of(Some("application/protobuf"), true, Format::Json)
+            .unwrap_err()
+            .reason,
+        UnsupportedContentType
+    );
+    assert_eq!(
+        wire_of(
+            Some("application/cloudevents+json; charset=utf-8"),
+            false,
+            Format::Protobuf
+        ),
+        Ok(Wire::Structured(Format::Json))
+    );
+    assert_eq!(
+        wire_of(Some("Application/X-Protobuf"), false, Format::Json),
+        Ok(Wire::Structured(Format::Protobuf))
+    );
+    assert_eq!(
+        wire_of(None, false, Format::Protobuf),
+        Ok(Wire::Structured(Format::Protobuf))
+    );
+    assert_eq!(wire_of(None, true, Format::Protobuf), Ok(Wire::BinaryJson));
     // late: below
     let covered: std::collections::HashSet<_> = cases
         .iter()
         .map(|(r, _)| *r)
-        .chain([MalformedProtobuf, Late])
+        .chain([MalformedProtobuf, Late, UnsupportedContentType])
         .collect();
     for r in RejectReason::ALL {
         assert!(covered.contains(r), "no test case for {r:?}");

@@ -202,6 +202,55 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     })
 }
 
+/// CloudEvents attributes of a binary-mode message (Kafka `ce_*` headers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BinaryAttrs<'a> {
+    pub specversion: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub ty: Option<&'a str>,
+    pub time: Option<&'a str>,
+    pub subject: Option<&'a str>,
+}
+
+/// Decodes a binary-mode CloudEvent: attributes from headers, `data` =
+/// the message value (JSON). Same checks and reasons as [`decode`].
+pub fn decode_binary<'a>(a: &BinaryAttrs<'a>, data: &'a [u8]) -> Result<Event<'a>, Reject> {
+    match a.specversion {
+        Some("1.0") => {}
+        None => {
+            return Err(Reject::new(
+                RejectReason::MissingAttribute,
+                "header `ce_specversion` is missing",
+            ))
+        }
+        Some(v) => {
+            return Err(Reject::new(
+                RejectReason::UnsupportedSpecversion,
+                format!("specversion {v:?}: only CloudEvents 1.0 is supported"),
+            ))
+        }
+    }
+    let id = attr("ce_id", a.id.map(Cow::Borrowed))?;
+    let source = attr("ce_source", a.source.map(Cow::Borrowed))?;
+    let ty = attr("ce_type", a.ty.map(Cow::Borrowed))?;
+    let time = attr("ce_time", a.time.map(Cow::Borrowed))?;
+    let ety = EventType::parse(&ty).ok_or_else(|| {
+        Reject::new(
+            RejectReason::UnknownType,
+            format!("type {ty:?} is not a salespulse event type"),
+        )
+    })?;
+    let time = parse_time(&time)?;
+    Ok(Event {
+        id,
+        source,
+        time,
+        subject: a.subject.map(Cow::Borrowed),
+        payload: decode_data(ety, data)?,
+    })
+}
+
 /// Decodes the `data` of an event whose type is already known (binary
 /// mode carries it in a header; structured mode in the envelope).
 pub fn decode_data(ety: EventType, data: &[u8]) -> Result<Payload<'_>, Reject> {

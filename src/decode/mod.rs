@@ -49,6 +49,8 @@ pub enum RejectReason {
     UnknownStage,
     /// Older than the watermark minus the grace period: its windows are closed.
     Late,
+    /// A Kafka message whose `content-type` is neither CloudEvents JSON nor protobuf.
+    UnsupportedContentType,
 }
 
 impl RejectReason {
@@ -69,6 +71,7 @@ impl RejectReason {
         RejectReason::CsatOutOfRange,
         RejectReason::UnknownStage,
         RejectReason::Late,
+        RejectReason::UnsupportedContentType,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +81,7 @@ impl RejectReason {
             RejectReason::UnsupportedSpecversion => "unsupported_specversion",
             RejectReason::MissingAttribute => "missing_attribute",
             RejectReason::UnknownType => "unknown_type",
+            RejectReason::UnsupportedContentType => "unsupported_content_type",
             RejectReason::MissingField => "missing_field",
             RejectReason::InvalidField => "invalid_field",
             RejectReason::InvalidValue => "invalid_value",
@@ -123,6 +127,55 @@ pub enum Format {
     Json,
     /// Length-delimited protobuf `salespulse.v1.Event` messages.
     Protobuf,
+}
+
+/// How a Kafka message carries its event (CloudEvents Kafka protocol binding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// The whole event in the value: CloudEvents JSON or the protobuf envelope.
+    Structured(Format),
+    /// Binary mode: attributes in `ce_*` headers, the value is the JSON `data`.
+    BinaryJson,
+}
+
+/// Picks the wire format of a Kafka message from its `content-type`
+/// header and whether it has a `ce_specversion` header (binary mode);
+/// `default` applies to structured messages without a content type.
+pub fn wire_of(content_type: Option<&str>, binary: bool, default: Format) -> Result<Wire, Reject> {
+    let ct = content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let unsupported = |c: &str| {
+        Reject::new(
+            RejectReason::UnsupportedContentType,
+            format!(
+                "content-type {c:?}{}: expected application/cloudevents+json, application/json or application/protobuf",
+                if binary { " in binary mode (ce_* headers)" } else { "" }
+            ),
+        )
+    };
+    match (binary, ct.as_deref()) {
+        (true, None | Some("application/json")) => Ok(Wire::BinaryJson),
+        (true, Some(c)) if c.ends_with("+json") => Ok(Wire::BinaryJson),
+        (true, Some(c)) => Err(unsupported(c)),
+        (false, None | Some("")) => Ok(Wire::Structured(default)),
+        (false, Some("application/cloudevents+json" | "application/json")) => {
+            Ok(Wire::Structured(Format::Json))
+        }
+        (
+            false,
+            Some(
+                "application/cloudevents+protobuf"
+                | "application/protobuf"
+                | "application/x-protobuf",
+            ),
+        ) => Ok(Wire::Structured(Format::Protobuf)),
+        (false, Some(c)) => Err(unsupported(c)),
+    }
 }
 
 /// Parses an RFC 3339 timestamp into milliseconds since the epoch and checks it is plausible.

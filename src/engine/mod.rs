@@ -101,6 +101,9 @@ pub struct Engine {
     pub state: State,
     /// The day of the last event: most events fall in the same day.
     day_cache: Option<Bounds>,
+    /// The clock is driven by [`Engine::advance_clock`], not by events.
+    external_clock: bool,
+    last_time: i64,
     /// Smallest end of any open calendar bucket.
     next_close: i64,
     out: Vec<KpiRecord>,
@@ -117,6 +120,7 @@ impl Engine {
             quotas: Default::default(),
             dedup: Default::default(),
             max_time: i64::MIN,
+            clock: i64::MIN,
             last_sweep: i64::MIN,
             calendar: std::iter::once(CalendarKind::Day)
                 .chain(
@@ -164,6 +168,8 @@ impl Engine {
             settings,
             state,
             day_cache: None,
+            external_clock: false,
+            last_time: i64::MIN,
             next_close: i64::MIN,
             out: Vec::new(),
         }
@@ -173,11 +179,29 @@ impl Engine {
         Engine::new(Settings::from_config(c))
     }
 
-    /// Watermark: newest event time − allowed out-of-orderness.
+    /// Watermark: event-time clock − allowed out-of-orderness. The clock
+    /// is the newest event time, unless an external clock is set.
     pub fn watermark(&self) -> i64 {
         self.state
-            .max_time
+            .clock
             .saturating_sub(self.settings.out_of_orderness)
+    }
+
+    /// Lets the caller drive the event-time clock with [`Engine::advance_clock`]
+    /// instead of every event moving it (per-partition watermarks: the
+    /// clock is the slowest active partition, so a partition that is
+    /// behind does not see its events rejected as late).
+    pub fn set_external_clock(&mut self, on: bool) {
+        self.external_clock = on;
+    }
+
+    /// Moves the event-time clock forward to `t` (never back), closing
+    /// the windows the new watermark passes.
+    pub fn advance_clock(&mut self, t: i64) {
+        if t > self.state.clock {
+            self.state.clock = t;
+            self.on_time_advance();
+        }
     }
 
     /// Events before this instant are late; windows ending at or before it are final.
@@ -211,6 +235,25 @@ impl Engine {
         self.count_reject(r)
     }
 
+    /// Decodes, validates and applies one binary-mode CloudEvent (Kafka
+    /// `ce_*` headers + JSON `data`).
+    pub fn process_binary(
+        &mut self,
+        attrs: &json::BinaryAttrs<'_>,
+        data: &[u8],
+    ) -> Result<Outcome, Reject> {
+        let r = json::decode_binary(attrs, data).and_then(|e| {
+            validate(&e)?;
+            self.apply_inner(&e)
+        });
+        self.count_reject(r)
+    }
+
+    /// Event time of the last event that was counted or found a duplicate.
+    pub fn last_event_time(&self) -> i64 {
+        self.last_time
+    }
+
     /// Applies an already validated event.
     pub fn apply(&mut self, e: &Event<'_>) -> Result<Outcome, Reject> {
         let r = self.apply_inner(e);
@@ -225,6 +268,7 @@ impl Engine {
     fn apply_inner(&mut self, e: &Event<'_>) -> Result<Outcome, Reject> {
         let stage = self.check_stages(e)?;
         let h = event_key(&e.source, &e.id);
+        self.last_time = e.time;
         if self.state.dedup.contains(h) {
             self.state.stats.duplicates += 1;
             return Ok(Outcome::Duplicate);
@@ -245,7 +289,9 @@ impl Engine {
         self.apply_payload(e, stage);
         if e.time > self.state.max_time {
             self.state.max_time = e.time;
-            self.on_time_advance();
+        }
+        if !self.external_clock {
+            self.advance_clock(e.time);
         }
         Ok(Outcome::Counted)
     }
@@ -255,7 +301,9 @@ impl Engine {
         if cutoff >= self.next_close {
             self.close_until(cutoff);
         }
-        let now = self.state.max_time;
+        // Relative to the clock, like lateness: an id is forgotten only
+        // once an event that old would be late.
+        let now = self.state.clock;
         // Dedup memory is a FIFO: expiring it is amortized O(1) per event.
         self.state.stats.dedup_evicted += self.state.dedup.expire(
             now.saturating_sub(self.settings.dedup_horizon),

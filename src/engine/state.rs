@@ -298,6 +298,10 @@ pub struct State {
     pub dedup: Dedup,
     /// Newest event time seen (ms), `i64::MIN` before the first event.
     pub max_time: i64,
+    /// The event-time clock the watermark follows: `max_time` for one
+    /// ordered source; for Kafka, the slowest active partition's newest
+    /// time (see `Engine::advance_clock`).
+    pub clock: i64,
     /// Event time of the last TTL sweep.
     pub last_sweep: i64,
     pub calendar: Vec<CalendarSet>,
