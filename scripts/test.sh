@@ -2,14 +2,22 @@
 # The project's test command (README "Quick start"): installs what the
 # tests need, idempotently, then runs every test.
 #
-# Today the tests need only the Rust toolchain: the build compiles the
-# protobuf schema with the pure-Rust protox (no protoc), and the tests
-# start their own HTTP listeners. Later tiers (Kafka broker, Prometheus)
-# add their installs here.
+# The tests need:
+# - the Rust toolchain (the protobuf schema is compiled by the pure-Rust
+#   protox: no protoc);
+# - a C toolchain, make, pkg-config, zlib and OpenSSL headers, to build
+#   the bundled librdkafka (Debian packages, installed when missing);
+# - tansu, the Kafka-compatible broker the end-to-end tests start
+#   (scripts/install-tansu.sh, from crates.io, once).
+# The HTTP listeners and librdkafka's mock cluster are started by the
+# tests themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo is missing; install Rust from https://rustup.rs (rustup toolchain install stable)" >&2
   exit 1
 fi
+./scripts/install-deps.sh
+./scripts/install-tansu.sh
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo test --locked "$@"

@@ -284,6 +284,10 @@ pub struct KafkaConfig {
     /// How often processed offsets are committed (after the records and
     /// dead letters of those messages are acknowledged by the broker).
     pub commit_interval: Dur,
+    /// `run --to-end` stops once every partition is read to its end offset
+    /// and no message came for this long (some brokers, e.g. tansu 0.6,
+    /// report end offsets short of what they hold: raise it for them).
+    pub end_quiet: Dur,
     /// Extra librdkafka properties for the consumer and the producers,
     /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanisms" =
     /// "SCRAM-SHA-512"`, `"sasl.username"`, `"sasl.password"`,
@@ -306,6 +310,7 @@ impl Default for KafkaConfig {
             default_format: Format::Json,
             idle_partition_timeout: Dur(std::time::Duration::from_secs(30)),
             commit_interval: Dur(std::time::Duration::from_secs(1)),
+            end_quiet: Dur(std::time::Duration::from_secs(2)),
             properties: Default::default(),
         }
     }
@@ -336,6 +341,7 @@ impl fmt::Debug for KafkaConfig {
             .field("default_format", &self.default_format)
             .field("idle_partition_timeout", &self.idle_partition_timeout)
             .field("commit_interval", &self.commit_interval)
+            .field("end_quiet", &self.end_quiet)
             .field(
                 "properties",
                 &self

@@ -343,10 +343,7 @@ fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
 
 /// The original headers plus `salespulse.*` headers saying why and where from.
 fn dead_letter_headers(msg: &BorrowedMessage<'_>, rej: &Reject) -> OwnedHeaders {
-    let mut h = msg
-        .headers()
-        .map(|h| h.detach())
-        .unwrap_or_default();
+    let mut h = msg.headers().map(|h| h.detach()).unwrap_or_default();
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
     for (k, v) in [
@@ -439,6 +436,7 @@ pub async fn run(
     let shutdown = crate::pipeline::shutdown_signal();
     tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
+    let mut last_message = Instant::now();
     loop {
         let flush_now = tokio::select! {
             msg = consumer.recv() => {
@@ -450,6 +448,7 @@ pub async fn run(
                         let r = process(&mut engine, &msg, k.default_format);
                         drop(msg);
                         let now = Instant::now();
+                        last_message = now;
                         let part = parts.entry(key).or_insert(Part {
                             max_time: i64::MIN,
                             last_message: now,
@@ -502,13 +501,7 @@ pub async fn run(
                 m.event_seconds
                     .observe(t_batch.elapsed().as_secs_f64() / since_flush as f64);
             }
-            advance_watermark(
-                &mut engine,
-                &mut parts,
-                &consumer,
-                idle,
-                opts.to_end.then_some(&ends),
-            );
+            advance_watermark(&mut engine, &mut parts, &consumer, idle);
             flush(
                 &mut engine,
                 &m,
@@ -522,8 +515,18 @@ pub async fn run(
             .await?;
             since_flush = 0;
             t_batch = Instant::now();
-            if opts.to_end && at_end(&consumer, &parts, &ends) {
-                tracing::info!("every assigned partition is consumed to its end");
+            // Quiet for `kafka.end_quiet` too: some brokers (tansu 0.6)
+            // report end offsets short of what they hold, so the end
+            // offsets alone could stop the run early.
+            if opts.to_end
+                && last_message.elapsed() >= k.end_quiet.0
+                && at_end(&consumer, &parts, &ends)
+            {
+                tracing::info!(
+                    offsets = ?parts.iter().map(|(k, p)| (k, p.next)).collect::<Vec<_>>(),
+                    ends = ?ends.lock().expect("ends lock"),
+                    "every assigned partition is consumed to its end"
+                );
                 break;
             }
         }
@@ -555,15 +558,14 @@ pub async fn run(
 
 /// Moves the engine's clock to the slowest assigned partition that is not
 /// idle (or, when all are idle, the fastest). A partition that has not
-/// delivered a message yet holds the clock back until it is idle (or, in
-/// a `to_end` run, known to be at its end), so its first events are not
-/// late.
+/// delivered a message yet holds the clock back until it is idle, so its
+/// first events are not late. (End offsets are not trusted for this: a
+/// broker that reports them short would make a partition look done.)
 fn advance_watermark(
     engine: &mut Engine,
     parts: &mut HashMap<(String, i32), Part>,
     consumer: &Consumer_,
     idle: Duration,
-    ends: Option<&Ends>,
 ) {
     let now = Instant::now();
     {
@@ -578,13 +580,10 @@ fn advance_watermark(
         }
         parts.retain(|k, p| assigned.contains(k) || p.dirty);
     }
-    let ends = ends.map(|e| e.lock().expect("ends lock").clone());
     let active: Vec<i64> = parts
-        .iter()
-        .filter(|(k, p)| {
-            p.last_message.elapsed() < idle && !ends.as_ref().is_some_and(|e| finished(k, p, e))
-        })
-        .map(|(_, p)| p.max_time)
+        .values()
+        .filter(|p| p.last_message.elapsed() < idle)
+        .map(|p| p.max_time)
         .collect();
     let t = if active.is_empty() {
         parts.values().map(|p| p.max_time).max()
@@ -599,36 +598,46 @@ fn advance_watermark(
 }
 
 /// Where each assigned partition starts (committed offset, else its
-/// beginning) and ends (its end offset when first seen assigned): a
-/// `to_end` run stops there. Looked up by a background thread, so the
-/// consume loop never waits on the broker for them.
+/// beginning) and ends (its end offset): a `to_end` run stops there.
+/// Looked up again and again by a background thread, so the consume loop
+/// never waits on the broker, and an end offset reported short (tansu
+/// 0.6 lags behind what it holds) is corrected.
 type Ends = Arc<Mutex<HashMap<(String, i32), (i64, i64)>>>;
 
 fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || loop {
         let todo: Vec<(String, i32)> = {
             let a = consumer.context().assigned.lock().expect("assignment lock");
-            let e = ends.lock().expect("ends lock");
-            a.iter().filter(|k| !e.contains_key(*k)).cloned().collect()
+            a.iter().cloned().collect()
         };
         for (t, p) in todo {
             let t10 = Duration::from_secs(10);
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&t, p);
-            let committed = consumer
-                .committed_offsets(tpl, t10)
-                .ok()
-                .and_then(|l| l.elements().first().map(|e| e.offset()));
+            let known = ends
+                .lock()
+                .expect("ends lock")
+                .get(&(t.clone(), p))
+                .copied();
+            let start = match known {
+                Some((s, _)) => Some(s),
+                None => {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&t, p);
+                    match consumer
+                        .committed_offsets(tpl, t10)
+                        .ok()
+                        .and_then(|l| l.elements().first().map(|e| e.offset()))
+                    {
+                        Some(Offset::Offset(o)) => Some(o),
+                        _ => None,
+                    }
+                }
+            };
             match consumer.fetch_watermarks(&t, p, t10) {
                 Ok((low, high)) => {
-                    let start = match committed {
-                        Some(Offset::Offset(o)) => o,
-                        _ => low,
-                    };
-                    tracing::debug!(topic = %t, partition = p, start, end = high, "partition range");
+                    let high = known.map_or(high, |(_, h)| high.max(h));
                     ends.lock()
                         .expect("ends lock")
-                        .insert((t, p), (start, high));
+                        .insert((t, p), (start.unwrap_or(low), high));
                 }
                 Err(e) => {
                     tracing::debug!(topic = %t, partition = p, error = %e, "end offset not known yet")
@@ -638,7 +647,7 @@ fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<(
         if Arc::strong_count(&ends) == 1 {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(250));
     })
 }
 

@@ -318,7 +318,10 @@ impl Engine {
 
     /// Forgets entities past their TTL.
     fn sweep(&mut self) {
-        let now = self.state.max_time;
+        // The clock, not the newest event: with several partitions, one
+        // that runs ahead must not expire entities a slower one still
+        // has events for.
+        let now = self.state.clock;
         let horizon = now.saturating_sub(self.settings.entity_ttl);
         let s = &mut self.state;
         let before = [s.leads.len(), s.deals.len(), s.customers.len()];

@@ -67,8 +67,8 @@ pub async fn produce(bootstrap: &str, topic: &str, msgs: &[Out]) {
     }
 }
 
-/// Every message of every partition of `topic`, from the beginning to the
-/// end as the broker reports it now.
+/// Every message of every partition of `topic`, from the beginning to
+/// the end as the broker reports it now and on until it is quiet.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -102,6 +102,15 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
             out.push(m.detach());
         }
     }
+    // tansu 0.6 reports an end offset short of the last batch: read on
+    // until the topic has been quiet for a second.
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(1) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            quiet_since = Instant::now();
+            out.push(m.detach());
+        }
+    }
     out
 }
 
@@ -120,9 +129,7 @@ pub type Vals = (Option<f64>, Option<f64>, Option<f64>, u64);
 /// Final values by series key, leaving out what depends on the arrival
 /// order across partitions: activity counts split by the channel or
 /// product they borrow from a deal or lead that may sit in another partition.
-pub fn finals(
-    recs: &[KpiRecord],
-) -> BTreeMap<String, Vals> {
+pub fn finals(recs: &[KpiRecord]) -> BTreeMap<String, Vals> {
     recs.iter()
         .filter(|r| r.is_final)
         .filter(|r| {
@@ -139,10 +146,7 @@ pub fn finals(
 }
 
 /// Asserts two final-value maps are equal, naming the first difference.
-pub fn assert_same_finals(
-    got: &BTreeMap<String, Vals>,
-    want: &BTreeMap<String, Vals>,
-) {
+pub fn assert_same_finals(got: &BTreeMap<String, Vals>, want: &BTreeMap<String, Vals>) {
     let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
         (a, b) => a == b,
