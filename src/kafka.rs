@@ -330,6 +330,8 @@ struct Part {
     next: i64,
     /// `next` changed since the last batch was handed to the committer.
     dirty: bool,
+    /// Messages consumed since the last flush (for the metric).
+    consumed: u64,
 }
 
 /// Header value as UTF-8, if present.
@@ -437,27 +439,35 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
     let mut last_message = Instant::now();
+    let mut last_key: (String, i32) = (String::new(), -1);
     loop {
         let flush_now = tokio::select! {
             msg = consumer.recv() => {
                 match msg {
                     Ok(msg) => {
-                        let key = (msg.topic().to_string(), msg.partition());
-                        m.kafka.consumed.with_label_values(&[key.0.as_str()]).inc();
+                        // Messages come in runs from one partition: keep its key.
+                        if last_key.1 != msg.partition() || last_key.0 != msg.topic() {
+                            last_key = (msg.topic().to_string(), msg.partition());
+                        }
                         let offset = msg.offset();
                         let r = process(&mut engine, &msg, k.default_format);
                         drop(msg);
                         let now = Instant::now();
                         last_message = now;
-                        let part = parts.entry(key).or_insert(Part {
-                            max_time: i64::MIN,
-                            last_message: now,
-                            next: offset + 1,
-                            dirty: true,
-                        });
+                        let part = match parts.get_mut(&last_key) {
+                            Some(p) => p,
+                            None => parts.entry(last_key.clone()).or_insert(Part {
+                                max_time: i64::MIN,
+                                last_message: now,
+                                next: offset + 1,
+                                dirty: true,
+                                consumed: 0,
+                            }),
+                        };
                         part.last_message = now;
                         part.next = offset + 1;
                         part.dirty = true;
+                        part.consumed += 1;
                         match r {
                             Ok(o) => {
                                 part.max_time = part.max_time.max(engine.last_event_time());
@@ -576,6 +586,7 @@ fn advance_watermark(
                 last_message: now,
                 next: -1,
                 dirty: false,
+                consumed: 0,
             });
         }
         parts.retain(|k, p| assigned.contains(k) || p.dirty);
@@ -691,6 +702,12 @@ async fn flush(
             let payload = encode_record(r, k.kpi_format);
             deliveries.push(send(producer, &k.kpi_topic, key.as_bytes(), &payload, None).await?);
         }
+    }
+    for ((topic, _), p) in parts.iter_mut().filter(|(_, p)| p.consumed > 0) {
+        m.kafka
+            .consumed
+            .with_label_values(&[topic.as_str()])
+            .inc_by(std::mem::take(&mut p.consumed));
     }
     let offsets: Vec<_> = parts
         .iter_mut()

@@ -59,6 +59,7 @@ dlq_topic = "dlq"
 commit_interval = "200ms"
 [kafka.properties]
 "message.timeout.ms" = "3000"
+"statistics.interval.ms" = "200"
 "#
     ))
     .expect("test config")
@@ -252,6 +253,17 @@ async fn replay_through_mock_cluster_equals_file_mode_and_dead_letters_bad_messa
         "rejection counted"
     );
     assert!(text.contains("salespulse_kafka_messages_consumed_total{topic=\"crm.events\"} 4003"));
+    assert!(
+        text.contains("salespulse_kafka_consumer_lag{partition=\"0\",topic=\"crm.events\"}"),
+        "lag per partition from librdkafka statistics"
+    );
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("salespulse_kafka_commit_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(commits > 0, "commit latency observed");
+    assert!(text.contains("salespulse_kafka_rebalances_total{kind=\"assign\"} 1"));
 
     // every processed offset is committed for the group
     let c: BaseConsumer = ClientConfig::new()
@@ -346,4 +358,116 @@ async fn broker_errors_lose_no_record() {
     eprintln!("produce errors {errors}, retries {retries}");
     assert!(errors > 0, "the injected errors failed some deliveries");
     assert_eq!(retries, errors, "every failed delivery was sent again");
+}
+
+#[test]
+fn kafka_config_errors_name_the_field_and_secrets_are_never_printed() {
+    let err = |toml: &str| match Config::from_toml(toml) {
+        Err(salespulse::config::LoadError::Invalid(e)) => e,
+        other => panic!("expected invalid config, got {:?}", other.map(|_| ())),
+    };
+    let e = err("[kafka]\nbrokers = \"localhost\"\n");
+    assert_eq!(e[0].field, "kafka.brokers");
+    assert!(e[0].fix.contains("localhost:9092"));
+    let e = err("[kafka]\nbrokers = \"h:9092\"\ninput_topics = []\ngroup_id = \"\"\n");
+    let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["kafka.input_topics", "kafka.group_id"]);
+    let e = err(
+        "[kafka]\nbrokers = \"h:9092\"\n[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n",
+    );
+    assert_eq!(e[0].field, "kafka.properties.enable.auto.commit");
+    // Off without brokers: nothing else is checked.
+    assert!(Config::from_toml("[kafka]\ninput_topics = []\n").is_ok());
+
+    let cfg = Config::from_toml(
+        "[kafka]\nbrokers = \"h:9092\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\nsasl_username = \"me\"\n",
+    )
+    .unwrap();
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("sasl.password=<redacted>"),
+        "{shown}"
+    );
+    assert!(cfg
+        .kafka
+        .librdkafka_properties()
+        .contains(&("sasl.username".to_string(), "me".to_string())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_stops_consumption_until_it_recovers() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    // (librdkafka's mock cluster keeps only so many messages per partition)
+    mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("kpis", 1, 1).unwrap();
+    mock.create_topic("dlq", 1, 1).unwrap();
+    let evs = events(10_000);
+    let lines: Vec<String> = evs.iter().map(cej::encode).collect();
+    let msgs: Vec<Out> = evs
+        .iter()
+        .zip(&lines)
+        .map(|(e, l)| Out::plain(e.partition_key(), l.clone().into_bytes()))
+        .collect();
+    produce(&bs, "crm.events", &msgs).await;
+    // Every produce request fails for a while: no record gets in.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 10_000],
+    );
+    let cfg = config(&bs, "stalled");
+    let metrics = Arc::new(Metrics::new());
+    let opts = KafkaOptions {
+        to_end: true,
+        live_updates: false,
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn({
+        let cfg = cfg.clone();
+        async move { run(&cfg, opts, Engine::from_config(&cfg)).await }
+    });
+    let consumed = metrics.kafka.consumed.with_label_values(&["crm.events"]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stalled = consumed.get();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        consumed.get(),
+        stalled,
+        "consumption stopped while the sink fails"
+    );
+    assert!(
+        stalled < 10_000,
+        "stopped before the end ({stalled} consumed)"
+    );
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let (report, _) = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("the run finishes once the sink recovers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.accepted, 10_000, "{report:?}");
+    assert_same_finals(
+        &finals(&kpi_records(&bs)),
+        &finals(&file_mode(&cfg, &lines)),
+    );
+}
+
+#[test]
+fn kpi_records_encode_as_protobuf() {
+    let cfg = Config::default();
+    let recs = file_mode(
+        &cfg,
+        &events(500).iter().map(cej::encode).collect::<Vec<_>>(),
+    );
+    let r = recs.iter().find(|r| !r.dimensions.is_empty()).unwrap();
+    let bytes = salespulse::kafka::encode_record(r, salespulse::decode::Format::Protobuf);
+    let pb: salespulse::pb::KpiRecord = prost::Message::decode(&bytes[..]).unwrap();
+    assert_eq!(pb.kpi, r.kpi);
+    assert_eq!(pb.window_label, r.window.label);
+    assert_eq!(pb.value, r.value);
+    assert_eq!(pb.sample_size, r.sample_size);
+    assert_eq!(pb.r#final, r.is_final);
+    assert_eq!(pb.dimensions.len(), r.dimensions.len());
+    let start = chrono::DateTime::parse_from_rfc3339(&r.window.start).unwrap();
+    assert_eq!(pb.window_start.unwrap().seconds, start.timestamp());
 }

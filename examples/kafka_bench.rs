@@ -1,0 +1,234 @@
+//! Kafka benchmark (not a test): run it with `scripts/bench-kafka.sh`,
+//! which starts tansu, creates the topics and calls
+//! `kafka_bench BOOTSTRAP N RATE SECONDS`.
+//!
+//! 1. Throughput: N generated events are produced to `bench.events`
+//!    (3 partitions); then a bare rdkafka consume loop reads them all, and
+//!    the full salespulse pipeline (decode, every KPI, records produced to
+//!    `bench.kpis`, commits) consumes them `--to-end`. Reported per CPU
+//!    second of this process (events/s per core) and as their ratio.
+//! 2. Latency: events are produced at RATE events/s for SECONDS to
+//!    `bench.live` while the pipeline runs live (updates every 100 ms);
+//!    a reader of `bench.live.kpis` sees each `leads_created` count and
+//!    so when every lead it covers was published. p50 / p99 of produce →
+//!    KPI publish.
+
+/// mimalloc, as in the `salespulse` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use salespulse::config::Config;
+use salespulse::decode::json as cej;
+use salespulse::engine::Engine;
+use salespulse::event::{LeadCreated, Payload};
+use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use salespulse::kafka::{run, KafkaOptions};
+use salespulse::metrics::Metrics;
+use salespulse::output::KpiRecord;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// CPU seconds used by this process so far (user + system, all threads).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    let after = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+async fn produce(bs: &str, topic: &str, lines: &[(String, String)]) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let mut futs = Vec::new();
+    for (k, v) in lines {
+        loop {
+            match p.send_result(FutureRecord::to(topic).key(k).payload(v)) {
+                Ok(f) => {
+                    futs.push(f);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+    for f in futs {
+        f.await.unwrap().unwrap();
+    }
+}
+
+fn config(bs: &str, topic: &str, kpis: &str, group: &str, update: &str) -> Config {
+    Config::from_toml(&format!(
+        "[kafka]\nbrokers = \"{bs}\"\ninput_topics = [\"{topic}\"]\nkpi_topic = \"{kpis}\"\n\
+         group_id = \"{group}\"\nend_quiet = \"8s\"\n[output]\nupdate_interval = \"{update}\"\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut a = std::env::args().skip(1);
+    let bs = a.next().expect("BOOTSTRAP");
+    let n: usize = a.next().map_or(200_000, |s| s.parse().unwrap());
+    let rate: f64 = a.next().map_or(2000.0, |s| s.parse().unwrap());
+    let secs: u64 = a.next().map_or(10, |s| s.parse().unwrap());
+
+    // 1. Throughput.
+    let lines: Vec<(String, String)> = Generator::new(GenConfig {
+        seed: 1,
+        start: DEFAULT_START,
+        events_per_day: 5000,
+        reps: 12,
+    })
+    .take(n)
+    .map(|e| (e.partition_key().to_string(), cej::encode(&e)))
+    .collect();
+    produce(&bs, "bench.events", &lines).await;
+    eprintln!("produced {n} events");
+
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("group.id", "bench-bare")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&["bench.events"]).unwrap();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let mut bytes = 0usize;
+    for _ in 0..n {
+        let m = c.recv().await.unwrap();
+        bytes += m.payload().map_or(0, <[u8]>::len);
+    }
+    let (bare_wall, bare_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+    drop(c);
+    std::hint::black_box(bytes);
+
+    let cfg = config(&bs, "bench.events", "bench.kpis", "bench-full", "1s");
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let metrics = Arc::new(Metrics::new());
+    let opts = KafkaOptions {
+        to_end: true,
+        live_updates: false,
+        metrics: metrics.clone(),
+    };
+    // The run waits `kafka.end_quiet` before it stops, and librdkafka
+    // keeps fetching meanwhile: measure up to the last message instead.
+    let watch = tokio::spawn(async move {
+        let c = metrics.kafka.consumed.with_label_values(&["bench.events"]);
+        while (c.get() as usize) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (t0.elapsed().as_secs_f64(), cpu_seconds() - c0)
+    });
+    let (report, _) = run(&cfg, opts, Engine::from_config(&cfg)).await.unwrap();
+    let (full_wall, full_cpu) = watch.await.unwrap();
+    assert_eq!(report.accepted as usize, n);
+    let per_core = |cpu: f64| n as f64 / cpu;
+    println!(
+        "throughput, {n} events: bare rdkafka consume {:.0} events/s per CPU-second ({:.0}/s wall); \
+         full pipeline {:.0} events/s per CPU-second ({:.0}/s wall, {} records); ratio full/bare {:.2}",
+        per_core(bare_cpu),
+        n as f64 / bare_wall,
+        per_core(full_cpu),
+        n as f64 / full_wall,
+        report.records,
+        per_core(full_cpu) / per_core(bare_cpu),
+    );
+
+    // 2. Latency at a fixed rate.
+    let cfg = config(&bs, "bench.live", "bench.live.kpis", "bench-live", "100ms");
+    let opts = KafkaOptions {
+        to_end: false,
+        live_updates: true,
+        metrics: Arc::new(Metrics::new()),
+    };
+    let pipeline = tokio::spawn(async move { run(&cfg, opts, Engine::from_config(&cfg)).await });
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("group.id", "bench-reader")
+        .set("auto.offset.reset", "latest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["bench.live.kpis"]).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let total = (rate * secs as f64) as usize;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
+    let s2 = sent.clone();
+    let day = DEFAULT_START + 86_400_000 * 400;
+    let prod = tokio::spawn(async move {
+        let start = Instant::now();
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+            let e = salespulse::event::Event {
+                id: Cow::Owned(format!("live-{i}")),
+                source: Cow::Borrowed("bench"),
+                time: day + i as i64,
+                subject: None,
+                payload: Payload::LeadCreated(LeadCreated {
+                    lead_id: Cow::Owned(format!("live-lead-{i}")),
+                    channel: Cow::Borrowed("web"),
+                    rep: None,
+                    campaign: None,
+                    variant: None,
+                    team: None,
+                    region: None,
+                }),
+            };
+            let v = cej::encode(&e);
+            s2.lock().unwrap().push(Instant::now());
+            let _ = producer
+                .send(
+                    FutureRecord::to("bench.live").key(&*e.id).payload(&v),
+                    Duration::from_secs(5),
+                )
+                .await;
+        }
+    });
+    let mut latencies = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(secs + 30);
+    while latencies.len() < total && Instant::now() < deadline {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), reader.recv()).await else {
+            continue;
+        };
+        let Some(r) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<KpiRecord>(p).ok())
+        else {
+            continue;
+        };
+        if r.kpi != "leads_created" || r.window.kind != "day" || !r.dimensions.is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        let covered = r.value.unwrap_or(0.0) as usize;
+        let sent = sent.lock().unwrap();
+        while latencies.len() < covered.min(sent.len()) {
+            latencies.push(now.duration_since(sent[latencies.len()]).as_secs_f64() * 1000.0);
+        }
+    }
+    prod.await.unwrap();
+    pipeline.abort();
+    latencies.sort_by(f64::total_cmp);
+    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    println!(
+        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({} events, updates every 100 ms): p50 {:.0} ms, p99 {:.0} ms",
+        latencies.len(),
+        q(0.5),
+        q(0.99)
+    );
+}
