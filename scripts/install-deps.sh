@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs for librdkafka (bundled in
 # the rdkafka crate and compiled from source): a C compiler, make,
-# pkg-config, zlib and OpenSSL headers. Idempotent: does nothing when
+# pkg-config, zlib and OpenSSL headers; and procps (`kill`, used by the
+# tests to stop the binary). Idempotent: does nothing when
 # they are all there.
 set -euo pipefail
 need=()
-for pkg in gcc make pkg-config zlib1g-dev libssl-dev; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then
