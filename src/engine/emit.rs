@@ -21,6 +21,8 @@ struct Win {
     label: String,
     revision: u32,
     is_final: bool,
+    /// The records' shared window info, formatted once per emission.
+    info: std::cell::OnceCell<Arc<WindowInfo>>,
 }
 
 fn rolling_name(span: i64) -> String {
@@ -70,13 +72,18 @@ impl Engine {
     /// Pushes records for `values` of `scope`; for scopes other than
     /// "all", values with an empty sample are left out.
     fn push(&mut self, w: &Win, scope: Scope, values: &[Value]) {
-        let info = Arc::new(WindowInfo {
-            kind: w.kind.clone(),
-            start: self.rfc3339(w.start),
-            end: self.rfc3339(w.end),
-            label: w.label.clone(),
-            start_ms: w.start,
-        });
+        let info = w
+            .info
+            .get_or_init(|| {
+                Arc::new(WindowInfo {
+                    kind: w.kind.clone(),
+                    start: self.rfc3339(w.start),
+                    end: self.rfc3339(w.end),
+                    label: w.label.clone(),
+                    start_ms: w.start,
+                })
+            })
+            .clone();
         for v in values {
             if scope != ALL && v.sample_size == 0 {
                 continue;
@@ -262,6 +269,7 @@ impl Engine {
             label: "current".into(),
             revision: self.state.gauges_revision,
             is_final,
+            info: Default::default(),
         };
         // (scope, stage or none) → open deals
         let mut cells: BTreeMap<(Scope, Option<u8>), Pipeline> = BTreeMap::new();
@@ -381,6 +389,7 @@ impl Engine {
             label: b.label.clone(),
             revision: b.revision,
             is_final,
+            info: Default::default(),
         };
         self.emit_window(&w, Some(kind), &aggs);
         if set == 0 {
@@ -410,6 +419,7 @@ impl Engine {
             label: "rolling".into(),
             revision: r.revision,
             is_final,
+            info: Default::default(),
         };
         self.emit_window(&w, None, &aggs);
     }
