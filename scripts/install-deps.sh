@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs for librdkafka (bundled in
 # the rdkafka crate and compiled from source): a C compiler, make,
-# pkg-config, zlib and OpenSSL headers; and procps (`kill`, used by the
-# tests to stop the binary). Idempotent: does nothing when
+# pkg-config, zlib and OpenSSL headers; procps (`kill`, used by the
+# tests to stop the binary); and prometheus (the server and promtool the
+# tests run against deploy/prometheus). Idempotent: does nothing when
 # they are all there.
 set -euo pipefail
 need=()
-for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps prometheus; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -18,4 +19,4 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -6,7 +6,8 @@
 # - the Rust toolchain (the protobuf schema is compiled by the pure-Rust
 #   protox: no protoc);
 # - a C toolchain, make, pkg-config, zlib and OpenSSL headers, to build
-#   the bundled librdkafka (Debian packages, installed when missing);
+#   the bundled librdkafka, and Prometheus (server + promtool) for the
+#   rules and scrape tests (Debian packages, installed when missing);
 # - tansu, the Kafka-compatible broker the end-to-end tests start
 #   (scripts/install-tansu.sh, from crates.io, once).
 # The HTTP listeners and librdkafka's mock cluster are started by the

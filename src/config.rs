@@ -417,7 +417,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file(p));
         }
-        fig = fig.merge(Env::prefixed("SALESPULSE_").split("__"));
+        // SALESPULSE_LOG_FORMAT is a CLI setting (`--log-format`), not a config key.
+        fig = fig.merge(
+            Env::prefixed("SALESPULSE_")
+                .ignore(&["log_format"])
+                .split("__"),
+        );
         let cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e
                 .into_iter()

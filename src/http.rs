@@ -1,5 +1,7 @@
 //! The HTTP listener: `/metrics` (Prometheus text exposition), `/healthz`
-//! and `/kpis` (the current value of every series, as JSON).
+//! (the process is up), `/readyz` (events flow: the source is connected,
+//! in Kafka mode partitions are assigned) and `/kpis` (the current value
+//! of every series, as JSON).
 
 use crate::metrics::Metrics;
 use axum::extract::State;
@@ -28,10 +30,19 @@ async fn kpis(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        (axum::http::StatusCode::OK, "ready\n")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
 pub fn router(m: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/kpis", get(kpis))
         .with_state(m)
 }

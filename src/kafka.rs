@@ -84,6 +84,7 @@ impl ConsumerContext for Ctx {
                     a.insert((e.topic().to_string(), e.partition()));
                 }
                 tracing::info!(partitions = ?names(tpl), "partitions assigned");
+                self.metrics.set_ready(true);
                 "assign"
             }
             Rebalance::Revoke(tpl) => {
@@ -91,6 +92,9 @@ impl ConsumerContext for Ctx {
                     a.remove(&(e.topic().to_string(), e.partition()));
                 }
                 tracing::info!(partitions = ?names(tpl), "partitions revoked");
+                if a.is_empty() {
+                    self.metrics.set_ready(false);
+                }
                 "revoke"
             }
             Rebalance::Error(e) => {

@@ -25,8 +25,17 @@ use std::sync::Arc;
     about = "Live sales KPIs from a CRM event stream"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (default) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, env = "SALESPULSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -130,23 +139,30 @@ fn parse_start(s: Option<&str>) -> anyhow::Result<i64> {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match real_main() {
+        .with_env_filter(filter);
+    let format = cli.log_format;
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match format {
+                LogFormat::Text => eprintln!("error: {e:#}"),
+                LogFormat::Json => tracing::error!("{e:#}"),
+            }
             std::process::ExitCode::from(2)
         }
     }
 }
 
-fn real_main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.cmd {
         Cmd::CheckConfig { file } => match Config::load(Some(&file)) {
             Ok(_) => {

@@ -44,6 +44,8 @@ pub struct Metrics {
     /// Newest record of every series (KPI × window kind × dimensions).
     pub table: DashMap<String, KpiRecord>,
     pub kafka: KafkaMetrics,
+    /// `/readyz`: the source is connected and events flow (Kafka: partitions assigned).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 /// Kafka source and sink health (zero / absent when Kafka is off).
@@ -272,7 +274,14 @@ impl Metrics {
             last: Mutex::new(Stats::default()),
             table: DashMap::new(),
             kafka,
+            ready: Default::default(),
         }
+    }
+
+    /// Marks the process ready (or not) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready
+            .store(ready, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Copies the engine's counters and state sizes.

@@ -312,6 +312,7 @@ pub async fn run(
         dlq: None,
     };
     let m = opts.metrics.clone();
+    m.set_ready(true);
     let mut update =
         tokio::time::interval(cfg.output.update_interval.0.max(Duration::from_millis(10)));
     let summary_every = cfg.output.summary_interval.0;

@@ -306,6 +306,7 @@ fn live_mode_serves_metrics_that_a_scrape_reads() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(http_get(&addr, "/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(http_get(&addr, "/readyz").as_deref(), Some("ready\n"));
     let kpis = http_get(&addr, "/kpis").expect("/kpis");
     // stop it: SIGTERM drains and exits 0
     unsafe_kill(child.id());
@@ -374,4 +375,55 @@ fn maven_conversion_through_the_binary() {
             .unwrap()
             > 1e7
     );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{not json\n{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"s\",\"type\":\"crm.lead.created\",\"time\":\"2026-11-01T00:00:00Z\",\"data\":{\"lead_id\":\"l\",\"channel\":\"web\"}}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--log-format", "json", "run", "--input"])
+        .arg(&input)
+        .current_dir(d.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|v| v["message"] == "done")
+        .expect("a done line");
+    assert_eq!(done["level"], "INFO");
+    assert_eq!(done["accepted"], 1);
+    assert_eq!(done["rejected"], 1);
+    // and an error at start-up is a JSON line too
+    let out = Command::new(BIN)
+        .args(["run", "--input", "/nonexistent/x.jsonl"])
+        .env("SALESPULSE_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(err["level"], "ERROR");
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot open input"));
 }
