@@ -109,9 +109,25 @@ enum Cmd {
         /// Events per simulated day.
         #[arg(long, default_value_t = 1000)]
         events_per_day: u32,
+        /// Produce to Kafka instead of writing a file (keyed by entity id);
+        /// with it, `--events 0` means no end.
+        #[arg(long, value_name = "HOST:PORT[,…]")]
+        brokers: Option<String>,
+        /// Kafka topic for `--brokers`.
+        #[arg(long, default_value = "crm.events")]
+        topic: String,
+        /// Events per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Validate a configuration file; names the field and the fix for each error.
     CheckConfig { file: PathBuf },
+    /// Exit 0 if a salespulse answers 200 on URL (a container HEALTHCHECK
+    /// needing no curl in the image).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+    },
     /// Convert the Maven Analytics CRM CSV export in DIR into CloudEvents JSON lines.
     ConvertMaven {
         dir: PathBuf,
@@ -127,6 +143,30 @@ fn writer(p: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
         )),
         _ => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     })
+}
+
+/// GET `http://host:port/path`; Ok when the answer is 200.
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let rest = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s =
+        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{url} answered {}",
+        String::from_utf8_lossy(&head)
+    );
+    Ok(())
 }
 
 fn parse_start(s: Option<&str>) -> anyhow::Result<i64> {
@@ -164,6 +204,16 @@ fn main() -> std::process::ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.cmd {
+        Cmd::Healthcheck { url } => {
+            let code = match healthcheck(&url) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e:#}");
+                    std::process::ExitCode::from(1)
+                }
+            };
+            Ok(code)
+        }
         Cmd::CheckConfig { file } => match Config::load(Some(&file)) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -181,6 +231,9 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             format,
             output,
             events_per_day,
+            brokers,
+            topic,
+            rate,
         } => {
             let g = Generator::new(GenConfig {
                 seed,
@@ -188,6 +241,30 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 events_per_day,
                 reps: 12,
             });
+            if let Some(b) = brokers {
+                let mut cfg = Config::load(None)?;
+                cfg.kafka.brokers = b;
+                cfg.validate()
+                    .map_err(salespulse::config::LoadError::Invalid)?;
+                let take = if events == 0 {
+                    usize::MAX
+                } else {
+                    events as usize
+                };
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                let n = rt.block_on(salespulse::kafka::produce_events(
+                    &cfg,
+                    &topic,
+                    g.take(take),
+                    format,
+                    rate,
+                ))?;
+                tracing::info!(events = n, topic, "produced");
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
             let mut w = writer(output.as_ref())?;
             for e in g.take(events as usize) {
                 match format {

@@ -1,0 +1,392 @@
+//! The deployment files, checked without a Docker engine or a cluster
+//! (none runs in CI): the compose stack and the Kubernetes manifests
+//! parse and refer only to files, services and ports that exist; the
+//! Dockerfile is multi-stage, non-root, with a healthcheck the binary
+//! answers; and every metric and label the Grafana dashboard queries
+//! exists in a real scrape of a running salespulse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use yaml_rust2::{Yaml, YamlLoader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_salespulse");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml(p: &Path) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&std::fs::read_to_string(p).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn s(y: &Yaml) -> String {
+    match y {
+        Yaml::String(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+#[test]
+fn compose_stack_refers_only_to_what_exists() {
+    let deploy = root().join("deploy");
+    let doc = &yaml(&deploy.join("docker-compose.yml"))[0];
+    let services = doc["services"].as_hash().expect("services");
+    let names: BTreeSet<String> = services.keys().map(s).collect();
+    for want in [
+        "kafka",
+        "salespulse",
+        "generator",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    ] {
+        assert!(names.contains(want), "no service {want}");
+    }
+    // published container ports, by service
+    let mut ports: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for (name, svc) in services {
+        let name = s(name);
+        for p in svc["ports"].as_vec().into_iter().flatten() {
+            let p = s(p);
+            let container = p.rsplit(':').next().unwrap().parse().unwrap();
+            ports.entry(name.clone()).or_default().insert(container);
+        }
+        for dep in svc["depends_on"]
+            .as_vec()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(s)
+            .chain(
+                svc["depends_on"]
+                    .as_hash()
+                    .into_iter()
+                    .flat_map(|h| h.keys().map(s)),
+            )
+        {
+            assert!(
+                names.contains(&dep),
+                "{name} depends on unknown service {dep}"
+            );
+        }
+        for v in svc["volumes"].as_vec().into_iter().flatten() {
+            let v = s(v);
+            let host = v.split(':').next().unwrap();
+            assert!(
+                deploy.join(host).exists(),
+                "{name}: volume source {host} is missing"
+            );
+        }
+        if let Some(b) = svc["build"]["context"].as_str() {
+            let ctx = deploy.join(b);
+            assert!(ctx
+                .join(svc["build"]["dockerfile"].as_str().unwrap())
+                .exists());
+        }
+    }
+    // salespulse reaches Kafka where Kafka advertises itself
+    let sp = &doc["services"]["salespulse"];
+    let brokers = s(&sp["environment"]["SALESPULSE_KAFKA__BROKERS"]);
+    let advertised = s(&doc["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]);
+    assert!(advertised.ends_with(&brokers), "{brokers} vs {advertised}");
+    assert!(names.contains(brokers.split(':').next().unwrap()));
+    // the generator's command line is one the binary accepts
+    let gen: Vec<String> = doc["services"]["generator"]["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    let help = Command::new(BIN)
+        .args([&gen[0], "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in gen.iter().filter(|a| a.starts_with("--")) {
+        assert!(
+            help.contains(flag.as_str()),
+            "`salespulse {}` has no {flag}",
+            gen[0]
+        );
+    }
+    // salespulse's config listens on the port Prometheus scrapes
+    let cfg = salespulse::config::Config::from_toml(
+        &std::fs::read_to_string(deploy.join("salespulse.toml")).unwrap(),
+    )
+    .expect("deploy/salespulse.toml is valid");
+    let listen_port: u16 = cfg.http.listen.rsplit(':').next().unwrap().parse().unwrap();
+    let prom = &yaml(&deploy.join("prometheus/prometheus.yml"))[0];
+    let target = s(&prom["scrape_configs"][0]["static_configs"][0]["targets"][0]);
+    let (host, port) = target.split_once(':').unwrap();
+    assert_eq!(host, "salespulse");
+    assert_eq!(port.parse::<u16>().unwrap(), listen_port);
+    assert!(ports["salespulse"].contains(&listen_port));
+    let am = s(&prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]);
+    assert!(names.contains(am.split(':').next().unwrap()));
+    assert!(ports["alertmanager"].contains(&am.split(':').nth(1).unwrap().parse().unwrap()));
+    // Grafana's datasource points at the Prometheus service
+    let ds = &yaml(&deploy.join("grafana/provisioning/datasources/prometheus.yml"))[0];
+    let url = s(&ds["datasources"][0]["url"]);
+    assert_eq!(
+        url,
+        format!("http://prometheus:{}", ports["prometheus"].first().unwrap())
+    );
+    let dash = &yaml(&deploy.join("grafana/provisioning/dashboards/salespulse.yml"))[0];
+    let path = s(&dash["providers"][0]["options"]["path"]);
+    let gf = doc["services"]["grafana"]["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(s)
+        .find(|v| v.contains(&path))
+        .expect("dashboards volume");
+    assert!(deploy
+        .join(gf.split(':').next().unwrap())
+        .join("salespulse.json")
+        .exists());
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let froms = text.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(froms >= 2, "multi-stage");
+    let user = text
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .expect("USER");
+    assert!(!user.contains("root") && user != "USER 0", "{user}");
+    assert!(text.contains("HEALTHCHECK") && text.contains("\"salespulse\", \"healthcheck\""));
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(root().join(src).exists(), "Dockerfile copies missing {src}");
+        }
+    }
+    // the healthcheck command works against a running salespulse
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--events", "10", "--listen", &addr])
+        .current_dir(tmp.path())
+        .env("SALESPULSE_OUTPUT__SUMMARY_INTERVAL", "0s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{addr}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ok = false;
+    while Instant::now() < deadline && !ok {
+        ok = Command::new(BIN)
+            .args(["healthcheck", "--url", &url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "healthcheck never passed");
+    let down = Command::new(BIN)
+        .args(["healthcheck", "--url", &url])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!down.success(), "healthcheck passes with nothing listening");
+}
+
+#[test]
+fn kubernetes_manifests_are_consistent() {
+    let docs = yaml(&root().join("deploy/k8s/salespulse.yaml"));
+    let by_kind: BTreeMap<String, &Yaml> = docs.iter().map(|d| (s(&d["kind"]), d)).collect();
+    for k in [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    ] {
+        assert!(by_kind.contains_key(k), "no {k}");
+    }
+    let dep = by_kind["Deployment"];
+    let labels = &dep["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(dep["spec"]["selector"]["matchLabels"], *labels);
+    assert_eq!(by_kind["Service"]["spec"]["selector"], *labels);
+    assert_eq!(
+        by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        *labels
+    );
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(s(&c["livenessProbe"]["httpGet"]["path"]), "/healthz");
+    assert_eq!(s(&c["readinessProbe"]["httpGet"]["path"]), "/readyz");
+    let port_name = s(&c["ports"][0]["name"]);
+    assert_eq!(s(&c["livenessProbe"]["httpGet"]["port"]), port_name);
+    assert_eq!(
+        s(&by_kind["Service"]["spec"]["ports"][0]["targetPort"]),
+        port_name
+    );
+    assert_eq!(
+        s(&by_kind["ServiceMonitor"]["spec"]["endpoints"][0]["port"]),
+        s(&by_kind["Service"]["spec"]["ports"][0]["name"])
+    );
+    // the mounted config is valid salespulse config and listens on the container port
+    let toml = s(&by_kind["ConfigMap"]["data"]["salespulse.toml"]);
+    let cfg = salespulse::config::Config::from_toml(&toml).expect("ConfigMap config is valid");
+    assert!(cfg
+        .http
+        .listen
+        .ends_with(&format!(":{}", s(&c["ports"][0]["containerPort"]))));
+    let args: Vec<String> = c["args"].as_vec().unwrap().iter().map(s).collect();
+    let mount = s(&c["volumeMounts"][0]["mountPath"]);
+    assert!(args
+        .iter()
+        .any(|a| a == &format!("{mount}/salespulse.toml")));
+}
+
+fn scrape() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run", "--events", "14000", "--rate", "20000", "--listen", &addr,
+        ])
+        .current_dir(tmp.path())
+        .env("SALESPULSE_OUTPUT__SUMMARY_INTERVAL", "0s")
+        .env("SALESPULSE_GENERATOR__EVENTS_PER_DAY", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            let every_family = salespulse::kpi::CATALOGUE
+                .iter()
+                .all(|d| b.contains(&format!("\nsalespulse_kpi_{}{{", d.name)));
+            if every_family && b.contains("salespulse_event_processing_seconds_bucket") {
+                body = b;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!body.is_empty(), "no scrape");
+    body
+}
+
+#[test]
+fn every_metric_and_label_of_the_dashboard_exists_in_a_real_scrape() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/dashboards/salespulse.json")).unwrap(),
+    )
+    .unwrap();
+    let body = scrape();
+    // metric name → label names seen in the scrape
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for l in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, rest) = l.split_at(l.find(['{', ' ']).unwrap());
+        let labels = seen.entry(name.to_string()).or_default();
+        if let Some(inner) = rest.strip_prefix('{').and_then(|r| r.split('}').next()) {
+            for kv in inner.split("\",") {
+                if let Some((k, _)) = kv.split_once('=') {
+                    labels.insert(k.trim_start_matches(',').to_string());
+                }
+            }
+        }
+    }
+    let rules =
+        std::fs::read_to_string(root().join("deploy/prometheus/salespulse.rules.yml")).unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    let mut families = BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("salespulse") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            rest = &tail[end..];
+            if name.contains(':') {
+                assert!(
+                    rules.contains(&format!("record: {name}")),
+                    "{name}: no such recording rule"
+                );
+                continue;
+            }
+            let labels = seen
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not in a real scrape"));
+            families.insert(name.to_string());
+            if let Some(sel) = rest.strip_prefix('{').and_then(|r| r.split('}').next()) {
+                for kv in sel.split(',') {
+                    let k = kv.split(['=', '!', '~']).next().unwrap().trim();
+                    assert!(
+                        labels.contains(k),
+                        "{name} has no label {k} (has {labels:?})"
+                    );
+                }
+            }
+        }
+    }
+    // every KPI family has a panel
+    for def in salespulse::kpi::CATALOGUE {
+        assert!(
+            families.contains(&format!("salespulse_kpi_{}", def.name)),
+            "no panel for {}",
+            def.name
+        );
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("ALERTS{alertstate=\"firing\"}")),
+        "firing alerts panel"
+    );
+    let vars: BTreeSet<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for v in ["rep", "team", "channel", "window"] {
+        assert!(vars.contains(v), "no ${v} variable");
+    }
+}
