@@ -145,6 +145,16 @@ fn writer(p: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     })
 }
 
+fn log_done(report: &pipeline::RunReport) {
+    tracing::info!(
+        accepted = report.accepted,
+        duplicates = report.duplicates,
+        rejected = report.rejected,
+        records = report.records,
+        "done"
+    );
+}
+
 /// GET `http://host:port/path`; Ok when the answer is 200.
 fn healthcheck(url: &str) -> anyhow::Result<()> {
     use std::io::Read;
@@ -384,13 +394,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     };
                     let (report, _) =
                         salespulse::kafka::run(&cfg, opts, Engine::from_config(&cfg)).await?;
-                    tracing::info!(
-                        accepted = report.accepted,
-                        duplicates = report.duplicates,
-                        rejected = report.rejected,
-                        records = report.records,
-                        "done"
-                    );
+                    log_done(&report);
                     return anyhow::Ok(std::process::ExitCode::SUCCESS);
                 }
                 let opts = RunOptions {
@@ -402,13 +406,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     metrics,
                 };
                 let (report, _) = pipeline::run(&cfg, opts, Engine::from_config(&cfg)).await?;
-                tracing::info!(
-                    accepted = report.accepted,
-                    duplicates = report.duplicates,
-                    rejected = report.rejected,
-                    records = report.records,
-                    "done"
-                );
+                log_done(&report);
                 anyhow::Ok(std::process::ExitCode::SUCCESS)
             })
         }

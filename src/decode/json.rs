@@ -116,12 +116,12 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed {
     }
 }
 
-fn attr<'a>(name: &str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, Reject> {
+fn attr<'a>(prefix: &str, name: &str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, Reject> {
     match v {
         Some(s) if !s.is_empty() => Ok(s),
         _ => Err(Reject::new(
             RejectReason::MissingAttribute,
-            format!("attribute `{name}` is missing or empty"),
+            format!("attribute `{prefix}{name}` is missing or empty"),
         )),
     }
 }
@@ -157,32 +157,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
         _ => serde_json::from_slice(bytes)
             .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?,
     };
-    match env.specversion.as_deref() {
-        Some("1.0") => {}
-        None => {
-            return Err(Reject::new(
-                RejectReason::MissingAttribute,
-                "attribute `specversion` is missing",
-            ))
-        }
-        Some(v) => {
-            return Err(Reject::new(
-                RejectReason::UnsupportedSpecversion,
-                format!("specversion {v:?}: only CloudEvents 1.0 is supported"),
-            ))
-        }
-    }
-    let id = attr("id", env.id)?;
-    let source = attr("source", env.source)?;
-    let ty = attr("type", env.ty)?;
-    let time = attr("time", env.time)?;
-    let ety = EventType::parse(&ty).ok_or_else(|| {
-        Reject::new(
-            RejectReason::UnknownType,
-            format!("type {ty:?} is not a salespulse event type"),
-        )
-    })?;
-    let time = parse_time(&time)?;
+    let (id, source, ety, time) = required(
+        "",
+        env.specversion.as_deref(),
+        env.id,
+        env.source,
+        env.ty,
+        env.time,
+    )?;
     let payload = match env.data {
         Some(Data::Typed(p)) => p,
         Some(Data::Raw(raw)) => decode_raw(ety, raw)?,
@@ -216,12 +198,43 @@ pub struct BinaryAttrs<'a> {
 /// Decodes a binary-mode CloudEvent: attributes from headers, `data` =
 /// the message value (JSON). Same checks and reasons as [`decode`].
 pub fn decode_binary<'a>(a: &BinaryAttrs<'a>, data: &'a [u8]) -> Result<Event<'a>, Reject> {
-    match a.specversion {
+    let b = |v: Option<&'a str>| v.map(Cow::Borrowed);
+    let (id, source, ety, time) = required(
+        "ce_",
+        a.specversion,
+        b(a.id),
+        b(a.source),
+        b(a.ty),
+        b(a.time),
+    )?;
+    Ok(Event {
+        id,
+        source,
+        time,
+        subject: b(a.subject),
+        payload: decode_data(ety, data)?,
+    })
+}
+
+/// The required attributes, checked alike in structured and binary mode
+/// (`prefix` names them as the input does: `ce_` for Kafka headers):
+/// specversion 1.0, non-empty id, source, type and time, a known type,
+/// a plausible RFC 3339 time.
+#[allow(clippy::type_complexity)]
+fn required<'a>(
+    prefix: &str,
+    specversion: Option<&str>,
+    id: Option<Cow<'a, str>>,
+    source: Option<Cow<'a, str>>,
+    ty: Option<Cow<'a, str>>,
+    time: Option<Cow<'a, str>>,
+) -> Result<(Cow<'a, str>, Cow<'a, str>, EventType, i64), Reject> {
+    match specversion {
         Some("1.0") => {}
         None => {
             return Err(Reject::new(
                 RejectReason::MissingAttribute,
-                "header `ce_specversion` is missing",
+                format!("attribute `{prefix}specversion` is missing"),
             ))
         }
         Some(v) => {
@@ -231,24 +244,17 @@ pub fn decode_binary<'a>(a: &BinaryAttrs<'a>, data: &'a [u8]) -> Result<Event<'a
             ))
         }
     }
-    let id = attr("ce_id", a.id.map(Cow::Borrowed))?;
-    let source = attr("ce_source", a.source.map(Cow::Borrowed))?;
-    let ty = attr("ce_type", a.ty.map(Cow::Borrowed))?;
-    let time = attr("ce_time", a.time.map(Cow::Borrowed))?;
+    let id = attr(prefix, "id", id)?;
+    let source = attr(prefix, "source", source)?;
+    let ty = attr(prefix, "type", ty)?;
+    let time = attr(prefix, "time", time)?;
     let ety = EventType::parse(&ty).ok_or_else(|| {
         Reject::new(
             RejectReason::UnknownType,
             format!("type {ty:?} is not a salespulse event type"),
         )
     })?;
-    let time = parse_time(&time)?;
-    Ok(Event {
-        id,
-        source,
-        time,
-        subject: a.subject.map(Cow::Borrowed),
-        payload: decode_data(ety, data)?,
-    })
+    Ok((id, source, ety, parse_time(&time)?))
 }
 
 /// Decodes the `data` of an event whose type is already known (binary
