@@ -2,12 +2,13 @@
 # Installs the Debian packages the build needs for librdkafka (bundled in
 # the rdkafka crate and compiled from source): a C compiler, make,
 # pkg-config, zlib and OpenSSL headers; procps (`kill`, used by the
-# tests to stop the binary); and prometheus (the server and promtool the
-# tests run against deploy/prometheus). Idempotent: does nothing when
+# tests to stop the binary); prometheus (the server and promtool the
+# tests run against deploy/prometheus); and prometheus-alertmanager (the
+# alert tests post to a real Alertmanager). Idempotent: does nothing when
 # they are all there.
 set -euo pipefail
 need=()
-for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps prometheus; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps prometheus prometheus-alertmanager; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

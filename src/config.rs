@@ -67,6 +67,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub generator: GeneratorConfig,
     pub kafka: KafkaConfig,
+    pub alerts: crate::alert::config::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -659,6 +660,20 @@ impl Config {
                 }
             }
         }
+        let mut windows: Vec<String> = self
+            .windows
+            .calendar
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .chain(
+                self.windows
+                    .rolling
+                    .iter()
+                    .map(|d| crate::engine::rolling_name(d.ms())),
+            )
+            .collect();
+        windows.push("gauge".into());
+        self.alerts.validate(&windows, &mut errs);
         if errs.is_empty() {
             Ok(())
         } else {

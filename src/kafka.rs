@@ -17,6 +17,7 @@
 //! not see its events rejected as late, and one idle partition does not
 //! hold every window open.
 
+use crate::alert::deliver::Dispatcher;
 use crate::config::Config;
 use crate::decode::{json::BinaryAttrs, wire_of, Format, Reject, Wire};
 use crate::engine::{Engine, Outcome};
@@ -413,6 +414,12 @@ pub async fn run(
     tracing::info!(kafka = ?k, "starting the Kafka pipeline");
     let consumer = consumer(cfg, m.clone())?;
     let producer = producer(cfg)?;
+    let alerts = Dispatcher::start(
+        &cfg.alerts,
+        &k.alert_topic,
+        Some(producer.clone()),
+        m.clone(),
+    )?;
     engine.set_external_clock(true);
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
     let committer = tokio::spawn(committer(
@@ -525,6 +532,7 @@ pub async fn run(
                 &mut parts,
                 &ack_tx,
                 &mut report,
+                &alerts,
             )
             .await?;
             since_flush = 0;
@@ -559,10 +567,12 @@ pub async fn run(
         &mut parts,
         &ack_tx,
         &mut report,
+        &alerts,
     )
     .await?;
     drop(ack_tx);
     committer.await.context("committer task failed")??;
+    alerts.shutdown().await;
     drop(ends);
     if let Some(t) = ends_task {
         let _ = t.await;
@@ -694,8 +704,10 @@ async fn flush(
     parts: &mut HashMap<(String, i32), Part>,
     ack_tx: &mpsc::Sender<Ack>,
     report: &mut RunReport,
+    alerts: &Dispatcher,
 ) -> anyhow::Result<()> {
     let recs = engine.take_records();
+    alerts.dispatch(engine.take_notifications());
     report.records += recs.len() as u64;
     m.observe(&recs);
     m.sync(engine);

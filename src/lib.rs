@@ -20,10 +20,14 @@
 //! - [`pipeline`], [`http`]: the thin async shell (source → engine → sinks,
 //!   `/metrics`, `/healthz`); [`kafka`]: the consumer-group source and the
 //!   KPI / dead-letter topics, with commits after delivery.
+//! - [`alert`]: alert rules over KPI records, their lifecycle (part of the
+//!   engine state), and delivery to Kafka, Slack, e-mail, Alertmanager,
+//!   webhooks and files.
 //! - [`generator`]: the seeded synthetic CRM of the demo; [`maven`]: the
 //!   Maven CRM CSV → CloudEvents conversion.
 
 pub mod agg;
+pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod engine;

@@ -44,6 +44,7 @@ pub struct Metrics {
     /// Newest record of every series (KPI × window kind × dimensions).
     pub table: DashMap<String, KpiRecord>,
     pub kafka: KafkaMetrics,
+    pub alerts: AlertMetrics,
     /// `/readyz`: the source is connected and events flow (Kafka: partitions assigned).
     pub ready: std::sync::atomic::AtomicBool,
 }
@@ -124,6 +125,64 @@ impl KafkaMetrics {
                 "salespulse_kafka_rebalances_total",
                 "Consumer-group rebalances, by kind (assign, revoke, error).",
                 &["kind"],
+            ),
+        }
+    }
+}
+
+/// Alert rules and the delivery of their notifications.
+pub struct AlertMetrics {
+    /// Notifications made, by rule and state (`firing`, `resolved`).
+    pub notifications: IntCounterVec,
+    /// Deliveries by route and outcome: `sent`, `failed` (given up after
+    /// `alerts.retry_for`), `dropped` (queue full), `unavailable` (route
+    /// not usable in this mode, e.g. kafka without Kafka).
+    pub deliveries: IntCounterVec,
+    /// Delivery attempts that failed and were retried, by route.
+    pub retries: IntCounterVec,
+    /// Notifications waiting in each route's queue.
+    pub queued: IntGaugeVec,
+    /// Alert instances firing now, by rule.
+    pub firing: IntGaugeVec,
+}
+
+impl AlertMetrics {
+    fn new(r: &Registry) -> AlertMetrics {
+        let cv = |name: &str, help: &str, label: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), label).expect("metric");
+            r.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let gv = |name: &str, help: &str, label: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), label).expect("metric");
+            r.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        AlertMetrics {
+            notifications: cv(
+                "salespulse_alert_notifications_total",
+                "Alert notifications made, by rule and state (firing, resolved).",
+                &["rule", "state"],
+            ),
+            deliveries: cv(
+                "salespulse_alert_deliveries_total",
+                "Notification deliveries by route and outcome (sent, failed, dropped, unavailable).",
+                &["route", "outcome"],
+            ),
+            retries: cv(
+                "salespulse_alert_delivery_retries_total",
+                "Failed delivery attempts that were retried, by route.",
+                &["route"],
+            ),
+            queued: gv(
+                "salespulse_alert_queue",
+                "Notifications waiting for delivery, by route.",
+                &["route"],
+            ),
+            firing: gv(
+                "salespulse_alerts_firing",
+                "Alert instances firing now, by rule.",
+                &["rule"],
             ),
         }
     }
@@ -254,6 +313,7 @@ impl Metrics {
         .expect("metric");
         r.register(Box::new(sample.clone())).expect("register");
         let kafka = KafkaMetrics::new(&r);
+        let alerts = AlertMetrics::new(&r);
         Metrics {
             registry: r,
             events_in,
@@ -274,6 +334,7 @@ impl Metrics {
             last: Mutex::new(Stats::default()),
             table: DashMap::new(),
             kafka,
+            alerts,
             ready: Default::default(),
         }
     }
@@ -286,6 +347,9 @@ impl Metrics {
 
     /// Copies the engine's counters and state sizes.
     pub fn sync(&self, e: &Engine) {
+        for (rule, n) in e.state.alerts.firing_by_rule() {
+            self.alerts.firing.with_label_values(&[rule]).set(n as i64);
+        }
         let s = &e.state.stats;
         let mut last = self.last.lock().expect("metrics lock");
         let d = |now: u64, before: u64| now.saturating_sub(before);

@@ -3,6 +3,7 @@
 //! processes them and writes KPI records and dead letters, and — in live
 //! mode — timers emit provisional updates and the terminal summary.
 
+use crate::alert::deliver::Dispatcher;
 use crate::config::Config;
 use crate::decode::{json, proto, Format, RejectReason};
 use crate::engine::Engine;
@@ -220,8 +221,10 @@ impl Sinks {
         m: &Metrics,
         engine: &mut Engine,
         report: &mut RunReport,
+        alerts: &Dispatcher,
     ) -> anyhow::Result<()> {
         let recs: Vec<KpiRecord> = engine.take_records();
+        alerts.dispatch(engine.take_notifications());
         report.records += recs.len() as u64;
         m.observe(&recs);
         if let Some(o) = &mut self.output {
@@ -312,6 +315,7 @@ pub async fn run(
         dlq: None,
     };
     let m = opts.metrics.clone();
+    let alerts = Dispatcher::start(&cfg.alerts, "", None, m.clone())?;
     m.set_ready(true);
     let mut update =
         tokio::time::interval(cfg.output.update_interval.0.max(Duration::from_millis(10)));
@@ -349,11 +353,11 @@ pub async fn run(
                 if n > 0 {
                     m.event_seconds.observe(t0.elapsed().as_secs_f64() / n as f64);
                 }
-                sinks.publish(&m, &mut engine, &mut report)?;
+                sinks.publish(&m, &mut engine, &mut report, &alerts)?;
             }
             _ = update.tick(), if opts.live => {
                 engine.emit_updates();
-                sinks.publish(&m, &mut engine, &mut report)?;
+                sinks.publish(&m, &mut engine, &mut report, &alerts)?;
                 sinks.flush()?;
             }
             _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
@@ -375,8 +379,9 @@ pub async fn run(
         Err(e) => return Err(anyhow::anyhow!("input task failed: {e}")),
     }
     engine.finish();
-    sinks.publish(&m, &mut engine, &mut report)?;
+    sinks.publish(&m, &mut engine, &mut report, &alerts)?;
     sinks.flush()?;
+    alerts.shutdown().await;
     Ok((report, engine))
 }
 

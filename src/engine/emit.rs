@@ -25,7 +25,8 @@ struct Win {
     info: std::cell::OnceCell<Arc<WindowInfo>>,
 }
 
-fn rolling_name(span: i64) -> String {
+/// Window kind of a rolling window: `rolling_24h`, `rolling_7d`…
+pub fn rolling_name(span: i64) -> String {
     const H: i64 = 3_600_000;
     if span % (24 * H) == 0 && span > 24 * H {
         format!("rolling_{}d", span / (24 * H))
@@ -545,5 +546,6 @@ impl Engine {
             self.emit_rolling(set, true);
         }
         self.emit_gauges(true);
+        self.evaluate_alerts();
     }
 }

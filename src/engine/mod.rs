@@ -10,6 +10,7 @@
 
 mod apply;
 mod emit;
+pub use emit::rolling_name;
 pub mod state;
 
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub struct Settings {
     /// Team and region of reps from config.
     pub reps: HashMap<String, (Option<String>, Option<String>)>,
     pub monthly_target_cents: Option<i64>,
+    /// Alert rules evaluated on every record the engine emits.
+    pub alerts: std::sync::Arc<crate::alert::Rules>,
 }
 
 impl Settings {
@@ -72,6 +75,7 @@ impl Settings {
                 .targets
                 .monthly_revenue
                 .map(|t| (t * 100.0).round() as i64),
+            alerts: std::sync::Arc::new(crate::alert::Rules::new(&c.alerts)),
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct Engine {
     /// Smallest end of any open calendar bucket.
     next_close: i64,
     out: Vec<KpiRecord>,
+    notes: Vec<crate::alert::Notification>,
+    /// Records of `out` already evaluated by the alert rules.
+    evaluated: usize,
 }
 
 impl Engine {
@@ -152,6 +159,7 @@ impl Engine {
             gauges_revision: 0,
             ledger: Default::default(),
             last_closed_month: None,
+            alerts: Default::default(),
             stats: Stats {
                 events_in: vec![0; EventType::ALL.len()],
                 rejected: vec![0; RejectReason::ALL.len()],
@@ -172,6 +180,8 @@ impl Engine {
             last_time: i64::MIN,
             next_close: i64::MIN,
             out: Vec::new(),
+            notes: Vec::new(),
+            evaluated: 0,
         }
     }
 
@@ -300,6 +310,7 @@ impl Engine {
         let cutoff = self.cutoff();
         if cutoff >= self.next_close {
             self.close_until(cutoff);
+            self.evaluate_alerts();
         }
         // Relative to the clock, like lateness: an id is forgotten only
         // once an event that old would be late.
@@ -338,10 +349,34 @@ impl Engine {
         );
     }
 
-    /// Records produced since the last call.
+    /// Records produced since the last call. Alert rules have been
+    /// evaluated on them; their notifications wait in [`Engine::take_notifications`].
     pub fn take_records(&mut self) -> Vec<KpiRecord> {
+        self.evaluate_alerts();
+        self.evaluated = 0;
         self.state.stats.records_out += self.out.len() as u64;
         std::mem::take(&mut self.out)
+    }
+
+    /// Evaluates the alert rules on the records emitted since the last
+    /// call, at the current event-time clock (so `for` and `renotify`
+    /// count from when a window closed, not from when records were taken).
+    pub(crate) fn evaluate_alerts(&mut self) {
+        if self.evaluated >= self.out.len() || self.settings.alerts.is_empty() {
+            return;
+        }
+        let notes = self.settings.alerts.evaluate(
+            &mut self.state.alerts,
+            &self.out[self.evaluated..],
+            self.state.clock,
+        );
+        self.evaluated = self.out.len();
+        self.notes.extend(notes);
+    }
+
+    /// Alert notifications made since the last call (by [`Engine::take_records`]).
+    pub fn take_notifications(&mut self) -> Vec<crate::alert::Notification> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Number of remembered leads, deals and customers.

@@ -314,5 +314,8 @@ pub struct State {
     pub ledger: Ledger,
     /// Revenue by scope of the last month that closed, for month-over-month growth.
     pub last_closed_month: Option<(i64, Vec<(Scope, i64)>)>,
+    /// Alert instances and their lifecycle.
+    #[serde(default)]
+    pub alerts: crate::alert::AlertState,
     pub stats: Stats,
 }

@@ -97,3 +97,33 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A day-by-day lead stream: on day `i` (from `first_day`, UTC midnight)
+/// `leads` leads are created at 09:00 and `converted` of them convert at
+/// 15:00. Ids are unique across calls with different `tag`s.
+pub fn conversion_days(tag: &str, first_day: &str, days: &[(u32, u32)]) -> Vec<Vec<u8>> {
+    let t0 = ms(first_day);
+    let mut out = Vec::new();
+    for (d, &(leads, converted)) in days.iter().enumerate() {
+        let day = t0 + d as i64 * 86_400_000;
+        for l in 0..leads {
+            let id = format!("{tag}-d{d}-l{l}");
+            out.push(ce_at(
+                &format!("{id}-c"),
+                "crm.lead.created",
+                day + 9 * 3_600_000 + i64::from(l) * 1000,
+                json!({"lead_id": id, "channel": if l % 2 == 0 { "web" } else { "event" }}),
+            ));
+        }
+        for l in 0..converted {
+            let id = format!("{tag}-d{d}-l{l}");
+            out.push(ce_at(
+                &format!("{id}-v"),
+                "crm.lead.converted",
+                day + 15 * 3_600_000 + i64::from(l) * 1000,
+                json!({"lead_id": id}),
+            ));
+        }
+    }
+    out
+}
