@@ -125,7 +125,7 @@ fn comparison(n: &Notification, lang: Language) -> String {
     match (n.change, n.baseline) {
         (Some(c), Some(b)) => {
             let base = format!(
-                "{} {vs} ({} → {})",
+                "{} {vs} ({} -> {})",
                 pct(c, lang),
                 format_value(b, &n.unit, lang),
                 format_value(n.value, &n.unit, lang)
@@ -202,7 +202,7 @@ pub fn message(n: &Notification, lang: Language) -> (String, String) {
     if let Some(e) = &n.ended_at {
         body.push(format!("{ended}: {e}"));
     }
-    body.push(format!("{window}: {} → {}", n.window.start, n.window.end));
+    body.push(format!("{window}: {} .. {}", n.window.start, n.window.end));
     let extra: Vec<String> = n
         .labels
         .iter()
