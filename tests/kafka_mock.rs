@@ -471,3 +471,74 @@ fn kpi_records_encode_as_protobuf() {
     let start = chrono::DateTime::parse_from_rfc3339(&r.window.start).unwrap();
     assert_eq!(pb.window_start.unwrap().seconds, start.timestamp());
 }
+
+/// Alert notifications of a Kafka run land on the alert topic, keyed by
+/// their fingerprint (a compacted topic keeps each alert's latest state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_notifications_are_published_on_the_alert_topic() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 1, 1).unwrap();
+    mock.create_topic("alerts", 1, 1).unwrap();
+    let lines = conversion_days(
+        "k",
+        "2026-03-01T00:00:00Z",
+        &[(20, 6), (20, 2), (20, 2), (20, 6), (20, 6)],
+    );
+    let msgs: Vec<Out> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| Out::plain(&format!("k{i}"), l))
+        .collect();
+    produce(&bs, "crm.events", &msgs).await;
+    let cfg = Config::from_toml(&format!(
+        r#"
+[time]
+out_of_orderness = "1m"
+grace = "0s"
+[windows]
+calendar = ["day"]
+rolling = []
+[kafka]
+brokers = "{bs}"
+group_id = "alerts"
+kpi_topic = ""
+alert_topic = "alerts"
+commit_interval = "200ms"
+[[alerts.rules]]
+name = "conversion_low"
+kpi = "lead_conversion_rate"
+window = "day"
+below = 0.15
+[[alerts.routes]]
+name = "topic"
+kind = "kafka"
+"#
+    ))
+    .unwrap();
+    let (report, metrics) = run_to_end(&cfg).await;
+    assert_eq!(report.accepted, msgs.len() as u64);
+    let got = read_topic(&bs, "alerts");
+    let notes: Vec<serde_json::Value> = got
+        .iter()
+        .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
+        .collect();
+    let states: Vec<&str> = notes.iter().map(|n| n["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["firing", "resolved"]);
+    assert_eq!(notes[0]["window"]["label"], "2026-03-02");
+    assert_eq!(notes[1]["window"]["label"], "2026-03-04");
+    for (m, n) in got.iter().zip(&notes) {
+        assert_eq!(
+            rdkafka::Message::key(m),
+            Some(n["fingerprint"].as_str().unwrap().as_bytes())
+        );
+    }
+    assert_eq!(
+        metrics
+            .alerts
+            .deliveries
+            .with_label_values(&["topic", "sent"])
+            .get(),
+        2
+    );
+}
