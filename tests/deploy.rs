@@ -129,6 +129,25 @@ fn compose_stack_refers_only_to_what_exists() {
     let am = s(&prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]);
     assert!(names.contains(am.split(':').next().unwrap()));
     assert!(ports["alertmanager"].contains(&am.split(':').nth(1).unwrap().parse().unwrap()));
+    // salespulse posts its alerts to that Alertmanager, with the example's default rules
+    let route = cfg
+        .alerts
+        .routes
+        .iter()
+        .find(|r| r.kind == salespulse::alert::config::RouteKind::Alertmanager)
+        .expect("an alertmanager route");
+    assert_eq!(route.url, format!("http://{am}"));
+    let example = salespulse::config::Config::from_toml(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/salespulse.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&cfg.alerts.rules).unwrap(),
+        serde_json::to_value(&example.alerts.rules).unwrap(),
+        "deploy/salespulse.toml and examples/salespulse.toml hold the same rules"
+    );
+    assert_eq!(example.alerts.rules.len(), 5);
     // Grafana's datasource points at the Prometheus service
     let ds = &yaml(&deploy.join("grafana/provisioning/datasources/prometheus.yml"))[0];
     let url = s(&ds["datasources"][0]["url"]);
