@@ -158,7 +158,10 @@ fn alertmanager(dir: &std::path::Path) -> (Killed, String) {
     let am = Killed(child);
     let t0 = Instant::now();
     while http_get(&addr, "/-/ready").is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "Alertmanager did not become ready");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "Alertmanager did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (am, addr)
@@ -176,7 +179,10 @@ fn am_alerts(addr: &str, name: &str) -> Vec<Value> {
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -340,7 +346,10 @@ path = "{file}"
 
     // Exactly one firing then one resolved per route.
     let hook = inbox.on("hook");
-    assert_eq!(hook.iter().map(state_of).collect::<Vec<_>>(), ["firing", "resolved"]);
+    assert_eq!(
+        hook.iter().map(state_of).collect::<Vec<_>>(),
+        ["firing", "resolved"]
+    );
     let (f, r) = (&hook[0], &hook[1]);
     assert_eq!(f["rule"], "conversion_low");
     assert_eq!(f["value"], 0.1);
@@ -349,7 +358,10 @@ path = "{file}"
     assert_eq!(f["window"]["label"], "2026-03-03");
     assert_eq!(f["started_at"], "2026-03-04T09:00:00Z");
     assert_eq!(f["labels"]["team"], "sales-ops");
-    assert_eq!(f["dashboard_url"], "http://grafana.example/d/salespulse?var-window=day");
+    assert_eq!(
+        f["dashboard_url"],
+        "http://grafana.example/d/salespulse?var-window=day"
+    );
     assert_eq!(r["window"]["label"], "2026-03-09");
     assert_eq!(r["value"], 0.3);
     assert_eq!(r["ended_at"], "2026-03-10T09:00:00Z");
@@ -357,14 +369,21 @@ path = "{file}"
     assert_eq!(r["fingerprint"], f["fingerprint"]);
 
     let flaky = inbox.on("flaky");
-    assert_eq!(flaky.iter().map(state_of).collect::<Vec<_>>(), ["firing", "resolved"]);
+    assert_eq!(
+        flaky.iter().map(state_of).collect::<Vec<_>>(),
+        ["firing", "resolved"]
+    );
     assert_eq!(*inbox.refused.lock().unwrap(), 2, "two refusals, retried");
 
     let slack = inbox.on("slack");
     assert_eq!(slack.len(), 2);
     let text = |i: usize| slack[i]["text"].as_str().unwrap().to_string();
     assert!(text(0).starts_with(":red_circle: [DÉCLENCHÉE] conversion_low: Taux de conversion des leads (day 2026-03-03, tous) est à 10,0 %, en dessous de 15,0 %"), "{}", text(0));
-    assert!(text(1).starts_with(":white_check_mark: [RÉSOLUE] conversion_low"), "{}", text(1));
+    assert!(
+        text(1).starts_with(":white_check_mark: [RÉSOLUE] conversion_low"),
+        "{}",
+        text(1)
+    );
     assert!(slack[0]["blocks"][1]["elements"][0]["text"]
         .as_str()
         .unwrap()
@@ -379,16 +398,31 @@ path = "{file}"
         .collect();
     assert_eq!(mails.len(), 2);
     assert!(mails[0].contains("Subject: [FIRING] conversion_low: Lead conversion rate (day 2026-03-03, all) is 10.0 %, below 15.0 %"), "{}", mails[0]);
-    assert!(mails[0].contains("To: sales-ops@example.com, boss@example.com"), "{}", mails[0]);
-    assert!(mails[0].contains("Firing since: 2026-03-04T09:00:00Z"), "{}", mails[0]);
-    assert!(mails[1].contains("Subject: [RESOLVED] conversion_low"), "{}", mails[1]);
+    assert!(
+        mails[0].contains("To: sales-ops@example.com, boss@example.com"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("Firing since: 2026-03-04T09:00:00Z"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[1].contains("Subject: [RESOLVED] conversion_low"),
+        "{}",
+        mails[1]
+    );
 
     let file: Vec<Value> = std::fs::read_to_string(&alert_file)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(file.iter().map(state_of).collect::<Vec<_>>(), ["firing", "resolved"]);
+    assert_eq!(
+        file.iter().map(state_of).collect::<Vec<_>>(),
+        ["firing", "resolved"]
+    );
 
     // Alertmanager got the resolution: the alert is no longer active.
     wait_for("Alertmanager to resolve the alert", || {

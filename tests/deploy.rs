@@ -138,8 +138,11 @@ fn compose_stack_refers_only_to_what_exists() {
         .expect("an alertmanager route");
     assert_eq!(route.url, format!("http://{am}"));
     let example = salespulse::config::Config::from_toml(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/salespulse.toml"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/salespulse.toml"
+        ))
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(

@@ -219,18 +219,30 @@ pub fn message(n: &Notification, lang: Language) -> (String, String) {
     (subject, body.join("\n"))
 }
 
-/// `alerts.dashboard_url` with its placeholders filled in.
+/// Percent-encodes a value for a URL query (RFC 3986 unreserved characters stay).
+fn url_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `alerts.dashboard_url` with its placeholders filled in (values percent-encoded).
 pub fn dashboard_link(template: &str, n: &Notification) -> Option<String> {
     if template.is_empty() {
         return None;
     }
     let mut s = template
-        .replace("{rule}", &n.rule)
-        .replace("{kpi}", &n.kpi)
-        .replace("{window_label}", &n.window.label)
-        .replace("{window}", &n.window.kind);
+        .replace("{rule}", &url_encode(&n.rule))
+        .replace("{kpi}", &url_encode(&n.kpi))
+        .replace("{window_label}", &url_encode(&n.window.label))
+        .replace("{window}", &url_encode(&n.window.kind));
     for (k, v) in &n.labels {
-        s = s.replace(&format!("{{{k}}}"), v);
+        s = s.replace(&format!("{{{k}}}"), &url_encode(v));
     }
     Some(s)
 }
