@@ -203,28 +203,14 @@ fn conversion_drop_fires_and_resolves_once_on_every_route() {
     std::fs::write(
         &cfg,
         format!(
-            r#"
-[time]
-out_of_orderness = "1m"
-grace = "0s"
-[windows]
-calendar = ["day"]
-rolling = []
+            r#"{DAY_WINDOWS}
 [input]
 batch_size = 1
 
 [alerts]
 dashboard_url = "http://grafana.example/d/salespulse?var-window={{window}}"
 retry_initial_delay = "100ms"
-
-[[alerts.rules]]
-name = "conversion_low"
-kpi = "lead_conversion_rate"
-window = "day"
-below = 0.15
-clear = 0.18
-min_sample = 10
-severity = "critical"
+{CONVERSION_LOW}severity = "critical"
 labels = {{ team = "sales-ops" }}
 
 # The web channel has 10 leads a day: below this rule's minimum sample.
@@ -433,21 +419,7 @@ path = "{file}"
 }
 
 fn note(state: NoteState) -> Notification {
-    let mut e = engine(
-        r#"
-[time]
-out_of_orderness = "1m"
-grace = "0s"
-[windows]
-calendar = ["day"]
-rolling = []
-[[alerts.rules]]
-name = "conversion_low"
-kpi = "lead_conversion_rate"
-window = "day"
-below = 0.15
-"#,
-    );
+    let mut e = engine(&format!("{DAY_WINDOWS}{CONVERSION_LOW}"));
     run_all(
         &mut e,
         &conversion_days("n", "2026-03-01T00:00:00Z", &[(20, 2), (20, 6), (20, 6)]),

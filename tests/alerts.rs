@@ -66,15 +66,7 @@ fn run_days(
     out
 }
 
-const BELOW: &str = r#"
-[[alerts.rules]]
-name = "conversion_low"
-kpi = "lead_conversion_rate"
-window = "day"
-below = 0.15
-clear = 0.18
-min_sample = 10
-"#;
+const BELOW: &str = CONVERSION_LOW;
 
 #[test]
 fn drop_stay_low_recover_fires_once_and_resolves_once() {
@@ -305,25 +297,13 @@ fn scenario() -> Vec<Vec<u8>> {
     )
 }
 
-const ENGINE_RULES: &str = r#"
-[time]
-out_of_orderness = "1m"
-grace = "0s"
-[windows]
-calendar = ["day", "month"]
-rolling = []
-[[alerts.rules]]
-name = "conversion_low"
-kpi = "lead_conversion_rate"
-window = "day"
-below = 0.15
-clear = 0.18
-min_sample = 10
-"#;
+fn engine_rules() -> String {
+    format!("{DAY_WINDOWS}{CONVERSION_LOW}")
+}
 
 #[test]
 fn engine_emits_notifications_for_the_scripted_stream() {
-    let mut e = engine(ENGINE_RULES);
+    let mut e = engine(&engine_rules());
     let recs = run_all(&mut e, &scenario());
     assert_eq!(
         value(&recs, "lead_conversion_rate", "day", "2026-03-03", &[]),
@@ -356,7 +336,7 @@ fn engine_emits_notifications_for_the_scripted_stream() {
 
 #[test]
 fn alert_state_survives_a_restore_without_refiring_or_forgetting() {
-    let cfg = Config::from_toml(ENGINE_RULES).unwrap();
+    let cfg = Config::from_toml(&engine_rules()).unwrap();
     let lines = scenario();
     // Cut after day 6 (0-based 5): the alert is firing.
     let cut = lines
@@ -384,7 +364,7 @@ fn alert_state_survives_a_restore_without_refiring_or_forgetting() {
 }
 
 fn sample_note(state: NoteState) -> Notification {
-    let mut e = engine(ENGINE_RULES);
+    let mut e = engine(&engine_rules());
     run_all(&mut e, &scenario());
     e.take_notifications()
         .into_iter()

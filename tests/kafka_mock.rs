@@ -492,24 +492,14 @@ async fn alert_notifications_are_published_on_the_alert_topic() {
         .collect();
     produce(&bs, "crm.events", &msgs).await;
     let cfg = Config::from_toml(&format!(
-        r#"
-[time]
-out_of_orderness = "1m"
-grace = "0s"
-[windows]
-calendar = ["day"]
-rolling = []
+        r#"{DAY_WINDOWS}
 [kafka]
 brokers = "{bs}"
 group_id = "alerts"
 kpi_topic = ""
 alert_topic = "alerts"
 commit_interval = "200ms"
-[[alerts.rules]]
-name = "conversion_low"
-kpi = "lead_conversion_rate"
-window = "day"
-below = 0.15
+{CONVERSION_LOW}
 [[alerts.routes]]
 name = "topic"
 kind = "kafka"

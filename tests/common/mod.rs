@@ -127,3 +127,25 @@ pub fn conversion_days(tag: &str, first_day: &str, days: &[(u32, u32)]) -> Vec<V
     }
     out
 }
+
+/// Day windows only, each closed by the first event of the next day.
+pub const DAY_WINDOWS: &str = r#"
+[time]
+out_of_orderness = "1m"
+grace = "0s"
+[windows]
+calendar = ["day"]
+rolling = []
+"#;
+
+/// The alert tests' rule: daily lead conversion below 15 %, resolved at
+/// 18 %, on at least 10 leads (keys may be appended to it).
+pub const CONVERSION_LOW: &str = r#"
+[[alerts.rules]]
+name = "conversion_low"
+kpi = "lead_conversion_rate"
+window = "day"
+below = 0.15
+clear = 0.18
+min_sample = 10
+"#;
