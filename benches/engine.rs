@@ -127,6 +127,38 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Live mode's worst case for alerts: provisional records after every
+    // batch, each evaluated by the five default rules of the example config.
+    let with_rules = Config::from_toml(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/salespulse.toml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for (name, cfg) in [
+        ("live_updates_no_alert_rules", &cfg),
+        ("live_updates_default_alert_rules", &with_rules),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || Engine::from_config(cfg),
+                |mut e| {
+                    for chunk in events.chunks(BATCH) {
+                        for ev in chunk {
+                            e.apply(ev).unwrap();
+                        }
+                        e.emit_updates();
+                        black_box(e.take_records());
+                        black_box(e.take_notifications());
+                    }
+                    e
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
 }
 
