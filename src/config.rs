@@ -68,6 +68,29 @@ pub struct Config {
     pub generator: GeneratorConfig,
     pub kafka: KafkaConfig,
     pub alerts: crate::alert::config::AlertsConfig,
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Checkpoints of the engine state and input position (file, stdin and
+/// generator input; Kafka mode does not checkpoint yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Checkpoint file; empty = no checkpoints. At start-up the state is
+    /// restored from it when it exists (`run --fresh` starts over).
+    pub path: PathBuf,
+    /// Wall time between two checkpoints (one is also written at the end
+    /// of the input and on SIGTERM / Ctrl-C).
+    pub interval: Dur,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            path: PathBuf::new(),
+            interval: Dur::from_str_static("10s"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -659,6 +682,13 @@ impl Config {
                     );
                 }
             }
+        }
+        if !self.checkpoint.path.as_os_str().is_empty() && self.checkpoint.interval.0.is_zero() {
+            errs.push(ConfigError {
+                field: "checkpoint.interval".into(),
+                problem: "0s".into(),
+                fix: "use a positive duration, e.g. \"10s\"".into(),
+            });
         }
         let mut windows: Vec<String> = self
             .windows

@@ -23,11 +23,14 @@
 //! - [`alert`]: alert rules over KPI records, their lifecycle (part of the
 //!   engine state), and delivery to Kafka, Slack, e-mail, Alertmanager,
 //!   webhooks and files.
+//! - [`checkpoint`]: the engine state and input position saved atomically
+//!   to a file, and restored with checks.
 //! - [`generator`]: the seeded synthetic CRM of the demo; [`maven`]: the
 //!   Maven CRM CSV → CloudEvents conversion.
 
 pub mod agg;
 pub mod alert;
+pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod engine;

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub table: DashMap<String, KpiRecord>,
     pub kafka: KafkaMetrics,
     pub alerts: AlertMetrics,
+    pub checkpoint: CheckpointMetrics,
     /// `/readyz`: the source is connected and events flow (Kafka: partitions assigned).
     pub ready: std::sync::atomic::AtomicBool,
 }
@@ -126,6 +127,51 @@ impl KafkaMetrics {
                 "Consumer-group rebalances, by kind (assign, revoke, error).",
                 &["kind"],
             ),
+        }
+    }
+}
+
+/// Checkpoint writes.
+pub struct CheckpointMetrics {
+    pub written: IntCounter,
+    pub errors: IntCounter,
+    /// Time to encode and durably write one checkpoint.
+    pub seconds: Histogram,
+    /// Size of the last checkpoint.
+    pub bytes: IntGauge,
+}
+
+impl CheckpointMetrics {
+    fn new(r: &Registry) -> CheckpointMetrics {
+        let written =
+            IntCounter::new("salespulse_checkpoints_total", "Checkpoints written.").expect("metric");
+        let errors = IntCounter::new(
+            "salespulse_checkpoint_errors_total",
+            "Checkpoints that could not be written (tried again at the next interval).",
+        )
+        .expect("metric");
+        let seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "salespulse_checkpoint_seconds",
+                "Time to encode and durably write one checkpoint.",
+            )
+            .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        )
+        .expect("metric");
+        let bytes = IntGauge::new(
+            "salespulse_checkpoint_bytes",
+            "Size of the last checkpoint written.",
+        )
+        .expect("metric");
+        r.register(Box::new(written.clone())).expect("register");
+        r.register(Box::new(errors.clone())).expect("register");
+        r.register(Box::new(seconds.clone())).expect("register");
+        r.register(Box::new(bytes.clone())).expect("register");
+        CheckpointMetrics {
+            written,
+            errors,
+            seconds,
+            bytes,
         }
     }
 }
@@ -314,6 +360,7 @@ impl Metrics {
         r.register(Box::new(sample.clone())).expect("register");
         let kafka = KafkaMetrics::new(&r);
         let alerts = AlertMetrics::new(&r);
+        let checkpoint = CheckpointMetrics::new(&r);
         Metrics {
             registry: r,
             events_in,
@@ -335,6 +382,7 @@ impl Metrics {
             table: DashMap::new(),
             kafka,
             alerts,
+            checkpoint,
             ready: Default::default(),
         }
     }

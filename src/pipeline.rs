@@ -4,6 +4,7 @@
 //! mode — timers emit provisional updates and the terminal summary.
 
 use crate::alert::deliver::Dispatcher;
+use crate::checkpoint::{CheckpointRef, InputPosition, SinkLengths};
 use crate::config::Config;
 use crate::decode::{json, proto, Format, RejectReason};
 use crate::engine::Engine;
@@ -13,7 +14,7 @@ use crate::output::{DeadLetter, KpiRecord};
 use anyhow::Context;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -49,9 +50,10 @@ impl Msg {
     }
 }
 
-/// A batch of raw messages.
+/// A batch of raw messages, and where the input is after its last one.
 struct Batch {
     msgs: Vec<Msg>,
+    end: InputPosition,
 }
 
 /// How one run is wired.
@@ -64,6 +66,45 @@ pub struct RunOptions {
     /// Live mode: periodic provisional updates, summary, and run until stopped.
     pub live: bool,
     pub metrics: Arc<Metrics>,
+    /// Checkpoints to write, and the input position to resume from.
+    pub checkpoint: Option<CheckpointOptions>,
+}
+
+/// Where checkpoints go and where the input resumes.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    pub path: PathBuf,
+    pub interval: Duration,
+    /// From the restored checkpoint ([`InputPosition::Start`] when none was).
+    pub resume: InputPosition,
+    /// Output file lengths to cut back to (from the restored checkpoint).
+    pub sinks: SinkLengths,
+}
+
+/// Cuts a file back to `len` bytes (what it held at the checkpoint).
+fn cut_back(p: &Path, len: Option<u64>) -> anyhow::Result<()> {
+    let Some(len) = len else { return Ok(()) };
+    if p.as_os_str() == "-" {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .with_context(|| format!("cannot open {} to resume it", p.display()))?;
+    let now = f.metadata()?.len();
+    if now < len {
+        anyhow::bail!(
+            "{} holds {now} bytes, fewer than the {len} it held at the checkpoint: it was replaced or cut (fix: put it back, or start over with --fresh)",
+            p.display()
+        );
+    }
+    f.set_len(len)?;
+    Ok(())
+}
+
+fn file_len(p: &Path) -> Option<u64> {
+    (p.as_os_str() != "-")
+        .then(|| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
 }
 
 /// What a run did, for the caller.
@@ -75,13 +116,20 @@ pub struct RunReport {
     pub records: u64,
 }
 
-fn open_output(p: &PathBuf) -> anyhow::Result<Box<dyn Write + Send>> {
+/// Opens the record output; `append` when resuming from a checkpoint
+/// (records after the checkpoint are written again, with the same revisions).
+fn open_output(p: &PathBuf, append: bool) -> anyhow::Result<Box<dyn Write + Send>> {
     Ok(if p.as_os_str() == "-" {
         Box::new(BufWriter::new(std::io::stdout()))
     } else {
-        Box::new(BufWriter::new(File::create(p).with_context(|| {
-            format!("cannot create output file {}", p.display())
-        })?))
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(p)
+            .with_context(|| format!("cannot create output file {}", p.display()))?;
+        Box::new(BufWriter::new(f))
     })
 }
 
@@ -109,30 +157,69 @@ fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Result<Vec<u8>, Strin
     Ok(Some(Err("length prefix longer than 10 bytes".into())))
 }
 
+/// Where a file or stdin reader starts: byte offset and messages read
+/// (file), or messages to skip (stdin, which cannot seek).
+fn start_of(path: &Path, resume: &InputPosition) -> anyhow::Result<(u64, u64, u64)> {
+    let stdin = path.as_os_str() == "-";
+    let name = path.display().to_string();
+    match resume {
+        InputPosition::Start => Ok((0, 0, 0)),
+        InputPosition::Stdin { messages } if stdin => Ok((0, 0, *messages)),
+        InputPosition::File {
+            path: p,
+            offset,
+            messages,
+        } if !stdin && *p == name => Ok((*offset, *messages, 0)),
+        other => anyhow::bail!(
+            "the checkpoint was taken reading {other:?}, and this run reads {}: its position does not apply (fix: give the same input, or start over with --fresh)",
+            if stdin { "stdin" } else { name.as_str() }
+        ),
+    }
+}
+
 fn read_file(
     path: PathBuf,
     format: Format,
     batch: usize,
     tx: mpsc::Sender<Batch>,
+    resume: InputPosition,
 ) -> anyhow::Result<()> {
-    let (name, input): (String, Box<dyn Read + Send>) = if path.as_os_str() == "-" {
+    let (mut offset, mut read, skip) = start_of(&path, &resume)?;
+    let stdin = path.as_os_str() == "-";
+    let (name, input): (String, Box<dyn Read + Send>) = if stdin {
         ("stdin".into(), Box::new(std::io::stdin()))
     } else {
-        let f =
+        let mut f =
             File::open(&path).with_context(|| format!("cannot open input {}", path.display()))?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))
+            .with_context(|| format!("cannot seek {} to the checkpoint", path.display()))?;
         (path.display().to_string(), Box::new(f))
+    };
+    let position = |offset: u64, read: u64| {
+        if stdin {
+            InputPosition::Stdin { messages: read }
+        } else {
+            InputPosition::File {
+                path: name.clone(),
+                offset,
+                messages: read,
+            }
+        }
     };
     let mut r = BufReader::with_capacity(1 << 20, input);
     let mut msgs = Vec::with_capacity(batch);
-    let mut n = 0u64;
+    // Line (or frame) numbers in origins continue from the checkpoint.
+    let mut n = read;
     loop {
         n += 1;
         let item = match format {
             Format::Json => {
                 let mut line = Vec::new();
-                if r.read_until(b'\n', &mut line)? == 0 {
+                let len = r.read_until(b'\n', &mut line)?;
+                if len == 0 {
                     break;
                 }
+                offset += len as u64;
                 while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     line.pop();
                 }
@@ -143,7 +230,10 @@ fn read_file(
             }
             Format::Protobuf => match read_frame(&mut r)? {
                 None => break,
-                Some(Ok(m)) => m,
+                Some(Ok(m)) => {
+                    offset += varint_len(m.len() as u64) + m.len() as u64;
+                    m
+                }
                 Some(Err(e)) => {
                     msgs.push(Msg {
                         bytes: Vec::new(),
@@ -154,11 +244,16 @@ fn read_file(
                 }
             },
         };
+        read += 1;
+        if read <= skip {
+            continue;
+        }
         msgs.push(Msg::new(item, format!("{name}:{n}")));
         if msgs.len() >= batch
             && tx
                 .blocking_send(Batch {
                     msgs: std::mem::take(&mut msgs),
+                    end: position(offset, read),
                 })
                 .is_err()
         {
@@ -166,9 +261,22 @@ fn read_file(
         }
     }
     if !msgs.is_empty() {
-        let _ = tx.blocking_send(Batch { msgs });
+        let _ = tx.blocking_send(Batch {
+            msgs,
+            end: position(offset, read),
+        });
     }
     Ok(())
+}
+
+/// Bytes of a protobuf varint.
+fn varint_len(mut v: u64) -> u64 {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
 }
 
 async fn run_generator(
@@ -177,12 +285,17 @@ async fn run_generator(
     limit: Option<u64>,
     format: Format,
     tx: mpsc::Sender<Batch>,
+    skip: u64,
 ) {
     let mut g = Generator::new(gen);
+    // Seeded: skipping what a checkpoint already holds resumes the same stream.
+    for _ in 0..skip {
+        g.next();
+    }
     let tick = Duration::from_millis(50);
     let per_tick = (rate * tick.as_secs_f64()).max(1.0);
     let mut interval = tokio::time::interval(tick);
-    let (mut sent, mut owed) = (0u64, 0.0f64);
+    let (mut sent, mut owed) = (skip, 0.0f64);
     loop {
         interval.tick().await;
         owed += per_tick;
@@ -197,7 +310,15 @@ async fn run_generator(
             owed -= 1.0;
             sent += 1;
         }
-        if !msgs.is_empty() && tx.send(Batch { msgs }).await.is_err() {
+        if !msgs.is_empty()
+            && tx
+                .send(Batch {
+                    msgs,
+                    end: InputPosition::Generator { events: sent },
+                })
+                .await
+                .is_err()
+        {
             return;
         }
         if limit.is_some_and(|l| sent >= l) {
@@ -209,6 +330,7 @@ async fn run_generator(
 }
 
 struct Sinks {
+    output_path: Option<PathBuf>,
     output: Option<Box<dyn Write + Send>>,
     dlq_path: PathBuf,
     dlq: Option<BufWriter<File>>,
@@ -299,18 +421,47 @@ pub async fn run(
 ) -> anyhow::Result<(RunReport, Engine)> {
     let (tx, mut rx) = mpsc::channel::<Batch>(4);
     let format = opts.format;
+    let resume = opts
+        .checkpoint
+        .as_ref()
+        .map_or(InputPosition::Start, |c| c.resume.clone());
+    let resumed = resume != InputPosition::Start;
+    let mut position = resume.clone();
+    if let Some(c) = &opts.checkpoint {
+        if let Some(o) = &opts.output {
+            cut_back(o, c.sinks.output)?;
+        }
+        if opts.dead_letter.exists() {
+            cut_back(&opts.dead_letter, c.sinks.dead_letter)?;
+        }
+    }
     let reader = match opts.source.clone() {
         Source::File(p) => {
             let bs = cfg.input.batch_size;
-            tokio::task::spawn_blocking(move || read_file(p, format, bs, tx))
+            start_of(&p, &resume)?;
+            tokio::task::spawn_blocking(move || read_file(p, format, bs, tx, resume))
         }
-        Source::Generator { gen, rate, limit } => tokio::spawn(async move {
-            run_generator(gen, rate, limit, format, tx).await;
-            Ok(())
-        }),
+        Source::Generator { gen, rate, limit } => {
+            let skip = match resume {
+                InputPosition::Start => 0,
+                InputPosition::Generator { events } => events,
+                other => anyhow::bail!(
+                    "the checkpoint was taken reading {other:?}, and this run uses the generator (fix: give the same input, or start over with --fresh)"
+                ),
+            };
+            tokio::spawn(async move {
+                run_generator(gen, rate, limit, format, tx, skip).await;
+                Ok(())
+            })
+        }
     };
     let mut sinks = Sinks {
-        output: opts.output.as_ref().map(open_output).transpose()?,
+        output_path: opts.output.clone(),
+        output: opts
+            .output
+            .as_ref()
+            .map(|p| open_output(p, resumed))
+            .transpose()?,
         dlq_path: opts.dead_letter.clone(),
         dlq: None,
     };
@@ -323,12 +474,21 @@ pub async fn run(
     let mut summary_tick = tokio::time::interval(summary_every.max(Duration::from_millis(100)));
     let mut report = RunReport::default();
     let (mut last_count, mut last_at) = (0u64, Instant::now());
+    let cp = opts.checkpoint.clone();
+    let mut cp_tick = tokio::time::interval(
+        cp.as_ref()
+            .map_or(Duration::from_secs(3600), |c| c.interval.max(Duration::from_millis(10))),
+    );
+    cp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    cp_tick.tick().await;
+    let mut stopped = false;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
+                position = batch.end.clone();
                 let t0 = Instant::now();
                 let n = batch.msgs.len();
                 for msg in &batch.msgs {
@@ -366,23 +526,73 @@ pub async fn run(
                 (last_count, last_at) = (total, Instant::now());
                 eprintln!("{}", summary(&m, &engine, rate));
             }
+            _ = cp_tick.tick(), if cp.is_some() => {
+                let c = cp.as_ref().expect("checkpointing");
+                write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
+            }
             _ = &mut shutdown => {
                 tracing::info!("stop signal received: draining");
+                stopped = true;
                 break;
             }
         }
     }
     drop(rx);
+    if stopped && cp.is_some() {
+        // Windows stay open: the next run resumes them from this checkpoint.
+        reader.abort();
+        let c = cp.as_ref().expect("checkpointing");
+        sinks.publish(&m, &mut engine, &mut report, &alerts)?;
+        write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
+        alerts.shutdown().await;
+        return Ok((report, engine));
+    }
     match reader.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(anyhow::anyhow!("input task failed: {e}")),
+    }
+    if let Some(c) = &cp {
+        // Before closing every window, so that more input can follow.
+        sinks.publish(&m, &mut engine, &mut report, &alerts)?;
+        write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
     }
     engine.finish();
     sinks.publish(&m, &mut engine, &mut report, &alerts)?;
     sinks.flush()?;
     alerts.shutdown().await;
     Ok((report, engine))
+}
+
+/// Writes the records and dead letters so far, then the checkpoint of the
+/// state that produced them. A failed write is logged and counted; the
+/// run goes on and tries again at the next interval.
+fn write_checkpoint(
+    c: &CheckpointOptions,
+    engine: &Engine,
+    position: &InputPosition,
+    m: &Metrics,
+    sinks: &mut Sinks,
+) -> anyhow::Result<()> {
+    sinks.flush()?;
+    let lengths = SinkLengths {
+        output: sinks.output_path.as_deref().and_then(file_len),
+        dead_letter: file_len(&sinks.dlq_path),
+    };
+    let t0 = Instant::now();
+    match CheckpointRef::new(&engine.settings, position, lengths, &engine.state).write(&c.path) {
+        Ok(bytes) => {
+            m.checkpoint.seconds.observe(t0.elapsed().as_secs_f64());
+            m.checkpoint.bytes.set(bytes as i64);
+            m.checkpoint.written.inc();
+            tracing::debug!(path = %c.path.display(), bytes, ?position, "checkpoint written");
+        }
+        Err(e) => {
+            m.checkpoint.errors.inc();
+            tracing::error!(path = %c.path.display(), error = %e, "cannot write the checkpoint; trying again at the next interval");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

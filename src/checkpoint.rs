@@ -1,0 +1,237 @@
+//! Checkpoints of the complete engine state (entities, windows, dedup
+//! memory, alert instances, watermark clock) and of the input position,
+//! written atomically to a local file.
+//!
+//! File layout: the 8-byte magic `SPCKPT` + format version, the payload
+//! length (u64 LE), the payload's xxh3-64 (u64 LE), then the payload
+//! ([`Checkpoint`] in postcard, a compact serde format). A torn write
+//! cannot happen (temp file, fsync, rename, fsync of the directory); a
+//! damaged or foreign file is refused with an error that names it and
+//! the way out — never restored into silently wrong numbers.
+
+use crate::engine::state::State;
+use crate::engine::Settings;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Magic and format version: the last byte is the version.
+const MAGIC: [u8; 8] = *b"SPCKPT\x00\x01";
+
+/// Where the input was when the checkpoint was taken: the next message to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputPosition {
+    /// Nothing read yet.
+    Start,
+    /// A file: byte offset of the next line (or frame), and messages read before it.
+    File { path: String, offset: u64, messages: u64 },
+    /// Standard input, which cannot seek: messages to skip when it is fed again.
+    Stdin { messages: u64 },
+    /// The seeded generator: events already generated.
+    Generator { events: u64 },
+}
+
+/// Lengths of the output files when the checkpoint was taken: on restore
+/// they are cut back to these, so a record or dead letter written after
+/// the checkpoint (and written again after the restore) is not doubled,
+/// and a line torn by a crash disappears.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkLengths {
+    pub output: Option<u64>,
+    pub dead_letter: Option<u64>,
+}
+
+/// What a checkpoint holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub salespulse_version: String,
+    /// The settings the state's layout depends on (see [`layout`]).
+    pub layout: Vec<(String, String)>,
+    pub input: InputPosition,
+    pub sinks: SinkLengths,
+    /// Wall time it was written (RFC 3339), for operators.
+    pub written_at: String,
+    pub state: State,
+}
+
+/// The settings a saved state only makes sense under: time zone, fiscal
+/// year, windows and pipeline stages. Anything else (TTLs, alert rules,
+/// outputs) may change between runs.
+pub fn layout(s: &Settings) -> Vec<(String, String)> {
+    vec![
+        ("time.zone".into(), s.cal.tz.name().to_string()),
+        (
+            "time.fiscal_year_start_month".into(),
+            s.cal.fiscal_start.to_string(),
+        ),
+        (
+            "windows.calendar".into(),
+            format!(
+                "{:?}",
+                s.calendar.iter().map(|k| k.as_str()).collect::<Vec<_>>()
+            ),
+        ),
+        (
+            "windows.rolling / rolling_buckets".into(),
+            format!("{:?}", s.rolling),
+        ),
+        (
+            "pipeline.stages".into(),
+            format!(
+                "{:?}",
+                s.stages.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+            ),
+        ),
+    ]
+}
+
+/// Why a checkpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is not a salespulse checkpoint or is damaged ({problem}) (fix: {FIX})")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error("checkpoint {path} was written with {setting} = {was}, the configuration now says {now}: its state does not fit (fix: restore that setting, or {FIX})")]
+    Incompatible {
+        path: PathBuf,
+        setting: String,
+        was: String,
+        now: String,
+    },
+}
+
+const FIX: &str = "start over with `salespulse run --fresh …`, which moves the file aside to <file>.rejected and replays the input from its start; or put back a good copy of the file";
+
+/// The same fields as [`Checkpoint`], borrowing the state (serialized identically).
+#[derive(Serialize)]
+pub struct CheckpointRef<'a> {
+    pub salespulse_version: &'a str,
+    pub layout: Vec<(String, String)>,
+    pub input: &'a InputPosition,
+    pub sinks: SinkLengths,
+    pub written_at: String,
+    pub state: &'a State,
+}
+
+impl<'a> CheckpointRef<'a> {
+    pub fn new(
+        settings: &Settings,
+        input: &'a InputPosition,
+        sinks: SinkLengths,
+        state: &'a State,
+    ) -> Self {
+        CheckpointRef {
+            salespulse_version: env!("CARGO_PKG_VERSION"),
+            layout: layout(settings),
+            input,
+            sinks,
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            state,
+        }
+    }
+
+    /// Writes atomically: a temp file next to `path`, fsync, rename, fsync
+    /// of the directory. Returns the file size.
+    pub fn write(&self, path: &Path) -> std::io::Result<u64> {
+        let payload = postcard::to_stdvec(self)
+            .map_err(|e| std::io::Error::other(format!("cannot encode the checkpoint: {e}")))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")
+        ));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&MAGIC)?;
+            f.write_all(&(payload.len() as u64).to_le_bytes())?;
+            f.write_all(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes())?;
+            f.write_all(&payload)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(payload.len() as u64 + 24)
+    }
+}
+
+impl Checkpoint {
+    /// Reads and checks a checkpoint; `Ok(None)` when there is no file.
+    pub fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        let corrupt = |problem: String| CheckpointError::Corrupt {
+            path: path.into(),
+            problem,
+        };
+        if bytes.len() < 24 || bytes[..6] != MAGIC[..6] {
+            return Err(corrupt("no salespulse checkpoint header".into()));
+        }
+        if bytes[6..8] != MAGIC[6..8] {
+            return Err(corrupt(format!(
+                "format version {} is not the version {} this salespulse reads",
+                u16::from_be_bytes([bytes[6], bytes[7]]),
+                u16::from_be_bytes([MAGIC[6], MAGIC[7]])
+            )));
+        }
+        let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+        let sum = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        let payload = &bytes[24..];
+        if payload.len() != len {
+            return Err(corrupt(format!(
+                "{} payload bytes where the header says {len}: truncated or appended to",
+                payload.len()
+            )));
+        }
+        if xxhash_rust::xxh3::xxh3_64(payload) != sum {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let mut c: Checkpoint = postcard::from_bytes(payload)
+            .map_err(|e| corrupt(format!("cannot decode the state: {e}")))?;
+        c.state.dedup.rebuild();
+        Ok(Some(c))
+    }
+
+    /// Checks that the state was saved under the same layout settings.
+    pub fn check_layout(&self, path: &Path, s: &Settings) -> Result<(), CheckpointError> {
+        for ((setting, was), (_, now)) in self.layout.iter().zip(layout(s)) {
+            if *was != now {
+                return Err(CheckpointError::Incompatible {
+                    path: path.into(),
+                    setting: setting.clone(),
+                    was: was.clone(),
+                    now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a refused checkpoint aside (`<file>.rejected`) for `--fresh`.
+    pub fn set_aside(path: &Path) -> std::io::Result<Option<PathBuf>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".rejected");
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside)?;
+        Ok(Some(aside))
+    }
+}
