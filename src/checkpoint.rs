@@ -24,7 +24,11 @@ pub enum InputPosition {
     /// Nothing read yet.
     Start,
     /// A file: byte offset of the next line (or frame), and messages read before it.
-    File { path: String, offset: u64, messages: u64 },
+    File {
+        path: String,
+        offset: u64,
+        messages: u64,
+    },
     /// Standard input, which cannot seek: messages to skip when it is fed again.
     Stdin { messages: u64 },
     /// The seeded generator: events already generated.
@@ -93,7 +97,9 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("checkpoint {path} is not a salespulse checkpoint or is damaged ({problem}) (fix: {FIX})")]
+    #[error(
+        "checkpoint {path} is not a salespulse checkpoint or is damaged ({problem}) (fix: {FIX})"
+    )]
     Corrupt { path: PathBuf, problem: String },
     #[error("checkpoint {path} was written with {setting} = {was}, the configuration now says {now}: its state does not fit (fix: restore that setting, or {FIX})")]
     Incompatible {
@@ -145,7 +151,9 @@ impl<'a> CheckpointRef<'a> {
             .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("checkpoint")
         ));
         {
             let mut f = std::fs::File::create(&tmp)?;

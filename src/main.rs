@@ -392,7 +392,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(async {
+            let code = rt.block_on(async {
                 if (live || kafka) && cfg.http.enabled {
                     let addr = salespulse::http::serve(
                         &cfg.http.listen,
@@ -429,7 +429,11 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let (report, _) = pipeline::run(&cfg, opts, engine).await?;
                 log_done(&report);
                 anyhow::Ok(std::process::ExitCode::SUCCESS)
-            })
+            });
+            // A reader blocked on stdin must not hold the exit: all that
+            // matters is written (records, dead letters, checkpoint, alerts).
+            rt.shutdown_background();
+            code
         }
     }
 }
@@ -469,7 +473,11 @@ fn restore(
             );
             (Engine::from_state(settings, c.state), c.input, c.sinks)
         }
-        None => (Engine::new(settings), InputPosition::Start, Default::default()),
+        None => (
+            Engine::new(settings),
+            InputPosition::Start,
+            Default::default(),
+        ),
     };
     Ok((
         engine,

@@ -143,8 +143,8 @@ pub struct CheckpointMetrics {
 
 impl CheckpointMetrics {
     fn new(r: &Registry) -> CheckpointMetrics {
-        let written =
-            IntCounter::new("salespulse_checkpoints_total", "Checkpoints written.").expect("metric");
+        let written = IntCounter::new("salespulse_checkpoints_total", "Checkpoints written.")
+            .expect("metric");
         let errors = IntCounter::new(
             "salespulse_checkpoint_errors_total",
             "Checkpoints that could not be written (tried again at the next interval).",

@@ -103,8 +103,7 @@ fn cut_back(p: &Path, len: Option<u64>) -> anyhow::Result<()> {
 }
 
 fn file_len(p: &Path) -> Option<u64> {
-    (p.as_os_str() != "-")
-        .then(|| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+    (p.as_os_str() != "-").then(|| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
 }
 
 /// What a run did, for the caller.
@@ -475,10 +474,9 @@ pub async fn run(
     let mut report = RunReport::default();
     let (mut last_count, mut last_at) = (0u64, Instant::now());
     let cp = opts.checkpoint.clone();
-    let mut cp_tick = tokio::time::interval(
-        cp.as_ref()
-            .map_or(Duration::from_secs(3600), |c| c.interval.max(Duration::from_millis(10))),
-    );
+    let mut cp_tick = tokio::time::interval(cp.as_ref().map_or(Duration::from_secs(3600), |c| {
+        c.interval.max(Duration::from_millis(10))
+    }));
     cp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cp_tick.tick().await;
     let mut stopped = false;
