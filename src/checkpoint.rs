@@ -210,10 +210,10 @@ impl Checkpoint {
         if xxhash_rust::xxh3::xxh3_64(payload) != sum {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let mut c: Checkpoint = postcard::from_bytes(payload)
-            .map_err(|e| corrupt(format!("cannot decode the state: {e}")))?;
-        c.state.dedup.rebuild();
-        Ok(Some(c))
+        // The dedup set is rebuilt by `Engine::from_state`.
+        postcard::from_bytes(payload)
+            .map(Some)
+            .map_err(|e| corrupt(format!("cannot decode the state: {e}")))
     }
 
     /// Checks that the state was saved under the same layout settings.

@@ -536,10 +536,9 @@ pub async fn run(
         }
     }
     drop(rx);
-    if stopped && cp.is_some() {
+    if let Some(c) = cp.as_ref().filter(|_| stopped) {
         // Windows stay open: the next run resumes them from this checkpoint.
         reader.abort();
-        let c = cp.as_ref().expect("checkpointing");
         sinks.publish(&m, &mut engine, &mut report, &alerts)?;
         write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
         alerts.shutdown().await;
