@@ -75,6 +75,19 @@ fn reference(dir: &Path, input: &Path) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// `run` on `input` with records to out.jsonl and checkpoints to state.ckpt.
+fn checkpointed(input: &Path) -> [&str; 7] {
+    [
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "out.jsonl",
+        "--checkpoint",
+        "state.ckpt",
+    ]
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -113,15 +126,7 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_output() {
     let tmp = tempfile::tempdir().unwrap();
     let input = input(tmp.path());
     let (want_out, want_dlq) = reference(tmp.path(), &input);
-    let args = [
-        "run",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        "out.jsonl",
-        "--checkpoint",
-        "state.ckpt",
-    ];
+    let args = checkpointed(&input);
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut kills = 0;
@@ -163,15 +168,7 @@ fn sigterm_mid_stream_checkpoints_and_exits_0_and_the_restart_completes_the_run(
     let tmp = tempfile::tempdir().unwrap();
     let input = input(tmp.path());
     let (want_out, want_dlq) = reference(tmp.path(), &input);
-    let args = [
-        "run",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        "out.jsonl",
-        "--checkpoint",
-        "state.ckpt",
-    ];
+    let args = checkpointed(&input);
     let mut child = cmd(tmp.path(), &args)
         .stderr(Stdio::piped())
         .spawn()
@@ -220,16 +217,7 @@ fn a_damaged_or_incompatible_checkpoint_is_refused_by_name_and_fresh_starts_over
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let input = small_input(d);
-    let i = input.to_str().unwrap();
-    let args = [
-        "run",
-        "--input",
-        i,
-        "--output",
-        "out.jsonl",
-        "--checkpoint",
-        "state.ckpt",
-    ];
+    let args = checkpointed(&input);
     assert!(run(d, &args).status.success());
     let want = read(&d.join("out.jsonl"));
     let ckpt = d.join("state.ckpt");
