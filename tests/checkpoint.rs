@@ -136,7 +136,7 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_output() {
             .spawn()
             .unwrap();
         wait_for_checkpoints(&tmp.path().join("state.ckpt"), &mut child);
-        std::thread::sleep(Duration::from_millis(rng.u64(0..1500)));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..800)));
         if child.try_wait().unwrap().is_none() {
             signal(&child, "-KILL");
             kills += 1;
