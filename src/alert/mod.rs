@@ -312,7 +312,7 @@ impl Rules {
         } else {
             (value, None)
         };
-        let note = |state: config::Language, st: NoteState, repeat: bool, inst: &Instance| {
+        let note = |st: NoteState, repeat: bool, inst: &Instance| {
             let mut labels = rec.dimensions.clone();
             for (k, v) in &rule.cfg.labels {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
@@ -347,7 +347,7 @@ impl Rules {
                 summary: String::new(),
                 dashboard_url: None,
             };
-            n.summary = text::summary(&n, state);
+            n.summary = text::summary(&n, self.language);
             n.dashboard_url = text::dashboard_link(&self.dashboard_url, &n);
             n
         };
@@ -370,12 +370,12 @@ impl Rules {
                     inst.phase = Phase::Firing;
                     inst.fired_at = now;
                     inst.last_notified = now;
-                    out.push(note(self.language, NoteState::Firing, false, inst));
+                    out.push(note(NoteState::Firing, false, inst));
                 }
             }
             Phase::Firing => {
                 if rule.cond.cleared(x, rule.clear) {
-                    let n = note(self.language, NoteState::Resolved, false, inst);
+                    let n = note(NoteState::Resolved, false, inst);
                     inst.phase = Phase::Inactive;
                     inst.evaluations = 0;
                     out.push(n);
@@ -383,7 +383,7 @@ impl Rules {
                     && now - inst.last_notified >= rule.cfg.renotify.ms()
                 {
                     inst.last_notified = now;
-                    out.push(note(self.language, NoteState::Firing, true, inst));
+                    out.push(note(NoteState::Firing, true, inst));
                 }
             }
         }
