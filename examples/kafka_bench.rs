@@ -187,6 +187,7 @@ async fn main() {
                     variant: None,
                     team: None,
                     region: None,
+                    segment: None,
                 }),
             };
             let v = cej::encode(&e);

@@ -84,6 +84,9 @@ impl PartialEq for Dist {
 pub struct Acc {
     pub leads_created: u64,
     pub leads_converted: u64,
+    /// Leads that reached MQL (an SQL without an MQL before counts as both).
+    pub leads_mql: u64,
+    pub leads_sql: u64,
     /// Lead response times (first contact − creation).
     pub response: Dist,
     pub deals_won: u64,
@@ -92,26 +95,120 @@ pub struct Acc {
     pub revenue_cents: i64,
     /// Sales cycle lengths (won − deal creation).
     pub cycle: Dist,
+    /// By pipeline stage index: [deals leaving the stage, of which to the
+    /// next stage (for the last stage: won)].
+    pub stage_moves: Vec<[u64; 2]>,
+    /// Won and lost deals that named a competitor.
+    pub won_vs_competitor: u64,
+    pub lost_vs_competitor: u64,
+    /// Won deals with a list price: count, Σ list price, Σ amount (cents).
+    pub priced_won: u64,
+    pub list_cents: i64,
+    pub priced_amount_cents: i64,
+    /// Competitor price observations: count, Σ our price, Σ their price (cents).
+    pub price_obs: u64,
+    pub our_price_cents: i64,
+    pub their_price_cents: i64,
     pub customers_acquired: u64,
     pub customers_cancelled: u64,
+    /// Lifetimes (cancelled − acquired) of the cancelled customers whose
+    /// acquisition was seen: count and Σ milliseconds.
+    pub lifetimes: u64,
+    pub lifetime_ms: i128,
+    /// Orders by kind ([`crate::event::OrderKind`] index) and their revenue.
+    pub orders: [u64; 4],
+    pub order_revenue_cents: i64,
+    /// Distinct customers that ordered (64-bit hashes of their ids).
+    pub buyers: Buyers,
+    /// Spend in cents: [marketing, sales].
+    pub spend_cents: [i64; 2],
+    /// Survey answers: [detractors 0–6, passives 7–8, promoters 9–10].
+    pub nps: [u64; 3],
+    /// CSAT answers: count and Σ score in thousandths.
+    pub csat_count: u64,
+    pub csat_milli: i64,
     /// Activities by [`crate::event::ActivityKind`] index.
     pub activities: [u64; 4],
+}
+
+/// An exact set of customer hashes (unique customers for CLV's purchase
+/// frequency); empty sets allocate nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Buyers(pub Option<Box<rustc_hash::FxHashSet<u64>>>);
+
+impl Buyers {
+    pub fn insert(&mut self, h: u64) {
+        self.0.get_or_insert_with(Default::default).insert(h);
+    }
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn merge(&mut self, o: &Buyers) {
+        if let Some(os) = &o.0 {
+            match &mut self.0 {
+                Some(s) => s.extend(os.iter().copied()),
+                None => self.0 = Some(os.clone()),
+            }
+        }
+    }
+}
+
+fn add_all<const N: usize, T: Copy + std::ops::AddAssign>(a: &mut [T; N], b: &[T; N]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += *y;
+    }
 }
 
 impl Acc {
     pub fn merge(&mut self, o: &Acc) {
         self.leads_created += o.leads_created;
         self.leads_converted += o.leads_converted;
+        self.leads_mql += o.leads_mql;
+        self.leads_sql += o.leads_sql;
         self.response.merge(&o.response);
         self.deals_won += o.deals_won;
         self.deals_lost += o.deals_lost;
         self.revenue_cents += o.revenue_cents;
         self.cycle.merge(&o.cycle);
+        if self.stage_moves.len() < o.stage_moves.len() {
+            self.stage_moves.resize(o.stage_moves.len(), [0; 2]);
+        }
+        for (a, b) in self.stage_moves.iter_mut().zip(&o.stage_moves) {
+            add_all(a, b);
+        }
+        self.won_vs_competitor += o.won_vs_competitor;
+        self.lost_vs_competitor += o.lost_vs_competitor;
+        self.priced_won += o.priced_won;
+        self.list_cents += o.list_cents;
+        self.priced_amount_cents += o.priced_amount_cents;
+        self.price_obs += o.price_obs;
+        self.our_price_cents += o.our_price_cents;
+        self.their_price_cents += o.their_price_cents;
         self.customers_acquired += o.customers_acquired;
         self.customers_cancelled += o.customers_cancelled;
-        for (a, b) in self.activities.iter_mut().zip(o.activities) {
-            *a += b;
+        self.lifetimes += o.lifetimes;
+        self.lifetime_ms += o.lifetime_ms;
+        add_all(&mut self.orders, &o.orders);
+        self.order_revenue_cents += o.order_revenue_cents;
+        self.buyers.merge(&o.buyers);
+        add_all(&mut self.spend_cents, &o.spend_cents);
+        add_all(&mut self.nps, &o.nps);
+        self.csat_count += o.csat_count;
+        self.csat_milli += o.csat_milli;
+        add_all(&mut self.activities, &o.activities);
+    }
+
+    /// Counts a deal leaving stage `from` (index), for stage conversion.
+    pub fn stage_exit(&mut self, from: u8, advanced: bool) {
+        let i = from as usize;
+        if self.stage_moves.len() <= i {
+            self.stage_moves.resize(i + 1, [0; 2]);
         }
+        self.stage_moves[i][0] += 1;
+        self.stage_moves[i][1] += u64::from(advanced);
     }
 }
 

@@ -62,6 +62,7 @@ pub struct Config {
     /// Team and region of each rep (events may also carry `team` / `region`).
     pub reps: Vec<RepConfig>,
     pub targets: TargetsConfig,
+    pub kpis: KpisConfig,
     pub input: InputConfig,
     pub output: OutputConfig,
     pub http: HttpConfig,
@@ -219,6 +220,47 @@ pub struct TargetsConfig {
     /// Company-wide monthly revenue target for sales progress; when unset,
     /// the sum of the reps' monthly quotas is the target.
     pub monthly_revenue: Option<f64>,
+    /// Company headcount for revenue per employee, until a
+    /// `crm.headcount.set` event without `team` says otherwise. When
+    /// neither is known, the sum of the team headcounts is used.
+    pub headcount: Option<u32>,
+    /// Headcount by team (`{ Hunters = 12 }`), until `crm.headcount.set`
+    /// events with that `team` say otherwise.
+    pub team_headcount: std::collections::BTreeMap<String, u32>,
+    /// Yearly revenue of the whole market, for market share, until a
+    /// `crm.market.size_set` event without `product` says otherwise.
+    pub market_size: Option<f64>,
+    /// Yearly market revenue by product (`{ Pro = 1.2e8 }`), until
+    /// `crm.market.size_set` events for that product say otherwise.
+    pub product_market_size: std::collections::BTreeMap<String, f64>,
+}
+
+/// KPI options beyond windows and targets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpisConfig {
+    /// Most series a KPI has per dimension (distinct reps, campaigns…).
+    /// Values beyond it are folded into the series `other`, counted in
+    /// `salespulse_series_folded_total{dimension}` and logged once.
+    pub max_series_per_dimension: u32,
+    /// Entries per leaderboard (top N reps).
+    pub leaderboard_size: u32,
+    /// Closed deals a rep needs to enter the win-rate leaderboard.
+    pub leaderboard_min_sample: u64,
+    /// The A/B control variant every other variant is tested against;
+    /// empty = the alphabetically first variant of the window.
+    pub ab_control_variant: String,
+}
+
+impl Default for KpisConfig {
+    fn default() -> Self {
+        KpisConfig {
+            max_series_per_dimension: 1000,
+            leaderboard_size: 10,
+            leaderboard_min_sample: 5,
+            ab_control_variant: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,8 +336,11 @@ pub struct KafkaConfig {
     pub kpi_topic: String,
     /// Format of KPI records on `kpi_topic`.
     pub kpi_format: Format,
-    /// Topic of alerts (alert rules are a later feature); empty = none.
+    /// Topic of alert notifications (key = alert fingerprint); empty = none.
     pub alert_topic: String,
+    /// Topic of leaderboards (key = leaderboard|board|window kind|window
+    /// label, in `kpi_format`); empty = none.
+    pub leaderboard_topic: String,
     /// Dead-letter topic: rejected messages with their key, value and
     /// headers plus `salespulse.*` headers saying why; empty = the
     /// dead-letter file of `output.dead_letter`.
@@ -330,6 +375,7 @@ impl Default for KafkaConfig {
             kpi_topic: "salespulse.kpis".into(),
             kpi_format: Format::Json,
             alert_topic: "salespulse.alerts".into(),
+            leaderboard_topic: String::new(),
             dlq_topic: "salespulse.dlq".into(),
             default_format: Format::Json,
             idle_partition_timeout: Dur(std::time::Duration::from_secs(30)),
@@ -361,6 +407,7 @@ impl fmt::Debug for KafkaConfig {
             .field("kpi_topic", &self.kpi_topic)
             .field("kpi_format", &self.kpi_format)
             .field("alert_topic", &self.alert_topic)
+            .field("leaderboard_topic", &self.leaderboard_topic)
             .field("dlq_topic", &self.dlq_topic)
             .field("default_format", &self.default_format)
             .field("idle_partition_timeout", &self.idle_partition_timeout)
@@ -584,6 +631,39 @@ impl Config {
                     "use a positive number or remove the key",
                 );
             }
+        }
+        for (field, v) in [("targets.market_size", self.targets.market_size)]
+            .into_iter()
+            .chain(
+                self.targets
+                    .product_market_size
+                    .values()
+                    .map(|v| ("targets.product_market_size", Some(*v))),
+            )
+        {
+            if let Some(v) = v {
+                if !(v > 0.0 && v.is_finite()) {
+                    err(
+                        field,
+                        format!("{v} is not a positive amount"),
+                        "use the yearly market revenue, a positive number, or remove the key",
+                    );
+                }
+            }
+        }
+        if self.kpis.max_series_per_dimension == 0 {
+            err(
+                "kpis.max_series_per_dimension",
+                "0 would fold every value into \"other\"".into(),
+                "use a positive number, e.g. 1000",
+            );
+        }
+        if self.kpis.leaderboard_size == 0 {
+            err(
+                "kpis.leaderboard_size",
+                "0 entries".into(),
+                "use a positive number, e.g. 10",
+            );
         }
         if self.input.batch_size == 0 {
             err(

@@ -51,6 +51,7 @@ impl Event<'_> {
             Payload::SpendRecorded(d) => &d.channel,
             Payload::HeadcountSet(d) => d.team.as_deref().unwrap_or(""),
             Payload::CompetitorPriceObserved(d) => &d.product,
+            Payload::MarketSizeSet(d) => d.product.as_deref().unwrap_or(""),
         }
     }
 }
@@ -96,6 +97,7 @@ event_types! {
     QuotaSet => "crm.quota.set",
     HeadcountSet => "crm.headcount.set",
     CompetitorPriceObserved => "crm.competitor.price_observed",
+    MarketSizeSet => "crm.market.size_set",
 }
 
 /// The `data` of an event, one variant per [`EventType`].
@@ -119,6 +121,7 @@ pub enum Payload<'a> {
     QuotaSet(QuotaSet<'a>),
     HeadcountSet(HeadcountSet<'a>),
     CompetitorPriceObserved(CompetitorPriceObserved<'a>),
+    MarketSizeSet(MarketSizeSet<'a>),
 }
 
 impl Payload<'_> {
@@ -142,6 +145,7 @@ impl Payload<'_> {
             Payload::QuotaSet(_) => EventType::QuotaSet,
             Payload::HeadcountSet(_) => EventType::HeadcountSet,
             Payload::CompetitorPriceObserved(_) => EventType::CompetitorPriceObserved,
+            Payload::MarketSizeSet(_) => EventType::MarketSizeSet,
         }
     }
 }
@@ -201,6 +205,13 @@ pub struct LeadCreated<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     pub region: OptStr<'a>,
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub segment: OptStr<'a>,
 }
 
 /// Lead qualification level.
@@ -290,6 +301,20 @@ pub struct DealCreated<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     pub region: OptStr<'a>,
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub campaign: OptStr<'a>,
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub segment: OptStr<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -395,6 +420,13 @@ pub struct CustomerAcquired<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     pub channel: OptStr<'a>,
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub segment: OptStr<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -515,6 +547,20 @@ pub struct CompetitorPriceObserved<'a> {
     pub competitor: Str<'a>,
     pub price: f64,
     pub our_price: f64,
+}
+
+/// The size of the market, for market share: total market revenue per
+/// year, for one product or (without `product`) for the whole market.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarketSizeSet<'a> {
+    pub amount: f64,
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub product: OptStr<'a>,
 }
 
 /// Earliest event time accepted (1990-01-01T00:00:00Z): anything before is

@@ -40,6 +40,14 @@ const FIRST: [&str; 12] = [
     "Ana", "Ben", "Chloé", "Dev", "Eva", "Femi", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lea",
 ];
 const COMPETITORS: [&str; 3] = ["Acme CRM", "Globex", "Initech"];
+/// (segment, share of leads)
+const SEGMENTS: [(&str, f64); 3] = [("SMB", 0.6), ("Mid-Market", 0.3), ("Enterprise", 0.1)];
+/// Yearly market size per product (for market share).
+const MARKET: [(&str, f64); 3] = [
+    ("Starter", 40_000_000.0),
+    ("Pro", 120_000_000.0),
+    ("Enterprise", 300_000_000.0),
+];
 
 struct Scheduled(i64, u64, Event<'static>);
 impl PartialEq for Scheduled {
@@ -197,6 +205,32 @@ impl Generator {
                     team: None,
                 }),
             );
+            for (team, _) in TEAMS {
+                let members = self.reps.iter().filter(|r| r.1 == team).count() as i64;
+                self.schedule(
+                    day,
+                    Payload::HeadcountSet(HeadcountSet {
+                        count: members,
+                        team: Some(c(team)),
+                    }),
+                );
+            }
+            for (product, size) in MARKET {
+                self.schedule(
+                    day,
+                    Payload::MarketSizeSet(MarketSizeSet {
+                        amount: size,
+                        product: Some(c(product)),
+                    }),
+                );
+            }
+            self.schedule(
+                day,
+                Payload::MarketSizeSet(MarketSizeSet {
+                    amount: MARKET.iter().map(|m| m.1).sum(),
+                    product: None,
+                }),
+            );
         }
         for (ch, share, _, _) in CHANNELS {
             let amount = round2(self.leads_per_day() * share * self.between(20.0, 60.0));
@@ -207,6 +241,17 @@ impl Generator {
                     channel: c(ch),
                     amount,
                     category: SpendCategory::Marketing,
+                }),
+            );
+            // Sales effort (commissions, SDR time) booked to the channel.
+            let amount = round2(amount * self.between(0.3, 0.6));
+            let t = self.in_day(day);
+            self.schedule(
+                t,
+                Payload::SpendRecorded(SpendRecorded {
+                    channel: c(ch),
+                    amount,
+                    category: SpendCategory::Sales,
                 }),
             );
         }
@@ -291,16 +336,27 @@ impl Generator {
         let (rep, team, region) = self.pick(&self.reps.clone()).clone();
         let variant = if self.rng.bool() { "A" } else { "B" };
         let campaign = format!("{channel}-q{}", 1 + self.rng.u8(0..4));
+        let r = self.rng.f64();
+        let mut acc = 0.0;
+        let mut segment = SEGMENTS[0].0;
+        for (name, share) in SEGMENTS {
+            acc += share;
+            if r < acc {
+                segment = name;
+                break;
+            }
+        }
         self.schedule(
             t0,
             Payload::LeadCreated(LeadCreated {
                 lead_id: c(&lead),
                 channel: c(channel),
                 rep: Some(c(&rep)),
-                campaign: Some(c(campaign)),
+                campaign: Some(c(campaign.clone())),
                 variant: Some(c(variant)),
                 team: Some(c(team)),
                 region: Some(c(region)),
+                segment: Some(c(segment)),
             }),
         );
         if self.rng.f64() < 0.9 {
@@ -362,6 +418,8 @@ impl Generator {
                 lead_id: Some(c(&lead)),
                 team: Some(c(team)),
                 region: Some(c(region)),
+                campaign: Some(c(campaign)),
+                segment: Some(c(segment)),
             }),
         );
         t += 1000;
@@ -395,6 +453,7 @@ impl Generator {
             Payload::CustomerAcquired(CustomerAcquired {
                 customer_id: c(&customer),
                 channel: Some(c(channel)),
+                segment: Some(c(segment)),
             }),
         );
         let order = self.id("order");
@@ -417,12 +476,15 @@ impl Generator {
                 csat,
             }),
         );
-        if self.rng.f64() < 0.3 {
+        if self.rng.f64() < 0.5 {
             let o = self.id("order");
-            let kind = if self.rng.bool() {
+            let r = self.rng.f64();
+            let kind = if r < 0.3 {
                 OrderKind::Upsell
-            } else {
+            } else if r < 0.55 {
                 OrderKind::CrossSell
+            } else {
+                OrderKind::Renewal
             };
             let amt = round2(amount * self.between(0.1, 0.5));
             let at = t + self.rng.i64(20 * DAY..200 * DAY);

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::decode::{json::BinaryAttrs, wire_of, Format, Reject, Wire};
 use crate::engine::{Engine, Outcome};
 use crate::metrics::Metrics;
-use crate::output::KpiRecord;
+use crate::output::{KpiRecord, LeaderboardRecord};
 use crate::pipeline::RunReport;
 use anyhow::Context as _;
 use rdkafka::client::ClientContext;
@@ -186,6 +186,14 @@ pub fn encode_record(r: &KpiRecord, format: Format) -> Vec<u8> {
     match format {
         Format::Json => serde_json::to_vec(r).expect("records serialize"),
         Format::Protobuf => prost::Message::encode_to_vec(&crate::output::to_proto(r)),
+    }
+}
+
+/// A leaderboard in the configured format (`salespulse.v1.Leaderboard` in protobuf).
+pub fn encode_leaderboard(b: &LeaderboardRecord, format: Format) -> Vec<u8> {
+    match format {
+        Format::Json => serde_json::to_vec(b).expect("records serialize"),
+        Format::Protobuf => prost::Message::encode_to_vec(&crate::output::leaderboard_to_proto(b)),
     }
 }
 
@@ -707,9 +715,11 @@ async fn flush(
     alerts: &Dispatcher,
 ) -> anyhow::Result<()> {
     let recs = engine.take_records();
+    let boards = engine.take_leaderboards();
     alerts.dispatch(engine.take_notifications());
     report.records += recs.len() as u64;
     m.observe(&recs);
+    m.observe_leaderboards(&boards);
     m.sync(engine);
     let k = &cfg.kafka;
     if !k.kpi_topic.is_empty() {
@@ -717,6 +727,21 @@ async fn flush(
             let key = record_key(r);
             let payload = encode_record(r, k.kpi_format);
             deliveries.push(send(producer, &k.kpi_topic, key.as_bytes(), &payload, None).await?);
+        }
+    }
+    if !k.leaderboard_topic.is_empty() {
+        for b in &boards {
+            let payload = encode_leaderboard(b, k.kpi_format);
+            deliveries.push(
+                send(
+                    producer,
+                    &k.leaderboard_topic,
+                    b.key().as_bytes(),
+                    &payload,
+                    None,
+                )
+                .await?,
+            );
         }
     }
     for ((topic, _), p) in parts.iter_mut().filter(|(_, p)| p.consumed > 0) {

@@ -6,7 +6,7 @@
 //! `engine::emit` from the same accumulators.
 
 use crate::agg::Acc;
-use crate::event::ActivityKind;
+use crate::event::{ActivityKind, OrderKind};
 
 /// Unit of a KPI value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub enum Unit {
     Seconds,
     Currency,
     Count,
+    /// A score on its own scale (NPS −100…100, CSAT 1–5).
+    Score,
 }
 
 impl Unit {
@@ -24,6 +26,7 @@ impl Unit {
             Unit::Seconds => "seconds",
             Unit::Currency => "currency",
             Unit::Count => "count",
+            Unit::Score => "score",
         }
     }
 }
@@ -71,6 +74,32 @@ kpis! {
     RETENTION_RATE = "retention_rate", Ratio, None, "(active at end − new) ÷ active at start.";
     ACTIVE_CUSTOMERS = "active_customers", Count, None, "Customers acquired − cancelled (gauge).";
     ACTIVITIES = "activities", Count, Some("activity_kind"), "Calls, e-mails, meetings and demos logged.";
+    MQL_TO_SQL = "mql_to_sql_rate", Ratio, None, "Leads reaching SQL ÷ leads reaching MQL, by qualification time.";
+    STAGE_CONVERSION = "stage_conversion_rate", Ratio, Some("stage"), "Deals leaving the stage for the next one (the last stage: won) ÷ deals leaving it.";
+    ORDERS = "orders", Count, None, "Orders placed.";
+    AVERAGE_ORDER_VALUE = "average_order_value", Currency, None, "Order revenue ÷ orders (basket size).";
+    PURCHASE_FREQUENCY = "purchase_frequency", Ratio, None, "Orders ÷ distinct customers who ordered.";
+    UPSELL_RATE = "upsell_rate", Ratio, None, "Upsell orders ÷ orders from existing customers (upsell, cross-sell, renewal).";
+    CROSS_SELL_RATE = "cross_sell_rate", Ratio, None, "Cross-sell orders ÷ orders from existing customers.";
+    CUSTOMER_LIFETIME = "customer_lifetime_seconds_avg", Seconds, None, "Mean of cancellation − acquisition, over customers cancelled in the window.";
+    CUSTOMER_LIFETIME_PERIODS = "customer_lifetime_periods", Ratio, None, "Average customer lifetime in window lengths: observed lifetime ÷ window length, else 1 ÷ churn rate.";
+    CLV = "customer_lifetime_value", Currency, None, "APV × PF × CL = order revenue ÷ distinct buyers × lifetime in window lengths.";
+    ACQUISITION_SPEND = "acquisition_spend", Currency, None, "Marketing + sales spend.";
+    CAC = "customer_acquisition_cost", Currency, None, "(Marketing + sales spend) ÷ new customers.";
+    LTV_TO_CAC = "ltv_to_cac_ratio", Ratio, None, "Customer lifetime value ÷ customer acquisition cost.";
+    NPS = "nps", Ratio, None, "(Promoters 9–10 − detractors 0–6) ÷ answers, from −1 to 1.";
+    NPS_SCORE = "nps_score", Score, None, "NPS on the usual −100…100 scale.";
+    CSAT = "csat_avg", Score, None, "Mean CSAT answer (1–5).";
+    REVENUE_PER_EMPLOYEE = "revenue_per_employee", Currency, None, "Revenue ÷ headcount (company, or the team's).";
+    MARKET_SHARE = "market_share", Ratio, None, "Revenue ÷ market size for the window (yearly size × window length ÷ year length).";
+    WIN_RATE_WITH_COMPETITOR = "win_rate_with_competitor", Ratio, None, "Won ÷ closed, over deals that named a competitor.";
+    WIN_RATE_WITHOUT_COMPETITOR = "win_rate_without_competitor", Ratio, None, "Won ÷ closed, over deals that named no competitor.";
+    PRICE_INDEX = "price_index", Ratio, None, "Σ our price ÷ Σ competitor price, over price observations.";
+    DISCOUNT_RATIO = "discount_ratio", Ratio, None, "Σ (list price − amount) ÷ Σ list price, over won deals with a list price.";
+    AVERAGE_DISCOUNT = "average_discount", Currency, None, "Σ (list price − amount) ÷ won deals with a list price.";
+    AB_LIFT = "ab_conversion_lift", Ratio, Some("control"), "(variant conversion − control conversion) ÷ control conversion.";
+    AB_P_VALUE = "ab_test_p_value", Ratio, Some("control"), "Two-sided p-value of the pooled two-proportion z-test of variant vs control conversion (numerator: z).";
+    COHORT_CONVERSION = "lead_cohort_conversion_rate", Ratio, None, "Of the leads created in the window, the share converted so far.";
 }
 
 /// One computed value.
@@ -184,22 +213,168 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
         v.extra = Some(k.as_str());
         out.push(v);
     }
+    out.push(ratio(
+        MQL_TO_SQL,
+        a.leads_sql as f64,
+        a.leads_mql as f64,
+        a.leads_mql,
+    ));
+    let orders: u64 = a.orders.iter().sum();
+    let existing = orders - a.orders[OrderKind::New as usize];
+    out.push(total(ORDERS, orders as f64, orders));
+    out.push(ratio(
+        AVERAGE_ORDER_VALUE,
+        money(a.order_revenue_cents),
+        orders as f64,
+        orders,
+    ));
+    let buyers = a.buyers.len() as u64;
+    out.push(ratio(
+        PURCHASE_FREQUENCY,
+        orders as f64,
+        buyers as f64,
+        buyers,
+    ));
+    out.push(ratio(
+        UPSELL_RATE,
+        a.orders[OrderKind::Upsell as usize] as f64,
+        existing as f64,
+        existing,
+    ));
+    out.push(ratio(
+        CROSS_SELL_RATE,
+        a.orders[OrderKind::CrossSell as usize] as f64,
+        existing as f64,
+        existing,
+    ));
+    let answers: u64 = a.nps.iter().sum();
+    let net = a.nps[2] as f64 - a.nps[0] as f64;
+    out.push(ratio(NPS, net, answers as f64, answers));
+    out.push(ratio(NPS_SCORE, 100.0 * net, answers as f64, answers));
+    out.push(ratio(
+        CSAT,
+        a.csat_milli as f64 / 1000.0,
+        a.csat_count as f64,
+        a.csat_count,
+    ));
+    let with = a.won_vs_competitor + a.lost_vs_competitor;
+    out.push(ratio(
+        WIN_RATE_WITH_COMPETITOR,
+        a.won_vs_competitor as f64,
+        with as f64,
+        with,
+    ));
+    let without = closed - with;
+    out.push(ratio(
+        WIN_RATE_WITHOUT_COMPETITOR,
+        (a.deals_won - a.won_vs_competitor) as f64,
+        without as f64,
+        without,
+    ));
+    out.push(price_index(a));
+    let discount = money(a.list_cents - a.priced_amount_cents);
+    out.push(ratio(
+        DISCOUNT_RATIO,
+        discount,
+        money(a.list_cents),
+        a.priced_won,
+    ));
+    out.push(ratio(
+        AVERAGE_DISCOUNT,
+        discount,
+        a.priced_won as f64,
+        a.priced_won,
+    ));
 }
 
-/// Churn and retention from customers active at the window start.
-pub fn churn_kpis(active_start: i64, acquired: u64, cancelled: u64, out: &mut Vec<Value>) {
+/// Σ our price ÷ Σ competitor price.
+pub fn price_index(a: &Acc) -> Value {
+    ratio(
+        PRICE_INDEX,
+        money(a.our_price_cents),
+        money(a.their_price_cents),
+        a.price_obs,
+    )
+}
+
+/// Churn, retention, customer lifetime and CLV, for scopes that have
+/// customers (all, channel, segment). `window_ms` is the window length.
+pub fn customer_kpis(active_start: i64, a: &Acc, window_ms: i64, out: &mut Vec<Value>) {
     let start = active_start.max(0) as f64;
-    out.push(ratio(
-        CHURN_RATE,
-        cancelled as f64,
-        start,
-        active_start.max(0) as u64,
-    ));
+    let n_start = active_start.max(0) as u64;
+    let (acquired, cancelled) = (a.customers_acquired, a.customers_cancelled);
+    out.push(ratio(CHURN_RATE, cancelled as f64, start, n_start));
     let end = start + acquired as f64 - cancelled as f64;
+    out.push(ratio(RETENTION_RATE, end - acquired as f64, start, n_start));
+    let life_s = a.lifetime_ms as f64 / 1000.0;
     out.push(ratio(
-        RETENTION_RATE,
-        end - acquired as f64,
-        start,
-        active_start.max(0) as u64,
+        CUSTOMER_LIFETIME,
+        life_s,
+        a.lifetimes as f64,
+        a.lifetimes,
     ));
+    // Lifetime in window lengths: observed, else 1 ÷ churn rate.
+    let periods = if a.lifetimes > 0 {
+        ratio(
+            CUSTOMER_LIFETIME_PERIODS,
+            life_s / a.lifetimes as f64,
+            window_ms as f64 / 1000.0,
+            a.lifetimes,
+        )
+    } else {
+        let mut v = ratio(CUSTOMER_LIFETIME_PERIODS, start, cancelled as f64, n_start);
+        v.numerator = None;
+        v.denominator = None;
+        v
+    };
+    let buyers = a.buyers.len() as u64;
+    let per_buyer = (buyers > 0).then(|| money(a.order_revenue_cents) / buyers as f64);
+    out.push(Value {
+        def: CLV,
+        extra: None,
+        value: per_buyer.zip(periods.value).map(|(r, p)| r * p),
+        numerator: per_buyer,
+        denominator: None,
+        sample_size: buyers,
+    });
+    out.push(periods);
+}
+
+/// Acquisition spend, CAC and LTV ÷ CAC (scopes all and channel); `clv`
+/// is the scope's customer lifetime value.
+pub fn acquisition_kpis(a: &Acc, clv: Option<f64>, out: &mut Vec<Value>) {
+    let spend = money(a.spend_cents[0] + a.spend_cents[1]);
+    let new = a.customers_acquired;
+    out.push(total(ACQUISITION_SPEND, spend, new));
+    let cac = ratio(CAC, spend, new as f64, new);
+    let ltv = match (clv, cac.value) {
+        (Some(l), Some(c)) => ratio(LTV_TO_CAC, l, c, new),
+        _ => Value {
+            def: LTV_TO_CAC,
+            extra: None,
+            value: None,
+            numerator: clv,
+            denominator: cac.value,
+            sample_size: new,
+        },
+    };
+    out.push(cac);
+    out.push(ltv);
+}
+
+/// Two-sided p-value and z of the pooled two-proportion z-test of
+/// `x1 / n1` against `x0 / n0`; `None` when undefined (an empty group, or
+/// every lead in both groups converted or none did).
+pub fn two_proportion_z_test(x1: u64, n1: u64, x0: u64, n0: u64) -> Option<(f64, f64)> {
+    if n1 == 0 || n0 == 0 {
+        return None;
+    }
+    let (p1, p0) = (x1 as f64 / n1 as f64, x0 as f64 / n0 as f64);
+    let p = (x1 + x0) as f64 / (n1 + n0) as f64;
+    let se = (p * (1.0 - p) * (1.0 / n1 as f64 + 1.0 / n0 as f64)).sqrt();
+    if se == 0.0 {
+        return None;
+    }
+    let z = (p1 - p0) / se;
+    Some((libm::erfc(z.abs() / std::f64::consts::SQRT_2), z))
 }

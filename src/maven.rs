@@ -77,10 +77,17 @@ pub fn convert(dir: &Path) -> anyhow::Result<(Vec<Event<'static>>, Report)> {
         }
         let list = prices.get(product).copied();
         if list.is_none() {
-            *report
+            let n = report
                 .unknown_products
                 .entry(product.to_string())
-                .or_default() += 1;
+                .or_default();
+            if *n == 0 {
+                tracing::warn!(
+                    product,
+                    "product of sales_pipeline.csv is not in products.csv: its deals carry no list price, so no discount is computed for them (names must match exactly, e.g. \"GTXPro\" vs \"GTX Pro\")"
+                );
+            }
+            *n += 1;
         }
         let (team, region) = teams.get(agent).cloned().unzip();
         let ev = |suffix: &str, time: i64, payload| Event {
@@ -106,6 +113,8 @@ pub fn convert(dir: &Path) -> anyhow::Result<(Vec<Event<'static>>, Report)> {
                     lead_id: None,
                     team: team.as_deref().map(c),
                     region: region.as_deref().map(c),
+                    campaign: None,
+                    segment: None,
                 }),
             ),
         ));

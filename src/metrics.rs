@@ -4,7 +4,8 @@
 //! The engine keeps plain counters; they are copied here once per batch,
 //! not per event. KPI gauges are named `salespulse_kpi_<kpi>` with labels
 //! `window` plus the dimensions (`rep`, `team`, `region`, `channel`,
-//! `product`; empty = all) and, for some, `stage` or `activity_kind`. No
+//! `product`, `campaign`, `variant`, `competitor`, `segment`; empty = all)
+//! and, for some, `stage`, `activity_kind` or `control`. No
 //! lead, deal or customer id is ever a label.
 
 use crate::decode::RejectReason;
@@ -12,7 +13,7 @@ use crate::engine::state::{Stats, DIMS, ENTITY_NAMES};
 use crate::engine::Engine;
 use crate::event::EventType;
 use crate::kpi::CATALOGUE;
-use crate::output::KpiRecord;
+use crate::output::{KpiRecord, LeaderboardRecord};
 use dashmap::DashMap;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
@@ -20,6 +21,9 @@ use prometheus::{
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+/// Window start and label sets of one leaderboard as last shown.
+type Shown = (i64, Vec<[String; 4]>);
 
 pub struct Metrics {
     pub registry: Registry,
@@ -39,6 +43,11 @@ pub struct Metrics {
     watermark: Gauge,
     kpis: HashMap<&'static str, GaugeVec>,
     sample: GaugeVec,
+    folded: IntCounterVec,
+    leaderboard: GaugeVec,
+    /// Label sets of the leaderboard gauge by (board, window kind), with
+    /// the window start they show: replaced whole at each update.
+    boards: Mutex<HashMap<(String, String), Shown>>,
     /// Counters as last copied, to turn the engine's totals into increments.
     last: Mutex<Stats>,
     /// Newest record of every series (KPI × window kind × dimensions).
@@ -358,6 +367,23 @@ impl Metrics {
         )
         .expect("metric");
         r.register(Box::new(sample.clone())).expect("register");
+        let folded = counter_vec(
+            "salespulse_series_folded_total",
+            "Events whose dimension value was folded into \"other\" (kpis.max_series_per_dimension reached), by dimension.",
+            "dimension",
+        );
+        for d in DIMS {
+            folded.with_label_values(&[d]);
+        }
+        let leaderboard = GaugeVec::new(
+            Opts::new(
+                "salespulse_leaderboard",
+                "Leaderboard entries: the value of the rep at `rank` (1 = best) on `board` (revenue, win_rate, activities).",
+            ),
+            &["board", "window", "rank", "rep"],
+        )
+        .expect("metric");
+        r.register(Box::new(leaderboard.clone())).expect("register");
         let kafka = KafkaMetrics::new(&r);
         let alerts = AlertMetrics::new(&r);
         let checkpoint = CheckpointMetrics::new(&r);
@@ -378,6 +404,9 @@ impl Metrics {
             watermark,
             kpis,
             sample,
+            folded,
+            leaderboard,
+            boards: Default::default(),
             last: Mutex::new(Stats::default()),
             table: DashMap::new(),
             kafka,
@@ -423,6 +452,11 @@ impl Metrics {
         }
         self.dedup_evicted
             .inc_by(d(s.dedup_evicted, last.dedup_evicted));
+        for (i, dim) in DIMS.iter().enumerate() {
+            let now = s.folded.get(i).copied().unwrap_or(0);
+            let before = last.folded.get(i).copied().unwrap_or(0);
+            self.folded.with_label_values(&[dim]).inc_by(d(now, before));
+        }
         self.records_out.inc_by(d(s.records_out, last.records_out));
         *last = s.clone();
         for (name, n) in ENTITY_NAMES.iter().zip(e.entity_counts()) {
@@ -472,6 +506,37 @@ impl Metrics {
             );
             self.sample.with_label_values(&sv).set(r.sample_size as f64);
             self.table.insert(key, r.clone());
+        }
+    }
+
+    /// Shows the newest leaderboards; entries of a board's previous
+    /// ranking that are gone are removed.
+    pub fn observe_leaderboards(&self, boards: &[LeaderboardRecord]) {
+        let mut shown = self.boards.lock().expect("metrics lock");
+        for b in boards {
+            let key = (b.board.to_string(), b.window.kind.clone());
+            if let Some((start, old)) = shown.get(&key) {
+                if *start > b.window.start_ms {
+                    continue;
+                }
+                for l in old {
+                    let l: Vec<&str> = l.iter().map(String::as_str).collect();
+                    let _ = self.leaderboard.remove_label_values(&l);
+                }
+            }
+            let mut labels = Vec::new();
+            for e in &b.entries {
+                let l = [
+                    b.board.to_string(),
+                    b.window.kind.clone(),
+                    e.rank.to_string(),
+                    e.rep.clone(),
+                ];
+                let lr: Vec<&str> = l.iter().map(String::as_str).collect();
+                self.leaderboard.with_label_values(&lr).set(e.value);
+                labels.push(l);
+            }
+            shown.insert(key, (b.window.start_ms, labels));
         }
     }
 

@@ -61,6 +61,44 @@ impl KpiRecord {
     }
 }
 
+/// A ranking of reps for one window: its own record kind on every output
+/// (`"record": "leaderboard"` in JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardRecord {
+    /// Always `leaderboard`, so that consumers of a mixed stream can tell it apart.
+    pub record: Cow<'static, str>,
+    /// `revenue`, `win_rate` or `activities`.
+    pub board: Cow<'static, str>,
+    /// Unit of the entries' values.
+    pub unit: Cow<'static, str>,
+    pub window: Arc<WindowInfo>,
+    /// Best first; ties broken by rep name.
+    pub entries: Vec<LeaderboardEntry>,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub revision: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardEntry {
+    /// 1 for the best.
+    pub rank: u32,
+    pub rep: String,
+    pub value: f64,
+    /// Won deals (revenue), closed deals (win rate) or activities.
+    pub sample_size: u64,
+}
+
+impl LeaderboardRecord {
+    /// Key on the KPI topic: one per board and window instance.
+    pub fn key(&self) -> String {
+        format!(
+            "leaderboard|{}|{}|{}",
+            self.board, self.window.kind, self.window.label
+        )
+    }
+}
+
 /// The protobuf form of a record (`salespulse.v1.KpiRecord`).
 pub fn to_proto(r: &KpiRecord) -> crate::pb::KpiRecord {
     let ts = |s: &str| {
@@ -89,6 +127,38 @@ pub fn to_proto(r: &KpiRecord) -> crate::pb::KpiRecord {
         r#final: r.is_final,
         revision: r.revision,
         unit: r.unit.to_string(),
+    }
+}
+
+/// The protobuf form of a leaderboard (`salespulse.v1.Leaderboard`).
+pub fn leaderboard_to_proto(b: &LeaderboardRecord) -> crate::pb::Leaderboard {
+    let ts = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: 0,
+            })
+    };
+    crate::pb::Leaderboard {
+        board: b.board.to_string(),
+        unit: b.unit.to_string(),
+        window_kind: b.window.kind.clone(),
+        window_start: ts(&b.window.start),
+        window_end: ts(&b.window.end),
+        window_label: b.window.label.clone(),
+        entries: b
+            .entries
+            .iter()
+            .map(|e| crate::pb::LeaderboardEntry {
+                rank: e.rank,
+                rep: e.rep.clone(),
+                value: e.value,
+                sample_size: e.sample_size,
+            })
+            .collect(),
+        r#final: b.is_final,
+        revision: b.revision,
     }
 }
 

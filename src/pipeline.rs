@@ -345,12 +345,18 @@ impl Sinks {
         alerts: &Dispatcher,
     ) -> anyhow::Result<()> {
         let recs: Vec<KpiRecord> = engine.take_records();
+        let boards = engine.take_leaderboards();
         alerts.dispatch(engine.take_notifications());
         report.records += recs.len() as u64;
         m.observe(&recs);
+        m.observe_leaderboards(&boards);
         if let Some(o) = &mut self.output {
             for r in &recs {
                 serde_json::to_writer(&mut *o, r)?;
+                o.write_all(b"\n")?;
+            }
+            for b in &boards {
+                serde_json::to_writer(&mut *o, b)?;
                 o.write_all(b"\n")?;
             }
         }

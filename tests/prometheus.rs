@@ -136,7 +136,7 @@ fn prometheus_scrapes_salespulse_and_answers_kpi_queries() {
             .and_then(|r| r.value)
             .unwrap_or_else(|| panic!("salespulse has no {kpi} {window}"));
         let q = format!(
-            "salespulse_kpi_{kpi}{{job=\"salespulse\",window=\"{window}\",rep=\"\",team=\"\",region=\"\",channel=\"\",product=\"\"}}"
+            "salespulse_kpi_{kpi}{{job=\"salespulse\",window=\"{window}\",rep=\"\",team=\"\",region=\"\",channel=\"\",product=\"\",campaign=\"\",variant=\"\",competitor=\"\",segment=\"\"}}"
         );
         let got = query(&prom, &q).unwrap_or_else(|| panic!("no answer to {q}"));
         assert!(

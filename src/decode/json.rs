@@ -296,6 +296,7 @@ fn payload_from<'de, D: serde::Deserializer<'de>>(
         T::CompetitorPriceObserved => {
             Payload::CompetitorPriceObserved(Deserialize::deserialize(de)?)
         }
+        T::MarketSizeSet => Payload::MarketSizeSet(Deserialize::deserialize(de)?),
     })
 }
 

@@ -310,6 +310,7 @@ pub fn validate(e: &Event<'_>) -> Result<(), Reject> {
             }
             Ok(())
         }
+        Payload::MarketSizeSet(d) => amount("amount", d.amount),
         Payload::CompetitorPriceObserved(d) => {
             non_empty("product", &d.product)?;
             non_empty("competitor", &d.competitor)?;

@@ -94,6 +94,7 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
             variant: os(&d.variant),
             team: os(&d.team),
             region: os(&d.region),
+            segment: os(&d.segment),
         }),
         P::LeadQualified(d) => Payload::LeadQualified(LeadQualified {
             lead_id: s(&d.lead_id),
@@ -118,6 +119,8 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
             lead_id: os(&d.lead_id),
             team: os(&d.team),
             region: os(&d.region),
+            campaign: os(&d.campaign),
+            segment: os(&d.segment),
         }),
         P::DealStageChanged(d) => Payload::DealStageChanged(DealStageChanged {
             deal_id: s(&d.deal_id),
@@ -136,6 +139,7 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
         P::CustomerAcquired(d) => Payload::CustomerAcquired(CustomerAcquired {
             customer_id: s(&d.customer_id),
             channel: os(&d.channel),
+            segment: os(&d.segment),
         }),
         P::CustomerCancelled(d) => Payload::CustomerCancelled(CustomerCancelled {
             customer_id: s(&d.customer_id),
@@ -174,6 +178,10 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
                 our_price: d.our_price,
             })
         }
+        P::MarketSizeSet(d) => Payload::MarketSizeSet(MarketSizeSet {
+            amount: d.amount,
+            product: os(&d.product),
+        }),
     };
     Ok(Event {
         id: s(&m.id),
@@ -226,6 +234,7 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
             variant: oown(&d.variant),
             team: oown(&d.team),
             region: oown(&d.region),
+            segment: oown(&d.segment),
         }),
         Payload::LeadQualified(d) => P::LeadQualified(pb::LeadQualified {
             lead_id: own(&d.lead_id),
@@ -250,6 +259,8 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
             lead_id: oown(&d.lead_id),
             team: oown(&d.team),
             region: oown(&d.region),
+            campaign: oown(&d.campaign),
+            segment: oown(&d.segment),
         }),
         Payload::DealStageChanged(d) => P::DealStageChanged(pb::DealStageChanged {
             deal_id: own(&d.deal_id),
@@ -268,6 +279,7 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
         Payload::CustomerAcquired(d) => P::CustomerAcquired(pb::CustomerAcquired {
             customer_id: own(&d.customer_id),
             channel: oown(&d.channel),
+            segment: oown(&d.segment),
         }),
         Payload::CustomerCancelled(d) => P::CustomerCancelled(pb::CustomerCancelled {
             customer_id: own(&d.customer_id),
@@ -306,6 +318,10 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
                 our_price: d.our_price,
             })
         }
+        Payload::MarketSizeSet(d) => P::MarketSizeSet(pb::MarketSizeSet {
+            amount: d.amount,
+            product: oown(&d.product),
+        }),
     };
     pb::Event {
         specversion: "1.0".into(),

@@ -12,6 +12,41 @@ fn cents(v: f64) -> i64 {
     (v * 100.0).round() as i64
 }
 
+/// The series values beyond `kpis.max_series_per_dimension` fold into.
+pub const OTHER: &str = "other";
+
+/// Interns `v` as a value of dimension `d`, or `other` once `d` has `max` values.
+fn fold_dim(s: &mut State, max: u32, d: usize, v: Option<&str>) -> u32 {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return 0;
+    };
+    let id = s.interner.intern(v);
+    if s.admitted.contains(d, id) {
+        return id;
+    }
+    if s.admitted.count(d) < max {
+        s.admitted.admit(d, id);
+        return id;
+    }
+    if s.stats.folded.len() < NDIMS {
+        s.stats.folded.resize(NDIMS, 0);
+    }
+    if s.stats.folded[d] == 0 {
+        tracing::warn!(
+            dimension = DIMS[d],
+            value = v,
+            cap = max,
+            "dimension has reached kpis.max_series_per_dimension: further values are folded into \"other\" (counted in salespulse_series_folded_total)"
+        );
+    }
+    s.stats.folded[d] += 1;
+    let other = s.interner.intern(OTHER);
+    if !s.admitted.contains(d, other) {
+        s.admitted.admit(d, other);
+    }
+    other
+}
+
 impl Engine {
     fn stage_id(&self, name: &str) -> Result<u8, Reject> {
         self.settings
@@ -47,19 +82,31 @@ impl Engine {
         }
     }
 
+    /// Interns a dimension value, folding it into `other` once the
+    /// dimension has `kpis.max_series_per_dimension` values.
+    pub(super) fn dim(&mut self, d: usize, v: Option<&str>) -> u32 {
+        fold_dim(&mut self.state, self.settings.max_series, d, v)
+    }
+
     /// Dimension key of a rep-bearing event: team and region from the
     /// event, else config, else what earlier events of that rep said.
     fn rep_dims(&mut self, rep: Option<&str>, team: Option<&str>, region: Option<&str>) -> DimKey {
-        let s = &mut self.state;
-        let rep_id = s.interner.intern_opt(rep);
-        let mut key = [0; 5];
+        let (s, max) = (&mut self.state, self.settings.max_series);
+        let rep_id = fold_dim(s, max, REP, rep);
+        let mut key = [0; NDIMS];
         key[REP] = rep_id;
         let cfg = rep.and_then(|r| self.settings.reps.get(r));
         let team = team.or_else(|| cfg.and_then(|c| c.0.as_deref()));
         let region = region.or_else(|| cfg.and_then(|c| c.1.as_deref()));
         let known = s.rep_info.get(&rep_id).copied().unwrap_or([0, 0]);
-        key[TEAM] = team.map_or(known[0], |t| s.interner.intern(t));
-        key[REGION] = region.map_or(known[1], |r| s.interner.intern(r));
+        key[TEAM] = match team {
+            Some(t) => fold_dim(s, max, TEAM, Some(t)),
+            None => known[0],
+        };
+        key[REGION] = match region {
+            Some(r) => fold_dim(s, max, REGION, Some(r)),
+            None => known[1],
+        };
         if rep_id != 0 && [key[TEAM], key[REGION]] != known {
             s.rep_info.insert(rep_id, [key[TEAM], key[REGION]]);
         }
@@ -126,13 +173,41 @@ impl Engine {
         self.state.stats.unknown_entity[entity] += 1;
     }
 
+    /// Counts a conversion in the creation-day cohort of the lead.
+    fn cohort_add(&mut self, created: i64, key: DimKey, new_lead: bool) {
+        let day = self.settings.cal.bounds(CalendarKind::Day, created).start;
+        match self.state.cohorts.get_mut(&day) {
+            Some(c) => {
+                let cell = c.cells.entry(key).or_default();
+                if new_lead {
+                    cell.0 += 1;
+                } else {
+                    cell.1 += 1;
+                }
+                c.dirty = true;
+            }
+            None if new_lead => {
+                let mut c = Cohort {
+                    dirty: true,
+                    ..Default::default()
+                };
+                c.cells.insert(key, (1, 0));
+                self.state.cohorts.insert(day, c);
+            }
+            None => self.state.stats.conversions_out_of_cohort += 1,
+        }
+    }
+
     pub(super) fn apply_payload(&mut self, e: &Event<'_>, stage: Option<u8>) {
         let t = e.time;
         match &e.payload {
             Payload::LeadCreated(d) => {
                 let mut key =
                     self.rep_dims(d.rep.as_deref(), d.team.as_deref(), d.region.as_deref());
-                key[CHANNEL] = self.state.interner.intern(&d.channel);
+                key[CHANNEL] = self.dim(CHANNEL, Some(&d.channel));
+                key[CAMPAIGN] = self.dim(CAMPAIGN, d.campaign.as_deref());
+                key[VARIANT] = self.dim(VARIANT, d.variant.as_deref());
+                key[SEGMENT] = self.dim(SEGMENT, d.segment.as_deref());
                 let fresh = self
                     .state
                     .leads
@@ -148,18 +223,28 @@ impl Engine {
                     .is_none();
                 if fresh {
                     self.add(t, key, |a| a.leads_created += 1);
+                    self.cohort_add(t, key, true);
                 }
             }
-            Payload::LeadQualified(d) => match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
-                Some(l) => {
-                    l.seen = l.seen.max(t);
-                    l.flags |= match d.level {
-                        crate::event::Level::Mql => MQL,
-                        crate::event::Level::Sql => SQL,
-                    };
+            Payload::LeadQualified(d) => {
+                let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
+                    return self.unknown(0);
+                };
+                l.seen = l.seen.max(t);
+                let reached = match d.level {
+                    crate::event::Level::Mql => MQL,
+                    crate::event::Level::Sql => SQL | MQL,
+                };
+                let new = reached & !l.flags;
+                l.flags |= reached;
+                let key = l.dims;
+                if new != 0 {
+                    self.add(t, key, |a| {
+                        a.leads_mql += u64::from(new & MQL != 0);
+                        a.leads_sql += u64::from(new & SQL != 0);
+                    });
                 }
-                None => self.unknown(0),
-            },
+            }
             Payload::LeadContacted(d) => {
                 let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
                     return self.unknown(0);
@@ -169,39 +254,54 @@ impl Engine {
                     return;
                 }
                 l.flags |= CONTACTED;
-                let (created, channel) = (l.created, l.dims[CHANNEL]);
+                let (created, lead_key) = (l.created, l.dims);
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
-                key[CHANNEL] = channel;
+                for dim in [CHANNEL, CAMPAIGN, VARIANT, SEGMENT] {
+                    key[dim] = lead_key[dim];
+                }
                 let ms = (t - created).max(0);
                 self.add(t, key, |a| a.response.add(ms));
             }
             Payload::LeadConverted(d) => {
-                let key = match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
+                let (key, created) = match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
                     Some(l) if l.flags & CONVERTED != 0 => return,
                     Some(l) => {
                         l.flags |= CONVERTED;
                         l.seen = l.seen.max(t);
-                        l.dims
+                        (l.dims, Some(l.created))
                     }
                     None => {
                         self.unknown(0);
-                        [0; 5]
+                        ([0; NDIMS], None)
                     }
                 };
                 self.add(t, key, |a| a.leads_converted += 1);
+                if let Some(created) = created {
+                    self.cohort_add(created, key, false);
+                }
             }
             Payload::DealCreated(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), d.team.as_deref(), d.region.as_deref());
-                let lead_channel = d
+                let lead = d
                     .lead_id
                     .as_deref()
                     .and_then(|l| self.state.leads.get(&entity_key(l)))
-                    .map(|l| l.dims[CHANNEL]);
-                key[CHANNEL] = match d.channel.as_deref() {
-                    Some(c) => self.state.interner.intern(c),
-                    None => lead_channel.unwrap_or(0),
-                };
-                key[PRODUCT] = self.state.interner.intern_opt(d.product.as_deref());
+                    .map(|l| l.dims);
+                if let Some(l) = lead {
+                    for dim in [CHANNEL, CAMPAIGN, VARIANT, SEGMENT] {
+                        key[dim] = l[dim];
+                    }
+                }
+                for (dim, v) in [
+                    (CHANNEL, d.channel.as_deref()),
+                    (CAMPAIGN, d.campaign.as_deref()),
+                    (SEGMENT, d.segment.as_deref()),
+                    (PRODUCT, d.product.as_deref()),
+                ] {
+                    if v.is_some() {
+                        key[dim] = self.dim(dim, v);
+                    }
+                }
                 let stage = stage.expect("checked stage");
                 let amount = cents(d.amount);
                 let old = self.state.deals.insert(
@@ -233,6 +333,10 @@ impl Engine {
                 let (new_stage, new_amount) = (deal.stage, deal.amount_cents);
                 self.pipeline_add(old_stage, key, -1, -old_amount);
                 self.pipeline_add(new_stage, key, 1, new_amount);
+                if new_stage != old_stage {
+                    let next = new_stage == old_stage + 1;
+                    self.add(t, key, |a| a.stage_exit(old_stage, next));
+                }
             }
             Payload::DealWon(d) | Payload::DealLost(d) => {
                 let won = matches!(e.payload, Payload::DealWon(_));
@@ -244,7 +348,7 @@ impl Engine {
                     }
                     None => {
                         self.unknown(1);
-                        [0; 5]
+                        [0; NDIMS]
                     }
                 };
                 if d.rep.is_some() || d.team.is_some() || d.region.is_some() {
@@ -255,13 +359,20 @@ impl Engine {
                     let k = self.rep_dims(rep.as_deref(), d.team.as_deref(), d.region.as_deref());
                     key[..3].copy_from_slice(&k[..3]);
                 }
-                if let Some(c) = d.channel.as_deref() {
-                    key[CHANNEL] = self.state.interner.intern(c);
-                }
-                if let Some(p) = d.product.as_deref() {
-                    key[PRODUCT] = self.state.interner.intern(p);
+                for (dim, v) in [
+                    (CHANNEL, d.channel.as_deref()),
+                    (PRODUCT, d.product.as_deref()),
+                    (COMPETITOR, d.competitor.as_deref()),
+                ] {
+                    if v.is_some() {
+                        key[dim] = self.dim(dim, v);
+                    }
                 }
                 let amount = cents(d.amount);
+                let list = d.list_price.map(cents);
+                let competitor = d.competitor.as_deref().is_some_and(|c| !c.is_empty());
+                let last_stage = self.settings.stages.len().saturating_sub(1) as u8;
+                let exit = deal.as_ref().map(|deal| deal.stage);
                 let cycle = deal.map(|deal| (t - deal.created).max(0));
                 if won {
                     self.add(t, key, |a| {
@@ -270,9 +381,24 @@ impl Engine {
                         if let Some(c) = cycle {
                             a.cycle.add(c);
                         }
+                        a.won_vs_competitor += u64::from(competitor);
+                        if let Some(l) = list {
+                            a.priced_won += 1;
+                            a.list_cents += l;
+                            a.priced_amount_cents += amount;
+                        }
+                        if let Some(s) = exit {
+                            a.stage_exit(s, s == last_stage);
+                        }
                     });
                 } else {
-                    self.add(t, key, |a| a.deals_lost += 1);
+                    self.add(t, key, |a| {
+                        a.deals_lost += 1;
+                        a.lost_vs_competitor += u64::from(competitor);
+                        if let Some(s) = exit {
+                            a.stage_exit(s, false);
+                        }
+                    });
                 }
             }
             Payload::CustomerAcquired(d) => {
@@ -280,32 +406,40 @@ impl Engine {
                     c.seen = c.seen.max(t);
                     return;
                 }
-                let channel = self.state.interner.intern_opt(d.channel.as_deref());
+                let channel = self.dim(CHANNEL, d.channel.as_deref());
+                let segment = self.dim(SEGMENT, d.segment.as_deref());
                 self.state.customers.insert(
                     entity_key(&d.customer_id),
                     Customer {
                         acquired: t,
                         seen: t,
                         channel,
+                        segment,
                     },
                 );
-                let key = [0, 0, 0, channel, 0];
+                let key = customer_key(channel, segment);
                 self.state.ledger.add(t, key, 1);
                 self.state.gauges_dirty = true;
                 self.add(t, key, |a| a.customers_acquired += 1);
             }
             Payload::CustomerCancelled(d) => {
-                let channel = match self.state.customers.remove(&entity_key(&d.customer_id)) {
-                    Some(c) => c.channel,
+                let (key, lifetime) = match self.state.customers.remove(&entity_key(&d.customer_id))
+                {
+                    Some(c) => (c.key(), Some((t - c.acquired).max(0))),
                     None => {
                         self.unknown(2);
-                        0
+                        ([0; NDIMS], None)
                     }
                 };
-                let key = [0, 0, 0, channel, 0];
                 self.state.ledger.add(t, key, -1);
                 self.state.gauges_dirty = true;
-                self.add(t, key, |a| a.customers_cancelled += 1);
+                self.add(t, key, |a| {
+                    a.customers_cancelled += 1;
+                    if let Some(l) = lifetime {
+                        a.lifetimes += 1;
+                        a.lifetime_ms += i128::from(l);
+                    }
+                });
             }
             Payload::ActivityLogged(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
@@ -314,14 +448,17 @@ impl Engine {
                     .as_deref()
                     .and_then(|id| self.state.deals.get(&entity_key(id)))
                 {
-                    key[CHANNEL] = deal.dims[CHANNEL];
-                    key[PRODUCT] = deal.dims[PRODUCT];
+                    for dim in [CHANNEL, PRODUCT, CAMPAIGN, SEGMENT] {
+                        key[dim] = deal.dims[dim];
+                    }
                 } else if let Some(lead) = d
                     .lead_id
                     .as_deref()
                     .and_then(|id| self.state.leads.get(&entity_key(id)))
                 {
-                    key[CHANNEL] = lead.dims[CHANNEL];
+                    for dim in [CHANNEL, CAMPAIGN, SEGMENT] {
+                        key[dim] = lead.dims[dim];
+                    }
                 }
                 let k = d.kind as usize;
                 self.add(t, key, |a| a.activities[k] += 1);
@@ -334,20 +471,74 @@ impl Engine {
                     .insert((key[REP], period), cents(d.amount));
             }
             Payload::OrderPlaced(d) => {
-                if let Some(c) = self.state.customers.get_mut(&entity_key(&d.customer_id)) {
-                    c.seen = c.seen.max(t);
-                }
+                let key = match self.state.customers.get_mut(&entity_key(&d.customer_id)) {
+                    Some(c) => {
+                        c.seen = c.seen.max(t);
+                        c.key()
+                    }
+                    None => {
+                        self.unknown(2);
+                        [0; NDIMS]
+                    }
+                };
+                let (kind, amount) = (d.kind as usize, cents(d.amount));
+                let buyer = xxhash_rust::xxh3::xxh3_64(d.customer_id.as_bytes());
+                self.add(t, key, |a| {
+                    a.orders[kind] += 1;
+                    a.order_revenue_cents += amount;
+                    a.buyers.insert(buyer);
+                });
             }
             Payload::SurveyAnswered(d) => {
-                if let Some(c) = self.state.customers.get_mut(&entity_key(&d.customer_id)) {
-                    c.seen = c.seen.max(t);
-                }
+                let key = match self.state.customers.get_mut(&entity_key(&d.customer_id)) {
+                    Some(c) => {
+                        c.seen = c.seen.max(t);
+                        c.key()
+                    }
+                    None => {
+                        self.unknown(2);
+                        [0; NDIMS]
+                    }
+                };
+                let class = match d.nps {
+                    0..=6 => 0,
+                    7..=8 => 1,
+                    _ => 2,
+                };
+                let csat = d.csat.map(|c| (c * 1000.0).round() as i64);
+                self.add(t, key, |a| {
+                    a.nps[class] += 1;
+                    if let Some(c) = csat {
+                        a.csat_count += 1;
+                        a.csat_milli += c;
+                    }
+                });
             }
-            // Counted in `events_in`; their KPIs (CAC, revenue per employee,
-            // competitive pricing) come with the rest of the catalogue.
-            Payload::SpendRecorded(_)
-            | Payload::HeadcountSet(_)
-            | Payload::CompetitorPriceObserved(_) => {}
+            Payload::SpendRecorded(d) => {
+                let mut key = [0; NDIMS];
+                key[CHANNEL] = self.dim(CHANNEL, Some(&d.channel));
+                let (cat, amount) = (d.category as usize, cents(d.amount));
+                self.add(t, key, |a| a.spend_cents[cat] += amount);
+            }
+            Payload::CompetitorPriceObserved(d) => {
+                let mut key = [0; NDIMS];
+                key[PRODUCT] = self.dim(PRODUCT, Some(&d.product));
+                key[COMPETITOR] = self.dim(COMPETITOR, Some(&d.competitor));
+                let (ours, theirs) = (cents(d.our_price), cents(d.price));
+                self.add(t, key, |a| {
+                    a.price_obs += 1;
+                    a.our_price_cents += ours;
+                    a.their_price_cents += theirs;
+                });
+            }
+            Payload::HeadcountSet(d) => {
+                let team = self.dim(TEAM, d.team.as_deref());
+                self.state.headcount.insert(team, d.count);
+            }
+            Payload::MarketSizeSet(d) => {
+                let product = self.dim(PRODUCT, d.product.as_deref());
+                self.state.market_size.insert(product, cents(d.amount));
+            }
         }
     }
 }

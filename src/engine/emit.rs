@@ -5,13 +5,16 @@
 use super::state::*;
 use super::Engine;
 use crate::agg::{Acc, Pipeline};
-use crate::kpi::{self, money, ratio, Value};
-use crate::output::{KpiRecord, WindowInfo};
+use crate::kpi::{self, money, ratio, Unit, Value};
+use crate::output::{KpiRecord, LeaderboardEntry, LeaderboardRecord, WindowInfo};
 use crate::window::CalendarKind;
 use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A rep's place on a leaderboard: (value, sample size, rep name).
+type Ranked<'a> = (f64, u64, &'a str);
 
 /// Which window a batch of values belongs to.
 struct Win {
@@ -70,11 +73,9 @@ impl Engine {
         m
     }
 
-    /// Pushes records for `values` of `scope`; for scopes other than
-    /// "all", values with an empty sample are left out.
-    fn push(&mut self, w: &Win, scope: Scope, values: &[Value]) {
-        let info = w
-            .info
+    /// The window info shared by the records of one emission.
+    fn info(&self, w: &Win) -> Arc<WindowInfo> {
+        w.info
             .get_or_init(|| {
                 Arc::new(WindowInfo {
                     kind: w.kind.clone(),
@@ -84,7 +85,13 @@ impl Engine {
                     start_ms: w.start,
                 })
             })
-            .clone();
+            .clone()
+    }
+
+    /// Pushes records for `values` of `scope`; for scopes other than
+    /// "all", values with an empty sample are left out.
+    fn push(&mut self, w: &Win, scope: Scope, values: &[Value]) {
+        let info = self.info(w);
         for v in values {
             if scope != ALL && v.sample_size == 0 {
                 continue;
@@ -111,22 +118,60 @@ impl Engine {
         let active = self.state.ledger.active_at(w.start);
         let mut scopes: Vec<&Scope> = rolled.keys().collect();
         scopes.sort_unstable();
-        let mut values = Vec::with_capacity(32);
-        for scope in scopes {
+        let len = w.end - w.start;
+        let headcount = self.headcounts();
+        let market = self.market_sizes(w.start, len);
+        let mut values = Vec::with_capacity(64);
+        for &scope in &scopes {
             let acc = &rolled[scope];
             values.clear();
             kpi::window_kpis(acc, &mut values);
-            if scope.0 == 0 || scope.0 as usize - 1 == CHANNEL {
+            let dim = scope.0 as usize;
+            if dim == 0 || dim - 1 == CHANNEL || dim - 1 == SEGMENT {
                 let start = active.get(scope).copied().unwrap_or(0);
-                kpi::churn_kpis(
-                    start,
-                    acc.customers_acquired,
-                    acc.customers_cancelled,
-                    &mut values,
-                );
+                kpi::customer_kpis(start, acc, len, &mut values);
+                if dim == 0 || dim - 1 == CHANNEL {
+                    let clv = values
+                        .iter()
+                        .find(|v| v.def == kpi::CLV)
+                        .and_then(|v| v.value);
+                    kpi::acquisition_kpis(acc, clv, &mut values);
+                }
+            }
+            if let Some(h) = headcount.get(scope) {
+                values.push(ratio(
+                    kpi::REVENUE_PER_EMPLOYEE,
+                    money(acc.revenue_cents),
+                    *h as f64,
+                    acc.deals_won,
+                ));
+            }
+            if let Some(m) = market.get(scope) {
+                values.push(ratio(
+                    kpi::MARKET_SHARE,
+                    money(acc.revenue_cents),
+                    *m,
+                    acc.deals_won,
+                ));
             }
             self.push(w, *scope, &values);
+            for (i, moves) in acc.stage_moves.iter().enumerate() {
+                if moves[0] == 0 && *scope != ALL {
+                    continue;
+                }
+                let v = ratio(
+                    kpi::STAGE_CONVERSION,
+                    moves[1] as f64,
+                    moves[0] as f64,
+                    moves[0],
+                );
+                let name = self.settings.stages[i].0.clone();
+                self.push_with_extra(w, *scope, &[v], Some(("stage", &name)));
+            }
         }
+        self.emit_price_pairs(w, aggs);
+        self.emit_ab(w, &rolled);
+        self.emit_leaderboards(w, &rolled);
         if let Some(kind) = kind {
             if kind != CalendarKind::Day && kind != CalendarKind::Week {
                 self.emit_quota(w, &rolled);
@@ -135,6 +180,191 @@ impl Engine {
                 self.emit_progress(w, &rolled);
             }
         }
+    }
+
+    /// Headcount by scope: the company's (event, else config, else Σ
+    /// teams) for "all", and each team's.
+    fn headcounts(&self) -> FxHashMap<Scope, i64> {
+        let mut teams: FxHashMap<u32, i64> = FxHashMap::default();
+        for (t, n) in &self.settings.team_headcount {
+            if let Some(id) = self.state.interner.get(t) {
+                teams.insert(id, *n);
+            }
+        }
+        let mut company = self.settings.headcount;
+        for (t, n) in &self.state.headcount {
+            match t {
+                0 => company = Some(*n),
+                t => {
+                    teams.insert(*t, *n);
+                }
+            }
+        }
+        let mut out: FxHashMap<Scope, i64> = teams
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (scope(TEAM, *t), *n))
+            .collect();
+        let company = company.unwrap_or_else(|| teams.values().sum());
+        if company > 0 {
+            out.insert(ALL, company);
+        }
+        out
+    }
+
+    /// Market size for the window `[start, start + len)` by scope ("all"
+    /// and products): the yearly size × window length ÷ length of the year
+    /// the window starts in.
+    fn market_sizes(&self, start: i64, len: i64) -> FxHashMap<Scope, f64> {
+        let year = self.settings.cal.bounds(CalendarKind::Year, start);
+        let frac = len as f64 / (year.end - year.start) as f64;
+        let mut sizes: FxHashMap<u32, i64> = FxHashMap::default();
+        if let Some(m) = self.settings.market_size_cents {
+            sizes.insert(0, m);
+        }
+        for (p, m) in &self.settings.product_market_cents {
+            if let Some(id) = self.state.interner.get(p) {
+                sizes.insert(id, *m);
+            }
+        }
+        sizes.extend(self.state.market_size.iter().map(|(p, m)| (*p, *m)));
+        sizes
+            .into_iter()
+            .filter(|(_, m)| *m > 0)
+            .map(|(p, m)| {
+                let s = if p == 0 { ALL } else { scope(PRODUCT, p) };
+                (s, money(m) * frac)
+            })
+            .collect()
+    }
+
+    /// Price index per (product, competitor) pair.
+    fn emit_price_pairs(&mut self, w: &Win, aggs: &Aggs) {
+        let mut pairs: BTreeMap<(u32, u32), Acc> = BTreeMap::new();
+        for (k, a) in &aggs.0 {
+            if a.price_obs > 0 && k[PRODUCT] != 0 && k[COMPETITOR] != 0 {
+                pairs
+                    .entry((k[PRODUCT], k[COMPETITOR]))
+                    .or_default()
+                    .merge(a);
+            }
+        }
+        for ((p, c), a) in pairs {
+            let name = self.state.interner.name(c).to_string();
+            let v = kpi::price_index(&a);
+            self.push_with_extra(w, scope(PRODUCT, p), &[v], Some(("competitor", &name)));
+        }
+    }
+
+    /// A/B test of each variant's lead conversion against the control's.
+    fn emit_ab(&mut self, w: &Win, rolled: &FxHashMap<Scope, Acc>) {
+        let mut variants: Vec<(&str, u32, u64, u64)> = rolled
+            .iter()
+            .filter(|(s, a)| s.0 as usize == VARIANT + 1 && a.leads_created > 0)
+            .map(|(s, a)| {
+                (
+                    self.state.interner.name(s.1),
+                    s.1,
+                    a.leads_converted,
+                    a.leads_created,
+                )
+            })
+            .collect();
+        if variants.len() < 2 {
+            return;
+        }
+        variants.sort_unstable();
+        let control = variants
+            .iter()
+            .position(|v| v.0 == self.settings.ab_control)
+            .unwrap_or(0);
+        let (cname, _, x0, n0) = variants[control];
+        let cname = cname.to_string();
+        let rows: Vec<(u32, u64, u64)> = variants
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != control)
+            .map(|(_, v)| (v.1, v.2, v.3))
+            .collect();
+        for (id, x1, n1) in rows {
+            let (p1, p0) = (x1 as f64 / n1 as f64, x0 as f64 / n0 as f64);
+            let lift = ratio(kpi::AB_LIFT, p1 - p0, p0, n1 + n0);
+            let test = kpi::two_proportion_z_test(x1, n1, x0, n0);
+            let p = Value {
+                def: kpi::AB_P_VALUE,
+                extra: None,
+                value: test.map(|t| t.0),
+                numerator: test.map(|t| t.1),
+                denominator: None,
+                sample_size: n1 + n0,
+            };
+            self.push_with_extra(w, scope(VARIANT, id), &[lift, p], Some(("control", &cname)));
+        }
+    }
+
+    /// Top reps by revenue, win rate and activities.
+    fn emit_leaderboards(&mut self, w: &Win, rolled: &FxHashMap<Scope, Acc>) {
+        let reps: Vec<(&str, &Acc)> = rolled
+            .iter()
+            .filter(|(s, _)| s.0 as usize == REP + 1)
+            .map(|(s, a)| (self.state.interner.name(s.1), a))
+            .collect();
+        let min = self.settings.leaderboard_min_sample;
+        let boards: [(&'static str, Unit, Vec<Ranked>); 3] = [
+            (
+                "revenue",
+                Unit::Currency,
+                reps.iter()
+                    .filter(|(_, a)| a.deals_won > 0)
+                    .map(|(r, a)| (money(a.revenue_cents), a.deals_won, *r))
+                    .collect(),
+            ),
+            (
+                "win_rate",
+                Unit::Ratio,
+                reps.iter()
+                    .map(|(r, a)| (a.deals_won, a.deals_won + a.deals_lost, *r))
+                    .filter(|(_, n, _)| *n >= min.max(1))
+                    .map(|(won, n, r)| (won as f64 / n as f64, n, r))
+                    .collect(),
+            ),
+            (
+                "activities",
+                Unit::Count,
+                reps.iter()
+                    .map(|(r, a)| (a.activities.iter().sum::<u64>(), *r))
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, r)| (n as f64, n, r))
+                    .collect(),
+            ),
+        ];
+        let mut made = Vec::new();
+        for (board, unit, mut rows) in boards {
+            if rows.is_empty() {
+                continue;
+            }
+            rows.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.2.cmp(b.2)));
+            rows.truncate(self.settings.leaderboard_size);
+            made.push(LeaderboardRecord {
+                record: Cow::Borrowed("leaderboard"),
+                board: Cow::Borrowed(board),
+                unit: Cow::Borrowed(unit.as_str()),
+                window: self.info(w),
+                entries: rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (value, sample_size, rep))| LeaderboardEntry {
+                        rank: i as u32 + 1,
+                        rep: rep.to_string(),
+                        value,
+                        sample_size,
+                    })
+                    .collect(),
+                is_final: w.is_final,
+                revision: w.revision,
+            });
+        }
+        self.boards.extend(made);
     }
 
     /// Team and region of a rep (config first, then what events said).
@@ -425,8 +655,107 @@ impl Engine {
         self.emit_window(&w, None, &aggs);
     }
 
+    /// Cohort conversion of the calendar windows containing a cohort day
+    /// that changed; at `finish`, of every window with cohort data, as final.
+    fn emit_cohorts(&mut self, finish: bool) {
+        let days: Vec<i64> = self
+            .state
+            .cohorts
+            .iter()
+            .filter(|(_, c)| c.dirty || finish)
+            .map(|(d, _)| *d)
+            .collect();
+        let mut windows: std::collections::BTreeSet<(u8, i64)> = Default::default();
+        let cal = self.settings.cal;
+        for d in &days {
+            if let Some(c) = self.state.cohorts.get_mut(d) {
+                c.dirty = false;
+            }
+            for (set, c) in self.state.calendar.iter().enumerate() {
+                if c.emit {
+                    windows.insert((set as u8, cal.bounds(c.kind, *d).start));
+                }
+            }
+        }
+        for (set, start) in windows {
+            self.emit_cohort_window(set, start, finish);
+        }
+        if finish {
+            self.state.cohort_revisions.clear();
+        }
+    }
+
+    fn emit_cohort_window(&mut self, set: u8, start: i64, is_final: bool) {
+        let kind = self.state.calendar[set as usize].kind;
+        let cal = self.settings.cal;
+        let b = cal.bounds(kind, start);
+        let mut aggs = Aggs::default();
+        for (_, c) in self.state.cohorts.range(b.start..b.end) {
+            for (k, (created, converted)) in &c.cells {
+                let a = aggs.0.entry(*k).or_default();
+                a.leads_created += created;
+                a.leads_converted += converted;
+            }
+        }
+        let rev = self.state.cohort_revisions.entry((set, start)).or_default();
+        *rev += 1;
+        let w = Win {
+            kind: kind.as_str().into(),
+            start: b.start,
+            end: b.end,
+            label: cal.label(kind, b.start),
+            revision: *rev,
+            is_final,
+            info: Default::default(),
+        };
+        let rolled = aggs.rollup();
+        let mut scopes: Vec<&Scope> = rolled.keys().collect();
+        scopes.sort_unstable();
+        for s in scopes {
+            let a = &rolled[s];
+            let v = ratio(
+                kpi::COHORT_CONVERSION,
+                a.leads_converted as f64,
+                a.leads_created as f64,
+                a.leads_created,
+            );
+            self.push(&w, *s, &[v]);
+        }
+    }
+
+    /// Cohort windows whose leads are all past the entity TTL can no
+    /// longer change: emitted as final, and their days dropped.
+    pub(super) fn retire_cohorts(&mut self) {
+        let horizon = self.state.clock.saturating_sub(self.settings.entity_ttl);
+        let cal = self.settings.cal;
+        let done: Vec<(u8, i64)> = self
+            .state
+            .cohort_revisions
+            .keys()
+            .filter(|(set, start)| {
+                let kind = self.state.calendar[*set as usize].kind;
+                cal.bounds(kind, *start).end <= horizon
+            })
+            .copied()
+            .collect();
+        for (set, start) in done {
+            self.emit_cohort_window(set, start, true);
+            self.state.cohort_revisions.remove(&(set, start));
+        }
+        let keep_from = self
+            .state
+            .cohort_revisions
+            .keys()
+            .map(|(_, s)| *s)
+            .min()
+            .unwrap_or(i64::MAX)
+            .min(horizon);
+        self.state.cohorts = self.state.cohorts.split_off(&keep_from);
+    }
+
     /// Emits provisional records for every window changed since its last emission.
     pub fn emit_updates(&mut self) {
+        self.emit_cohorts(false);
         // A window changed if one of its days did.
         let dirty_days: Vec<i64> = self.state.calendar[0]
             .buckets
@@ -546,6 +875,7 @@ impl Engine {
             self.emit_rolling(set, true);
         }
         self.emit_gauges(true);
+        self.emit_cohorts(true);
         self.evaluate_alerts();
     }
 }

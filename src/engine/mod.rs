@@ -16,7 +16,7 @@ pub mod state;
 use crate::config::Config;
 use crate::decode::{json, proto, validate, Reject, RejectReason};
 use crate::event::{Event, EventType};
-use crate::output::KpiRecord;
+use crate::output::{KpiRecord, LeaderboardRecord};
 use crate::window::{Bounds, Calendar, CalendarKind};
 use state::*;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +40,18 @@ pub struct Settings {
     pub monthly_target_cents: Option<i64>,
     /// Alert rules evaluated on every record the engine emits.
     pub alerts: std::sync::Arc<crate::alert::Rules>,
+    /// `kpis.max_series_per_dimension`.
+    pub max_series: u32,
+    pub leaderboard_size: usize,
+    pub leaderboard_min_sample: u64,
+    /// A/B control variant; empty = the alphabetically first.
+    pub ab_control: String,
+    /// Headcount from config: the company's, and by team.
+    pub headcount: Option<i64>,
+    pub team_headcount: Vec<(String, i64)>,
+    /// Yearly market size in cents from config: the whole market's, and by product.
+    pub market_size_cents: Option<i64>,
+    pub product_market_cents: Vec<(String, i64)>,
 }
 
 impl Settings {
@@ -76,6 +88,24 @@ impl Settings {
                 .monthly_revenue
                 .map(|t| (t * 100.0).round() as i64),
             alerts: std::sync::Arc::new(crate::alert::Rules::new(&c.alerts)),
+            max_series: c.kpis.max_series_per_dimension,
+            leaderboard_size: c.kpis.leaderboard_size as usize,
+            leaderboard_min_sample: c.kpis.leaderboard_min_sample,
+            ab_control: c.kpis.ab_control_variant.clone(),
+            headcount: c.targets.headcount.map(i64::from),
+            team_headcount: c
+                .targets
+                .team_headcount
+                .iter()
+                .map(|(t, n)| (t.clone(), i64::from(*n)))
+                .collect(),
+            market_size_cents: c.targets.market_size.map(|v| (v * 100.0).round() as i64),
+            product_market_cents: c
+                .targets
+                .product_market_size
+                .iter()
+                .map(|(p, v)| (p.clone(), (v * 100.0).round() as i64))
+                .collect(),
         }
     }
 }
@@ -111,6 +141,7 @@ pub struct Engine {
     /// Smallest end of any open calendar bucket.
     next_close: i64,
     out: Vec<KpiRecord>,
+    boards: Vec<LeaderboardRecord>,
     notes: Vec<crate::alert::Notification>,
     /// Records of `out` already evaluated by the alert rules.
     evaluated: usize,
@@ -160,6 +191,11 @@ impl Engine {
             ledger: Default::default(),
             last_closed_month: None,
             alerts: Default::default(),
+            cohorts: Default::default(),
+            cohort_revisions: Default::default(),
+            headcount: Default::default(),
+            market_size: Default::default(),
+            admitted: Default::default(),
             stats: Stats {
                 events_in: vec![0; EventType::ALL.len()],
                 rejected: vec![0; RejectReason::ALL.len()],
@@ -180,6 +216,7 @@ impl Engine {
             last_time: i64::MIN,
             next_close: i64::MIN,
             out: Vec::new(),
+            boards: Vec::new(),
             notes: Vec::new(),
             evaluated: 0,
         }
@@ -324,6 +361,7 @@ impl Engine {
         if now >= self.state.last_sweep.saturating_add(every) {
             self.state.last_sweep = now;
             self.sweep();
+            self.retire_cohorts();
         }
     }
 
@@ -372,6 +410,11 @@ impl Engine {
         );
         self.evaluated = self.out.len();
         self.notes.extend(notes);
+    }
+
+    /// Leaderboards produced since the last call.
+    pub fn take_leaderboards(&mut self) -> Vec<LeaderboardRecord> {
+        std::mem::take(&mut self.boards)
     }
 
     /// Alert notifications made since the last call (by [`Engine::take_records`]).

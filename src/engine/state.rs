@@ -10,12 +10,32 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Dimension names, in the order of a [`DimKey`].
-pub const DIMS: [&str; 5] = ["rep", "team", "region", "channel", "product"];
+pub const DIMS: [&str; 9] = [
+    "rep",
+    "team",
+    "region",
+    "channel",
+    "product",
+    "campaign",
+    "variant",
+    "competitor",
+    "segment",
+];
 pub const REP: usize = 0;
 pub const TEAM: usize = 1;
 pub const REGION: usize = 2;
 pub const CHANNEL: usize = 3;
 pub const PRODUCT: usize = 4;
+pub const CAMPAIGN: usize = 5;
+pub const VARIANT: usize = 6;
+pub const COMPETITOR: usize = 7;
+pub const SEGMENT: usize = 8;
+pub const NDIMS: usize = DIMS.len();
+
+/// The scope of dimension `d` = value `v`.
+pub fn scope(d: usize, v: u32) -> Scope {
+    (d as u8 + 1, v)
+}
 
 /// The key an entity is remembered by: a 128-bit hash of its CRM id.
 /// Fixed-size keys keep an entity at a bounded number of bytes whatever
@@ -26,7 +46,7 @@ pub fn entity_key(id: &str) -> u128 {
 }
 
 /// Interned dimension values of one aggregate cell (0 = none).
-pub type DimKey = [u32; 5];
+pub type DimKey = [u32; NDIMS];
 
 /// A rolled-up scope: `(0, 0)` is "all", `(d + 1, v)` is dimension `d` = value `v`.
 pub type Scope = (u8, u32);
@@ -97,7 +117,7 @@ pub struct Lead {
     pub created: i64,
     /// Time of its newest event (ms), for the TTL.
     pub seen: i64,
-    /// rep, team, region, channel (product unused).
+    /// rep, team, region, channel, campaign, variant, segment.
     pub dims: DimKey,
     /// CONTACTED | CONVERTED | MQL | SQL: each is counted once.
     pub flags: u8,
@@ -122,6 +142,65 @@ pub struct Customer {
     pub seen: i64,
     /// Acquisition channel (interned).
     pub channel: u32,
+    /// Segment (interned).
+    pub segment: u32,
+}
+
+impl Customer {
+    /// The dimension key of what a customer does: channel and segment.
+    pub fn key(&self) -> DimKey {
+        customer_key(self.channel, self.segment)
+    }
+}
+
+pub fn customer_key(channel: u32, segment: u32) -> DimKey {
+    let mut k = [0; NDIMS];
+    k[CHANNEL] = channel;
+    k[SEGMENT] = segment;
+    k
+}
+
+/// Leads created on one day (a cohort), and how many of them converted
+/// so far, by dimension key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Cohort {
+    #[serde(with = "as_pairs")]
+    pub cells: FxHashMap<DimKey, (u64, u64)>,
+    pub dirty: bool,
+}
+
+/// Which values of each dimension have a series of their own
+/// (`kpis.max_series_per_dimension`); the others fold into `other`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Admitted {
+    /// One bit set per admitted interned id, by dimension.
+    pub bits: Vec<Vec<u64>>,
+    pub counts: Vec<u32>,
+}
+
+impl Admitted {
+    pub fn contains(&self, d: usize, id: u32) -> bool {
+        self.bits
+            .get(d)
+            .and_then(|b| b.get(id as usize / 64))
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+    pub fn admit(&mut self, d: usize, id: u32) {
+        if self.bits.len() < NDIMS {
+            self.bits.resize(NDIMS, Vec::new());
+            self.counts.resize(NDIMS, 0);
+        }
+        let b = &mut self.bits[d];
+        let w = id as usize / 64;
+        if b.len() <= w {
+            b.resize(w + 1, 0);
+        }
+        b[w] |= 1 << (id % 64);
+        self.counts[d] += 1;
+    }
+    pub fn count(&self, d: usize) -> u32 {
+        self.counts.get(d).copied().unwrap_or(0)
+    }
 }
 
 /// One calendar window instance being accumulated.
@@ -273,6 +352,11 @@ pub struct Stats {
     pub evicted: [u64; 3],
     /// Event ids forgotten because `state.dedup_max_entries` was reached.
     pub dedup_evicted: u64,
+    /// Dimension values folded into `other` (`kpis.max_series_per_dimension`), by dimension.
+    pub folded: Vec<u64>,
+    /// Lead conversions whose creation-day cohort was already dropped
+    /// (counted in the conversion rate, not in the cohort rate).
+    pub conversions_out_of_cohort: u64,
     pub records_out: u64,
 }
 
@@ -317,5 +401,16 @@ pub struct State {
     /// Alert instances and their lifecycle.
     #[serde(default)]
     pub alerts: crate::alert::AlertState,
+    /// Lead cohorts by creation day start.
+    pub cohorts: BTreeMap<i64, Cohort>,
+    /// Revision of each cohort window emitted so far, by (calendar set, window start).
+    pub cohort_revisions: BTreeMap<(u8, i64), u32>,
+    /// Headcount by team (0 = the company), from events.
+    #[serde(with = "as_pairs")]
+    pub headcount: FxHashMap<u32, i64>,
+    /// Yearly market size in cents by product (0 = the whole market), from events.
+    #[serde(with = "as_pairs")]
+    pub market_size: FxHashMap<u32, i64>,
+    pub admitted: Admitted,
     pub stats: Stats,
 }
