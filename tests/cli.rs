@@ -342,6 +342,12 @@ fn maven_conversion_through_the_binary() {
         err.contains("GTXPro"),
         "the product mismatch is reported: {err}"
     );
+    assert_eq!(
+        err.matches("is not in products.csv: its deals carry no list price")
+            .count(),
+        1,
+        "logged once, not once per row: {err}"
+    );
     let out = sp(
         &["run", "--input", "maven.jsonl", "--output", "k.jsonl"],
         d.path(),

@@ -127,3 +127,86 @@ fn maven_crm_kpis_match_an_independent_computation() {
     )
     .is_some());
 }
+
+/// Discount vs list price per product and quarter, straight from the CSV:
+/// Σ (list price − close value) ÷ Σ list price over won deals, with the
+/// list price from products.csv. Products missing from the price list
+/// (GTXPro) have no list price, so no discount.
+#[test]
+fn maven_discount_vs_list_price_per_product_matches_the_csv() {
+    let mut prices = std::collections::HashMap::new();
+    let mut rd = csv::Reader::from_path(dir().join("products.csv")).unwrap();
+    for row in rd.records() {
+        let row = row.unwrap();
+        prices.insert(row[0].to_string(), row[2].parse::<f64>().unwrap());
+    }
+    // (quarter, product) → (won deals, Σ list, Σ close value); plus deals of unpriced products
+    let mut want: BTreeMap<(String, String), (u64, f64, f64)> = BTreeMap::new();
+    let (mut unpriced_won, mut gtxpro_rows) = (0, 0);
+    let mut rd = csv::Reader::from_path(dir().join("sales_pipeline.csv")).unwrap();
+    for row in rd.records() {
+        let row = row.unwrap();
+        let (product, stage, close, value) = (&row[2], &row[4], &row[6], &row[7]);
+        // rows with an engage date are replayed
+        gtxpro_rows += u64::from(product == "GTXPro" && !row[5].is_empty());
+        if stage != "Won" {
+            continue;
+        }
+        let Some(list) = prices.get(product) else {
+            unpriced_won += 1;
+            continue;
+        };
+        let (y, m): (i32, u32) = (close[..4].parse().unwrap(), close[5..7].parse().unwrap());
+        let quarter = format!("{y}-Q{}", (m - 1) / 3 + 1);
+        let e = want.entry((quarter, product.to_string())).or_default();
+        e.0 += 1;
+        e.1 += list;
+        e.2 += value.parse::<f64>().unwrap();
+    }
+    assert!(unpriced_won > 0, "the export has won GTXPro deals");
+
+    let (events, report) = salespulse::maven::convert(&dir()).unwrap();
+    assert_eq!(report.unknown_products.get("GTXPro"), Some(&gtxpro_rows));
+    let mut e = Engine::from_config(&Config::default());
+    for ev in &events {
+        e.process_json(cej::encode(ev).as_bytes()).unwrap();
+    }
+    e.finish();
+    let recs = e.take_records();
+    assert!(want.len() >= 6 * 4, "{}", want.len());
+    for ((quarter, product), (n, list, value)) in &want {
+        let dims = [("product", product.as_str())];
+        let ctx = format!("{quarter} {product}");
+        let r = find(&recs, "discount_ratio", "quarter", quarter, &dims)
+            .unwrap_or_else(|| panic!("no discount for {ctx}"));
+        assert_eq!(r.sample_size, *n, "{ctx}");
+        let expect = (list - value) / list;
+        assert!(
+            (r.value.unwrap() - expect).abs() < 1e-9,
+            "discount {ctx}: {:?} vs {expect}",
+            r.value
+        );
+        let avg = value_of(&recs, "average_discount", quarter, &dims);
+        assert!(((avg - (list - value) / *n as f64) / avg.max(1.0)).abs() < 1e-9);
+    }
+    // GTXPro deals count in revenue, but never in a discount computed
+    // against a guessed price.
+    assert!(find(&recs, "revenue", "year", "2017", &[("product", "GTXPro")]).is_some());
+    assert!(find(
+        &recs,
+        "discount_ratio",
+        "year",
+        "2017",
+        &[("product", "GTXPro")]
+    )
+    .is_none());
+}
+
+fn value_of(
+    recs: &[salespulse::output::KpiRecord],
+    kpi: &str,
+    q: &str,
+    dims: &[(&str, &str)],
+) -> f64 {
+    value(recs, kpi, "quarter", q, dims).unwrap()
+}

@@ -11,7 +11,7 @@ use salespulse::engine::{Engine, Settings};
 use salespulse::generator::{GenConfig, Generator};
 
 fn acc_strategy() -> impl Strategy<Value = Vec<(u8, i64)>> {
-    proptest::collection::vec((0u8..8, 0i64..10_000_000_000), 0..60)
+    proptest::collection::vec((0u8..16, 0i64..10_000_000_000), 0..60)
 }
 
 /// Applies a list of (operation, value) to an accumulator.
@@ -30,7 +30,41 @@ fn build(ops: &[(u8, i64)]) -> Acc {
             4 => a.deals_lost += 1,
             5 => a.customers_acquired += 1,
             6 => a.customers_cancelled += 1,
-            _ => a.activities[(v % 4) as usize] += 1,
+            7 => a.activities[(v % 4) as usize] += 1,
+            8 => {
+                a.leads_mql += 1;
+                a.leads_sql += (v % 2) as u64;
+            }
+            9 => a.stage_exit((v % 5) as u8, v % 3 == 0),
+            10 => {
+                a.orders[(v % 4) as usize] += 1;
+                a.order_revenue_cents += v;
+                a.buyers.insert((v % 97) as u64);
+            }
+            11 => {
+                a.lifetimes += 1;
+                a.lifetime_ms += i128::from(v);
+                a.spend_cents[(v % 2) as usize] += v;
+            }
+            12 => {
+                a.nps[(v % 3) as usize] += 1;
+                a.csat_count += 1;
+                a.csat_milli += v % 5000;
+            }
+            13 => {
+                a.won_vs_competitor += 1;
+                a.lost_vs_competitor += (v % 2) as u64;
+            }
+            14 => {
+                a.priced_won += 1;
+                a.list_cents += v;
+                a.priced_amount_cents += v / 2;
+            }
+            _ => {
+                a.price_obs += 1;
+                a.our_price_cents += v;
+                a.their_price_cents += v / 3;
+            }
         }
     }
     a
