@@ -16,33 +16,71 @@ fn sketch_config() -> SketchConfig {
     SketchConfig::new(SKETCH_ALPHA, 2048, 1e-3)
 }
 
+/// Values a [`Dist`] keeps as they are before it builds a sketch.
+const SMALL: usize = 16;
+
 /// Distribution of durations: exact count and sum, quantiles from a
 /// DDSketch (relative error ≤ 1 %) over seconds.
+///
+/// Up to [`SMALL`] values are kept as they are and the sketch is built
+/// only beyond: most cells of a bucket hold a handful of values, and
+/// folding a handful of values into a scope is far cheaper than merging
+/// a sketch. A DDSketch's bins depend only on the multiset of values, so
+/// quantiles are the same whichever way the values arrived.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Dist {
     pub count: u64,
     /// Sum in milliseconds.
     pub sum_ms: i128,
+    /// The values (ms) while there is no sketch.
+    small: Vec<i64>,
     sketch: Option<Box<DDSketch>>,
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 impl Dist {
     pub fn add(&mut self, ms: i64) {
         self.count += 1;
         self.sum_ms += i128::from(ms);
-        self.sketch
-            .get_or_insert_with(|| Box::new(DDSketch::new(sketch_config())))
-            .add(ms as f64 / 1000.0);
+        self.insert(ms);
+    }
+
+    /// Adds a value to the small list or the sketch (not to count and sum).
+    fn insert(&mut self, ms: i64) {
+        match &mut self.sketch {
+            Some(s) => s.add(seconds(ms)),
+            None if self.small.len() < SMALL => self.small.push(ms),
+            None => {
+                let mut s = Box::new(DDSketch::new(sketch_config()));
+                for v in self.small.drain(..) {
+                    s.add(seconds(v));
+                }
+                s.add(seconds(ms));
+                self.small = Vec::new();
+                self.sketch = Some(s);
+            }
+        }
     }
 
     pub fn merge(&mut self, o: &Dist) {
         self.count += o.count;
         self.sum_ms += o.sum_ms;
-        if let Some(os) = &o.sketch {
-            match &mut self.sketch {
+        match &o.sketch {
+            None => o.small.iter().for_each(|v| self.insert(*v)),
+            Some(os) => match &mut self.sketch {
                 Some(s) => s.merge(os).expect("every sketch has the same config"),
-                None => self.sketch = Some(os.clone()),
-            }
+                None => {
+                    let mut s = os.clone();
+                    for v in self.small.drain(..) {
+                        s.add(seconds(v));
+                    }
+                    self.small = Vec::new();
+                    self.sketch = Some(s);
+                }
+            },
         }
     }
 
@@ -53,9 +91,15 @@ impl Dist {
 
     /// Quantile `q` in seconds (lower-rank convention: rank ⌊q·(n−1)⌋).
     pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
-        self.sketch
-            .as_ref()
-            .and_then(|s| s.quantile(q).ok().flatten())
+        match &self.sketch {
+            Some(s) => s.quantile(q).ok().flatten(),
+            None if self.small.is_empty() => None,
+            None => {
+                let mut s = DDSketch::new(sketch_config());
+                self.small.iter().for_each(|v| s.add(seconds(*v)));
+                s.quantile(q).ok().flatten()
+            }
+        }
     }
 }
 

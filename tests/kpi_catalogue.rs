@@ -939,3 +939,52 @@ fn series_beyond_the_cap_fold_into_other_and_are_counted() {
         .render()
         .contains("salespulse_series_folded_total{dimension=\"campaign\"} 3"));
 }
+
+#[test]
+fn every_kpi_and_leaderboard_has_data_in_the_default_demo() {
+    use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+    let d = salespulse::config::Config::default();
+    let g = Generator::new(GenConfig {
+        seed: d.generator.seed,
+        start: DEFAULT_START,
+        events_per_day: d.generator.events_per_day,
+        reps: d.generator.reps,
+    });
+    let mut e = salespulse::engine::Engine::from_config(&d);
+    let mut recs = Vec::new();
+    let mut boards = Vec::new();
+    // about four simulated months
+    for (i, ev) in g.take(120_000).enumerate() {
+        e.apply(&ev).unwrap();
+        if i % 10_000 == 0 {
+            e.emit_updates();
+            recs.extend(e.take_records());
+            boards.extend(e.take_leaderboards());
+        }
+    }
+    e.finish();
+    recs.extend(e.take_records());
+    boards.extend(e.take_leaderboards());
+    for def in salespulse::kpi::CATALOGUE {
+        assert!(
+            recs.iter()
+                .any(|r| r.kpi == def.name && r.value.is_some_and(f64::is_finite)),
+            "the demo gives no value for {}",
+            def.name
+        );
+    }
+    for board in ["revenue", "win_rate", "activities"] {
+        assert!(
+            boards
+                .iter()
+                .any(|b| b.board == board && !b.entries.is_empty()),
+            "no {board} leaderboard"
+        );
+    }
+    for dim in salespulse::engine::state::DIMS {
+        assert!(
+            recs.iter().any(|r| r.dimensions.contains_key(dim)),
+            "no series by {dim}"
+        );
+    }
+}
