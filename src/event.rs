@@ -314,6 +314,13 @@ pub struct DealCreated<'a> {
         deserialize_with = "opt_str",
         skip_serializing_if = "Option::is_none"
     )]
+    pub variant: OptStr<'a>,
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub segment: OptStr<'a>,
 }
 

@@ -419,6 +419,7 @@ impl Generator {
                 team: Some(c(team)),
                 region: Some(c(region)),
                 campaign: Some(c(campaign)),
+                variant: Some(c(variant)),
                 segment: Some(c(segment)),
             }),
         );

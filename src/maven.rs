@@ -114,6 +114,7 @@ pub fn convert(dir: &Path) -> anyhow::Result<(Vec<Event<'static>>, Report)> {
                     team: team.as_deref().map(c),
                     region: region.as_deref().map(c),
                     campaign: None,
+                    variant: None,
                     segment: None,
                 }),
             ),

@@ -117,7 +117,7 @@ async fn replay_through_mock_cluster_equals_file_mode_and_dead_letters_bad_messa
     let mock = MockCluster::new(3).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 3, 1).unwrap();
-    mock.create_topic("kpis", 1, 1).unwrap();
+    mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
 
     let evs = events(4000);
@@ -301,7 +301,7 @@ async fn broker_errors_lose_no_record() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 2, 1).unwrap();
-    mock.create_topic("kpis", 1, 1).unwrap();
+    mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(1500);
     let lines: Vec<String> = evs.iter().map(cej::encode).collect();
@@ -400,7 +400,7 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
     let bs = mock.bootstrap_servers();
     // (librdkafka's mock cluster keeps only so many messages per partition)
     mock.create_topic("crm.events", 3, 1).unwrap();
-    mock.create_topic("kpis", 1, 1).unwrap();
+    mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(10_000);
     let lines: Vec<String> = evs.iter().map(cej::encode).collect();

@@ -120,6 +120,7 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
             team: os(&d.team),
             region: os(&d.region),
             campaign: os(&d.campaign),
+            variant: os(&d.variant),
             segment: os(&d.segment),
         }),
         P::DealStageChanged(d) => Payload::DealStageChanged(DealStageChanged {
@@ -260,6 +261,7 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
             team: oown(&d.team),
             region: oown(&d.region),
             campaign: oown(&d.campaign),
+            variant: oown(&d.variant),
             segment: oown(&d.segment),
         }),
         Payload::DealStageChanged(d) => P::DealStageChanged(pb::DealStageChanged {

@@ -295,6 +295,7 @@ impl Engine {
                 for (dim, v) in [
                     (CHANNEL, d.channel.as_deref()),
                     (CAMPAIGN, d.campaign.as_deref()),
+                    (VARIANT, d.variant.as_deref()),
                     (SEGMENT, d.segment.as_deref()),
                     (PRODUCT, d.product.as_deref()),
                 ] {

@@ -689,12 +689,16 @@ impl Engine {
         let kind = self.state.calendar[set as usize].kind;
         let cal = self.settings.cal;
         let b = cal.bounds(kind, start);
-        let mut aggs = Aggs::default();
+        // (created, converted) by scope: plain counts, no accumulators.
+        let mut rolled: FxHashMap<Scope, (u64, u64)> = FxHashMap::default();
+        rolled.entry(ALL).or_default();
         for (_, c) in self.state.cohorts.range(b.start..b.end) {
             for (k, (created, converted)) in &c.cells {
-                let a = aggs.0.entry(*k).or_default();
-                a.leads_created += created;
-                a.leads_converted += converted;
+                for s in scopes(k) {
+                    let e = rolled.entry(s).or_default();
+                    e.0 += created;
+                    e.1 += converted;
+                }
             }
         }
         let rev = self.state.cohort_revisions.entry((set, start)).or_default();
@@ -708,18 +712,16 @@ impl Engine {
             is_final,
             info: Default::default(),
         };
-        let rolled = aggs.rollup();
-        let mut scopes: Vec<&Scope> = rolled.keys().collect();
-        scopes.sort_unstable();
-        for s in scopes {
-            let a = &rolled[s];
+        let mut cells: Vec<(Scope, (u64, u64))> = rolled.into_iter().collect();
+        cells.sort_unstable();
+        for (s, (created, converted)) in cells {
             let v = ratio(
                 kpi::COHORT_CONVERSION,
-                a.leads_converted as f64,
-                a.leads_created as f64,
-                a.leads_created,
+                converted as f64,
+                created as f64,
+                created,
             );
-            self.push(&w, *s, &[v]);
+            self.push(&w, s, &[v]);
         }
     }
 
