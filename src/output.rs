@@ -99,16 +99,18 @@ impl LeaderboardRecord {
     }
 }
 
+/// A protobuf timestamp of a window bound (RFC 3339).
+fn ts(s: &str) -> Option<prost_types::Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        })
+}
+
 /// The protobuf form of a record (`salespulse.v1.KpiRecord`).
 pub fn to_proto(r: &KpiRecord) -> crate::pb::KpiRecord {
-    let ts = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: t.timestamp_subsec_nanos() as i32,
-            })
-    };
     crate::pb::KpiRecord {
         kpi: r.kpi.to_string(),
         window_kind: r.window.kind.clone(),
@@ -132,14 +134,6 @@ pub fn to_proto(r: &KpiRecord) -> crate::pb::KpiRecord {
 
 /// The protobuf form of a leaderboard (`salespulse.v1.Leaderboard`).
 pub fn leaderboard_to_proto(b: &LeaderboardRecord) -> crate::pb::Leaderboard {
-    let ts = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: 0,
-            })
-    };
     crate::pb::Leaderboard {
         board: b.board.to_string(),
         unit: b.unit.to_string(),
