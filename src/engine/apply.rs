@@ -133,15 +133,19 @@ impl Engine {
             .expect("day bucket just opened");
         bucket.dirty = true;
         f(bucket.aggs.0.entry(key).or_default());
-        for set in &mut self.state.rolling {
+        for (i, set) in self.state.rolling.iter_mut().enumerate() {
             set.dirty = true;
-            let aggs = set.buckets.entry(sub_bucket(t, set.width)).or_default();
+            let sub = sub_bucket(t, set.width);
+            if let Some(tr) = self.track.as_mut() {
+                tr.rolling(i, sub);
+            }
+            let aggs = set.buckets.entry(sub).or_default();
             f(aggs.0.entry(key).or_default());
         }
     }
 
     /// Opens a day bucket and, where missing, the longer windows containing it.
-    fn open_day(&mut self, day: Bounds) {
+    pub(super) fn open_day(&mut self, day: Bounds) {
         let cal = self.settings.cal;
         for set in &mut self.state.calendar {
             let b = cal.bounds(set.kind, day.start);
@@ -420,6 +424,9 @@ impl Engine {
                 );
                 let key = customer_key(channel, segment);
                 self.state.ledger.add(t, key, 1);
+                if let Some(tr) = self.track.as_mut() {
+                    tr.ledger(t);
+                }
                 self.state.gauges_dirty = true;
                 self.add(t, key, |a| a.customers_acquired += 1);
             }
@@ -433,6 +440,9 @@ impl Engine {
                     }
                 };
                 self.state.ledger.add(t, key, -1);
+                if let Some(tr) = self.track.as_mut() {
+                    tr.ledger(t);
+                }
                 self.state.gauges_dirty = true;
                 self.add(t, key, |a| {
                     a.customers_cancelled += 1;

@@ -867,6 +867,10 @@ impl Engine {
             .unwrap_or(cutoff)
             .min(cutoff);
         self.state.ledger.fold_before(oldest_open);
+        if let Some(m) = self.merge.as_mut() {
+            let f = crate::window::sub_bucket(oldest_open, LEDGER_SLOT_MS);
+            m.ledger_folded = m.ledger_folded.max(f);
+        }
     }
 
     /// End of input: every window is emitted as final, rolling windows and

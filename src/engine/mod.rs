@@ -10,6 +10,7 @@
 
 mod apply;
 mod emit;
+pub mod merge;
 pub use emit::rolling_name;
 pub mod state;
 
@@ -145,6 +146,10 @@ pub struct Engine {
     notes: Vec<crate::alert::Notification>,
     /// Records of `out` already evaluated by the alert rules.
     evaluated: usize,
+    /// Source mode (scale-out): what changed since the last export.
+    track: Option<Box<merge::Track>>,
+    /// Merger mode (scale-out): the sources' contributions.
+    merge: Option<Box<merge::MergeState>>,
 }
 
 impl Engine {
@@ -219,6 +224,8 @@ impl Engine {
             boards: Vec::new(),
             notes: Vec::new(),
             evaluated: 0,
+            track: None,
+            merge: None,
         }
     }
 
@@ -345,7 +352,8 @@ impl Engine {
 
     fn on_time_advance(&mut self) {
         let cutoff = self.cutoff();
-        if cutoff >= self.next_close {
+        // A source keeps closed windows until it has exported them.
+        if cutoff >= self.next_close && self.track.is_none() {
             self.close_until(cutoff);
             self.evaluate_alerts();
         }
@@ -361,7 +369,11 @@ impl Engine {
         if now >= self.state.last_sweep.saturating_add(every) {
             self.state.last_sweep = now;
             self.sweep();
-            self.retire_cohorts();
+            if self.track.is_none() {
+                self.retire_cohorts();
+            } else {
+                self.source_retire_cohorts();
+            }
         }
     }
 

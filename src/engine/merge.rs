@@ -1,0 +1,699 @@
+//! Exact scale-out: per-partition partial aggregates, and their merge.
+//!
+//! With a consumer group, each input partition has its own *source*
+//! engine (entities, dedup memory, lateness: everything that needs the
+//! events), wherever the partition is assigned. A source never emits KPI
+//! records: it exports [`Partial`]s, the current value of every
+//! aggregate it changed (a day's cells, a rolling sub-bucket, the
+//! customer ledger of a day, a lead cohort, the open pipeline, quotas and
+//! other settings learned from events), stamped with a *version*: the
+//! input offset its state has reached.
+//!
+//! One *merger* engine receives the partials of every source. For each
+//! (source, item) it keeps the value with the highest version — a
+//! replacement, never an addition — and an item's merged value is the
+//! merge of its sources' values. Since every aggregate is mergeable
+//! (`merge(agg(A), agg(B)) == agg(A ++ B)`) and a source's state at a
+//! given offset is a deterministic function of its partition's events up
+//! to that offset, the merged values equal those of one engine over all
+//! events, whatever was repeated: a partial delivered twice, a source
+//! restarted from an older checkpoint (it replays, and its older versions
+//! are ignored), or an instance that lost a partition and still publishes
+//! for a while (its versions are older than the new owner's as soon as
+//! that one catches up, and equal ones carry equal values).
+//!
+//! The merger's event-time clock is the slowest source that is not idle,
+//! so a window closes only once every source has passed it; it then
+//! emits every KPI exactly like a single engine does (the emission code
+//! is the same).
+
+use super::state::*;
+use super::Engine;
+use crate::agg::{Acc, Pipeline};
+use crate::window::{sub_bucket, CalendarKind};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Where a source is, sent with the last message of each export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The source's event-time clock (its newest event time).
+    pub clock: i64,
+    pub max_time: i64,
+    /// The partition had no message for `kafka.idle_partition_timeout`:
+    /// it stops holding the merged clock back.
+    pub idle: bool,
+    /// `run --to-end`: the partition is consumed to its end.
+    pub at_end: bool,
+}
+
+/// Settings learned from events (quotas, team headcount, market sizes,
+/// reps' team and region).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Misc {
+    pub quotas: Vec<((u32, u32), i64)>,
+    pub rep_info: Vec<(u32, [u32; 2])>,
+    pub headcount: Vec<(u32, i64)>,
+    pub market: Vec<(u32, i64)>,
+}
+
+/// One aggregate of a source, whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Item {
+    Day {
+        start: i64,
+        cells: Vec<(DimKey, Acc)>,
+    },
+    Rolling {
+        set: u8,
+        start: i64,
+        cells: Vec<(DimKey, Acc)>,
+    },
+    /// Customer changes (15-minute slot, key, net) of one UTC day.
+    Ledger {
+        day: i64,
+        slots: Vec<(i64, DimKey, i64)>,
+    },
+    Cohort {
+        day: i64,
+        cells: Vec<(DimKey, (u64, u64))>,
+    },
+    Pipeline {
+        cells: Vec<((u8, DimKey), Pipeline)>,
+    },
+    Misc(Misc),
+}
+
+/// A message from a source to the merger. Ids in `items` index `names`
+/// (0 = none), so sources and merger need not share an interner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The source partition, `topic/partition`.
+    pub source: String,
+    /// Hash of the settings the state layout depends on; a merger
+    /// refuses partials made under other settings.
+    pub layout: u64,
+    /// The input offset the source's state has reached (next to read).
+    pub version: i64,
+    pub names: Vec<String>,
+    pub items: Vec<Item>,
+    /// In the last message of an export only.
+    pub progress: Option<Progress>,
+}
+
+impl Partial {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a partial always encodes")
+    }
+    pub fn decode(b: &[u8]) -> Result<Partial, String> {
+        postcard::from_bytes(b).map_err(|e| format!("not a salespulse partial: {e}"))
+    }
+}
+
+/// Hash of [`crate::checkpoint::layout`].
+pub fn layout_hash(s: &super::Settings) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(format!("{:?}", crate::checkpoint::layout(s)).as_bytes())
+}
+
+/// What a source engine changed since its last export.
+#[derive(Debug, Default)]
+pub struct Track {
+    rolling: FxHashSet<(u8, i64)>,
+    ledger: BTreeSet<i64>,
+    misc: Option<Misc>,
+    /// Cohorts retired by the TTL sweep, still to be exported.
+    retiring: BTreeMap<i64, Cohort>,
+    /// Everything is exported next time (a new or restored source).
+    all: bool,
+}
+
+impl Track {
+    pub(super) fn rolling(&mut self, set: usize, start: i64) {
+        self.rolling.insert((set as u8, start));
+    }
+    pub(super) fn ledger(&mut self, t: i64) {
+        self.ledger.insert(sub_bucket(t, DAY_MS));
+    }
+}
+
+/// Local ids → a compact name table.
+struct Names<'a> {
+    interner: &'a crate::intern::Interner,
+    index: FxHashMap<u32, u32>,
+    names: Vec<String>,
+}
+
+impl Names<'_> {
+    fn id(&mut self, id: u32) -> u32 {
+        if id == 0 {
+            return 0;
+        }
+        let n = self.names.len() as u32;
+        let interner = self.interner;
+        let names = &mut self.names;
+        *self.index.entry(id).or_insert_with(|| {
+            names.push(interner.name(id).to_string());
+            n
+        })
+    }
+    fn key(&mut self, k: &DimKey) -> DimKey {
+        k.map(|v| self.id(v))
+    }
+    fn cells(&mut self, a: &Aggs) -> Vec<(DimKey, Acc)> {
+        let mut v: Vec<(DimKey, Acc)> = a.0.iter().map(|(k, a)| (self.key(k), a.clone())).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// Per-(source, item) values kept by the merger, with their versions.
+type BySource<T> = BTreeMap<String, (i64, T)>;
+
+/// A source as the merger knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceState {
+    pub version: i64,
+    pub progress: Progress,
+}
+
+/// The merger's memory: the newest value of each open item per source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeState {
+    pub sources: BTreeMap<String, SourceState>,
+    /// Sources the merger waits for before its clock moves (every
+    /// partition of the input topics).
+    pub expected: BTreeSet<String>,
+    pub days: BTreeMap<i64, BySource<Aggs>>,
+    pub rolling: BTreeMap<(u8, i64), BySource<Aggs>>,
+    pub ledger: BTreeMap<i64, BySource<Vec<(i64, DimKey, i64)>>>,
+    pub cohorts: BTreeMap<i64, BySource<Vec<(DimKey, (u64, u64))>>>,
+    pub pipeline: BySource<Vec<((u8, DimKey), Pipeline)>>,
+    pub misc: BySource<Misc>,
+    /// Items that came for a window the merger had already closed.
+    pub late_items: u64,
+    /// Partials refused (other layout, undecodable).
+    pub refused: u64,
+    /// Customer changes before this instant are folded into the ledger's base.
+    pub ledger_folded: i64,
+}
+
+impl Default for MergeState {
+    fn default() -> Self {
+        MergeState {
+            sources: Default::default(),
+            expected: Default::default(),
+            days: Default::default(),
+            rolling: Default::default(),
+            ledger: Default::default(),
+            cohorts: Default::default(),
+            pipeline: Default::default(),
+            misc: Default::default(),
+            late_items: 0,
+            refused: 0,
+            ledger_folded: i64::MIN,
+        }
+    }
+}
+
+/// Stores `v` for `source` if it is not older than what is there.
+fn put<T>(m: &mut BySource<T>, source: &str, version: i64, v: T) -> bool {
+    match m.get_mut(source) {
+        Some((old, _)) if *old > version => false,
+        Some(e) => {
+            *e = (version, v);
+            true
+        }
+        None => {
+            m.insert(source.to_string(), (version, v));
+            true
+        }
+    }
+}
+
+fn merged_aggs(m: &BySource<Aggs>) -> Aggs {
+    let mut out = Aggs::default();
+    for (_, a) in m.values() {
+        out.merge(a);
+    }
+    out
+}
+
+impl Engine {
+    /// Makes this a source engine: no records, partials instead (see [`Engine::export`]).
+    pub fn set_source_mode(&mut self) {
+        self.track = Some(Box::new(Track {
+            all: true,
+            ..Default::default()
+        }));
+    }
+
+    pub fn is_source(&self) -> bool {
+        self.track.is_some()
+    }
+
+    /// Makes this the merger of `expected` sources.
+    pub fn set_merge_mode(&mut self, mut m: MergeState, expected: BTreeSet<String>) {
+        self.external_clock = true;
+        m.expected = expected;
+        self.merge = Some(Box::new(m));
+        self.next_close = i64::MIN;
+    }
+
+    pub fn merge_state(&self) -> Option<&MergeState> {
+        self.merge.as_deref()
+    }
+
+    /// The partials of everything changed since the last export (of
+    /// everything, the first time), in messages of about `max_bytes`;
+    /// then forgets what can no longer change and was exported.
+    pub fn export(
+        &mut self,
+        source: &str,
+        version: i64,
+        progress: Progress,
+        max_bytes: usize,
+    ) -> Vec<Partial> {
+        let Some(mut tr) = self.track.take() else {
+            return Vec::new();
+        };
+        let all = tr.all;
+        let s = &mut self.state;
+        let mut n = Names {
+            interner: &s.interner,
+            index: FxHashMap::default(),
+            names: vec![String::new()],
+        };
+        let mut items = Vec::new();
+        for (start, b) in s.calendar[0].buckets.iter_mut() {
+            if b.dirty || all {
+                b.dirty = false;
+                items.push(Item::Day {
+                    start: *start,
+                    cells: n.cells(&b.aggs),
+                });
+            }
+        }
+        for (i, r) in s.rolling.iter().enumerate() {
+            for (start, a) in &r.buckets {
+                if all || tr.rolling.contains(&(i as u8, *start)) {
+                    items.push(Item::Rolling {
+                        set: i as u8,
+                        start: *start,
+                        cells: n.cells(a),
+                    });
+                }
+            }
+        }
+        let mut ledger_days = std::mem::take(&mut tr.ledger);
+        if all {
+            ledger_days.extend(s.ledger.slots.keys().map(|t| sub_bucket(*t, DAY_MS)));
+        }
+        for day in ledger_days {
+            let mut slots = Vec::new();
+            for (t, cells) in s.ledger.slots.range(day..day + DAY_MS) {
+                for (k, d) in cells {
+                    slots.push((*t, n.key(k), *d));
+                }
+            }
+            items.push(Item::Ledger { day, slots });
+        }
+        let mut retiring = std::mem::take(&mut tr.retiring);
+        for (day, c) in s.cohorts.iter_mut().chain(retiring.iter_mut()) {
+            if c.dirty || all {
+                c.dirty = false;
+                let mut cells: Vec<_> = c.cells.iter().map(|(k, v)| (n.key(k), *v)).collect();
+                cells.sort_unstable();
+                items.push(Item::Cohort { day: *day, cells });
+            }
+        }
+        if s.gauges_dirty || all {
+            s.gauges_dirty = false;
+            let mut cells: Vec<_> = s
+                .pipeline
+                .iter()
+                .map(|((st, k), p)| ((*st, n.key(k)), *p))
+                .collect();
+            cells.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            items.push(Item::Pipeline { cells });
+        }
+        // Small, and rarely changed: compared whole.
+        let mut misc = Misc {
+            quotas: s.quotas.iter().map(|(k, v)| (*k, *v)).collect(),
+            rep_info: s.rep_info.iter().map(|(k, v)| (*k, *v)).collect(),
+            headcount: s.headcount.iter().map(|(k, v)| (*k, *v)).collect(),
+            market: s.market_size.iter().map(|(k, v)| (*k, *v)).collect(),
+        };
+        misc.quotas.sort_unstable();
+        misc.rep_info.sort_unstable();
+        misc.headcount.sort_unstable();
+        misc.market.sort_unstable();
+        if all || tr.misc.as_ref() != Some(&misc) {
+            tr.misc = Some(misc.clone());
+            let t = Misc {
+                quotas: misc
+                    .quotas
+                    .iter()
+                    .map(|((r, p), v)| ((n.id(*r), n.id(*p)), *v))
+                    .collect(),
+                rep_info: misc
+                    .rep_info
+                    .iter()
+                    .map(|(r, [a, b])| (n.id(*r), [n.id(*a), n.id(*b)]))
+                    .collect(),
+                headcount: misc
+                    .headcount
+                    .iter()
+                    .map(|(k, v)| (n.id(*k), *v))
+                    .collect(),
+                market: misc.market.iter().map(|(k, v)| (n.id(*k), *v)).collect(),
+            };
+            items.push(Item::Misc(t));
+        }
+        let names = n.names;
+        tr.rolling.clear();
+        tr.all = false;
+        self.track = Some(tr);
+        self.source_forget();
+        // Split into messages of about `max_bytes` (each with the name table).
+        let layout = layout_hash(&self.settings);
+        let mut out = Vec::new();
+        let mut cur: Vec<Item> = Vec::new();
+        let mut size = 0;
+        for it in items {
+            let len = postcard::experimental::serialized_size(&it).unwrap_or(0);
+            if !cur.is_empty() && size + len > max_bytes {
+                out.push(std::mem::take(&mut cur));
+                size = 0;
+            }
+            size += len;
+            cur.push(it);
+        }
+        out.push(cur);
+        let last = out.len() - 1;
+        out.into_iter()
+            .enumerate()
+            .map(|(i, items)| Partial {
+                source: source.to_string(),
+                layout,
+                version,
+                names: names.clone(),
+                items,
+                progress: (i == last).then_some(progress),
+            })
+            .collect()
+    }
+
+    /// A source forgets what is exported and can no longer change: days
+    /// and longer windows that are closed, rolling sub-buckets out of
+    /// every span, customer changes before the cutoff, old cohorts.
+    fn source_forget(&mut self) {
+        let cutoff = self.cutoff();
+        for set in &mut self.state.calendar {
+            while let Some((&start, b)) = set.buckets.first_key_value() {
+                if b.end > cutoff {
+                    break;
+                }
+                set.buckets.remove(&start);
+            }
+        }
+        let now = self.state.max_time;
+        for r in &mut self.state.rolling {
+            let span_start = sub_bucket(now, r.width) + r.width - r.span;
+            let keep_from = span_start.min(cutoff - r.width + 1);
+            r.buckets = r.buckets.split_off(&sub_bucket(keep_from, r.width));
+        }
+        // Whole days only: a ledger item is always a whole day, the same
+        // whenever it is exported (a restarted source exports it again).
+        self.state.ledger.fold_before(sub_bucket(cutoff, DAY_MS));
+    }
+
+    /// The TTL sweep of a source: cohorts past the TTL stop counting
+    /// conversions (at the same event time as in one engine), and wait
+    /// for the next export.
+    pub(super) fn source_retire_cohorts(&mut self) {
+        let horizon = self.state.clock.saturating_sub(self.settings.entity_ttl);
+        let keep = self.state.cohorts.split_off(&horizon);
+        let old = std::mem::replace(&mut self.state.cohorts, keep);
+        if let Some(tr) = self.track.as_mut() {
+            tr.retiring.extend(old.into_iter().filter(|(_, c)| c.dirty));
+        }
+    }
+
+    /// Takes in one partial (merger only). Returns false when it is refused.
+    pub fn absorb(&mut self, p: &Partial) -> bool {
+        let Some(mut m) = self.merge.take() else {
+            return false;
+        };
+        let ok = self.absorb_into(&mut m, p);
+        self.merge = Some(m);
+        ok
+    }
+
+    fn absorb_into(&mut self, m: &mut MergeState, p: &Partial) -> bool {
+        if p.layout != layout_hash(&self.settings) {
+            m.refused += 1;
+            tracing::error!(source = %p.source, "a partial made under other time / window / stage settings was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages");
+            return false;
+        }
+        let ids: Vec<u32> = p
+            .names
+            .iter()
+            .map(|s| self.state.interner.intern(s))
+            .collect();
+        let tx = |k: &DimKey| k.map(|v| ids.get(v as usize).copied().unwrap_or(0));
+        let to_aggs = |cells: &[(DimKey, Acc)]| {
+            Aggs(
+                cells
+                    .iter()
+                    .map(|(k, a)| (tx(k), a.clone()))
+                    .collect::<FxHashMap<_, _>>(),
+            )
+        };
+        let (src, v) = (p.source.as_str(), p.version);
+        let cutoff = self.cutoff();
+        for it in &p.items {
+            match it {
+                Item::Day { start, cells } => {
+                    let open = self.state.calendar[0].buckets.contains_key(start);
+                    if !open {
+                        let b = self.settings.cal.bounds(CalendarKind::Day, *start);
+                        if b.end <= cutoff || b.start != *start {
+                            m.late_items += 1;
+                            continue;
+                        }
+                        self.open_day(b);
+                    }
+                    let e = m.days.entry(*start).or_default();
+                    if put(e, src, v, to_aggs(cells)) {
+                        let merged = merged_aggs(e);
+                        let b = self.state.calendar[0]
+                            .buckets
+                            .get_mut(start)
+                            .expect("day bucket open");
+                        b.aggs = merged;
+                        b.dirty = true;
+                    }
+                }
+                Item::Rolling { set, start, cells } => {
+                    let Some(r) = self.state.rolling.get_mut(*set as usize) else {
+                        continue;
+                    };
+                    let e = m.rolling.entry((*set, *start)).or_default();
+                    if put(e, src, v, to_aggs(cells)) {
+                        r.buckets.insert(*start, merged_aggs(e));
+                        r.dirty = true;
+                    }
+                }
+                Item::Ledger { day, slots } => {
+                    if *day + DAY_MS <= m.ledger_folded {
+                        m.late_items += 1;
+                        continue;
+                    }
+                    let e = m.ledger.entry(*day).or_default();
+                    let slots: Vec<_> = slots.iter().map(|(t, k, d)| (*t, tx(k), *d)).collect();
+                    if put(e, src, v, slots) {
+                        let l = &mut self.state.ledger;
+                        let old: Vec<i64> = l.slots.range(*day..*day + DAY_MS).map(|(t, _)| *t).collect();
+                        for t in old {
+                            for (k, d) in l.slots.remove(&t).unwrap_or_default() {
+                                *l.active.entry(k).or_default() -= d;
+                            }
+                        }
+                        for (_, (_, slots)) in e.iter() {
+                            for (t, k, d) in slots {
+                                if *t >= m.ledger_folded {
+                                    l.add(*t, *k, *d);
+                                }
+                            }
+                        }
+                        l.active.retain(|_, n| *n != 0);
+                        self.state.gauges_dirty = true;
+                    }
+                }
+                Item::Cohort { day, cells } => {
+                    if !self.state.cohorts.contains_key(day)
+                        && *day + DAY_MS
+                            <= self.state.clock.saturating_sub(self.settings.entity_ttl)
+                    {
+                        m.late_items += 1;
+                        continue;
+                    }
+                    let e = m.cohorts.entry(*day).or_default();
+                    let cells: Vec<_> = cells.iter().map(|(k, c)| (tx(k), *c)).collect();
+                    if put(e, src, v, cells) {
+                        let mut c = Cohort {
+                            dirty: true,
+                            ..Default::default()
+                        };
+                        for (_, (_, cells)) in e.iter() {
+                            for (k, (a, b)) in cells {
+                                let x = c.cells.entry(*k).or_default();
+                                x.0 += a;
+                                x.1 += b;
+                            }
+                        }
+                        self.state.cohorts.insert(*day, c);
+                    }
+                }
+                Item::Pipeline { cells } => {
+                    let cells: Vec<_> = cells
+                        .iter()
+                        .map(|((st, k), p)| ((*st, tx(k)), *p))
+                        .collect();
+                    if put(&mut m.pipeline, src, v, cells) {
+                        let mut out: FxHashMap<(u8, DimKey), Pipeline> = FxHashMap::default();
+                        for (_, (_, cells)) in m.pipeline.iter() {
+                            for (k, p) in cells {
+                                let x = out.entry(*k).or_default();
+                                x.deals += p.deals;
+                                x.amount_cents += p.amount_cents;
+                            }
+                        }
+                        self.state.pipeline = out;
+                        self.state.gauges_dirty = true;
+                    }
+                }
+                Item::Misc(x) => {
+                    let id = |v: &u32| ids.get(*v as usize).copied().unwrap_or(0);
+                    let t = Misc {
+                        quotas: x
+                            .quotas
+                            .iter()
+                            .map(|((r, p), v)| ((id(r), id(p)), *v))
+                            .collect(),
+                        rep_info: x
+                            .rep_info
+                            .iter()
+                            .map(|(r, [a, b])| (id(r), [id(a), id(b)]))
+                            .collect(),
+                        headcount: x.headcount.iter().map(|(k, v)| (id(k), *v)).collect(),
+                        market: x.market.iter().map(|(k, v)| (id(k), *v)).collect(),
+                    };
+                    if put(&mut m.misc, src, v, t) {
+                        let s = &mut self.state;
+                        (s.quotas.clear(), s.rep_info.clear());
+                        (s.headcount.clear(), s.market_size.clear());
+                        // Sources in name order: where two disagree (a rep
+                        // seen with two teams), the same one wins everywhere.
+                        for (_, (_, x)) in m.misc.iter() {
+                            s.quotas.extend(x.quotas.iter().copied());
+                            s.rep_info.extend(x.rep_info.iter().copied());
+                            s.headcount.extend(x.headcount.iter().copied());
+                            s.market_size.extend(x.market.iter().copied());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(pr) = p.progress {
+            match m.sources.get_mut(src) {
+                Some(s) if s.version > v => {}
+                Some(s) => {
+                    s.version = v;
+                    s.progress = pr;
+                }
+                None => {
+                    m.sources.insert(
+                        src.to_string(),
+                        SourceState {
+                            version: v,
+                            progress: pr,
+                        },
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// Moves the merger's clock to the slowest source that is not idle
+    /// (every expected source must have reported), closing the windows
+    /// it passes, and forgets the contributions of closed items.
+    pub fn merge_advance(&mut self) {
+        let Some(m) = self.merge.take() else {
+            return;
+        };
+        let known: Vec<&SourceState> = m
+            .expected
+            .iter()
+            .filter_map(|s| m.sources.get(s))
+            .chain(
+                m.sources
+                    .iter()
+                    .filter(|(k, _)| !m.expected.contains(*k))
+                    .map(|(_, s)| s),
+            )
+            .collect();
+        let complete = m.expected.iter().all(|s| m.sources.contains_key(s));
+        let max_time = known.iter().map(|s| s.progress.max_time).max();
+        let active: Vec<i64> = known
+            .iter()
+            .filter(|s| !s.progress.idle && !s.progress.at_end)
+            .map(|s| s.progress.clock)
+            .collect();
+        let clock = if !complete {
+            None
+        } else if active.is_empty() {
+            known.iter().map(|s| s.progress.clock).max()
+        } else {
+            active.into_iter().min()
+        };
+        if let Some(t) = max_time {
+            self.state.max_time = self.state.max_time.max(t);
+        }
+        self.merge = Some(m);
+        if let Some(t) = clock.filter(|t| *t != i64::MIN) {
+            self.advance_clock(t);
+        }
+        self.merge_forget();
+    }
+
+    /// Every expected source has read its partition to the end.
+    pub fn merge_at_end(&self) -> bool {
+        self.merge.as_ref().is_some_and(|m| {
+            !m.expected.is_empty()
+                && m.expected
+                    .iter()
+                    .all(|s| m.sources.get(s).is_some_and(|s| s.progress.at_end))
+        })
+    }
+
+    fn merge_forget(&mut self) {
+        let Some(m) = self.merge.as_mut() else {
+            return;
+        };
+        let s = &self.state;
+        m.days.retain(|d, _| s.calendar[0].buckets.contains_key(d));
+        m.rolling.retain(|(set, start), _| {
+            s.rolling
+                .get(*set as usize)
+                .is_some_and(|r| r.buckets.contains_key(start))
+        });
+        let folded = m.ledger_folded;
+        m.ledger.retain(|d, _| d + DAY_MS > folded);
+        m.cohorts.retain(|d, _| s.cohorts.contains_key(d));
+    }
+}

@@ -1,0 +1,319 @@
+//! Exact scale-out, without a broker: per-partition source engines
+//! export partials, one merger merges them, and its final records equal
+//! those of one engine over every event — through repeated and
+//! reordered partials, sources restarted from older checkpoints (they
+//! replay), zombie sources that publish stale partials, and a merger
+//! restarted from its own checkpoint.
+
+#[path = "common/kafka.rs"]
+mod kafka_common;
+
+use kafka_common::{assert_same_finals, finals};
+use salespulse::config::Config;
+use salespulse::engine::merge::{MergeState, Partial, Progress};
+use salespulse::engine::state::State;
+use salespulse::engine::{Engine, Settings};
+use salespulse::event::Event;
+use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use salespulse::output::KpiRecord;
+use std::collections::{BTreeMap, BTreeSet};
+
+const PARTS: usize = 4;
+
+fn events(n: usize) -> Vec<Event<'static>> {
+    let d = Config::default();
+    Generator::new(GenConfig {
+        seed: 7,
+        start: DEFAULT_START,
+        events_per_day: d.generator.events_per_day,
+        reps: d.generator.reps,
+    })
+    .take(n)
+    .collect()
+}
+
+/// The generator's reps listed in config: a rep-only event (activity,
+/// first contact) gets its team and region from there, whichever
+/// partition it is in (see README, "Scale-out").
+fn config() -> Config {
+    let d = Config::default();
+    let reps: String = salespulse::generator::roster(d.generator.reps)
+        .iter()
+        .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
+        .collect();
+    Config::from_toml(&reps).unwrap()
+}
+
+fn settings() -> Settings {
+    Settings::from_config(&config())
+}
+
+fn file_mode(evs: &[Event<'static>]) -> Vec<KpiRecord> {
+    let mut e = Engine::new(settings());
+    for ev in evs {
+        let _ = e.apply(ev);
+    }
+    e.finish();
+    e.take_records()
+}
+
+fn partition(e: &Event<'_>) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(e.partition_key().as_bytes()) % PARTS as u64) as usize
+}
+
+fn roundtrip(s: &State) -> State {
+    postcard::from_bytes(&postcard::to_stdvec(s).unwrap()).unwrap()
+}
+
+fn new_source(state: Option<State>) -> Engine {
+    let mut e = match state {
+        Some(s) => Engine::from_state(settings(), s),
+        None => Engine::new(settings()),
+    };
+    e.set_source_mode();
+    e
+}
+
+fn name(p: usize) -> String {
+    format!("crm.events/{p}")
+}
+
+fn new_merger(saved: Option<(State, MergeState)>) -> Engine {
+    let expected: BTreeSet<String> = (0..PARTS).map(name).collect();
+    let (mut e, m) = match saved {
+        Some((s, m)) => (Engine::from_state(settings(), s), m),
+        None => (Engine::new(settings()), MergeState::default()),
+    };
+    e.set_merge_mode(m, expected);
+    e
+}
+
+struct Source {
+    engine: Engine,
+    /// Next event of the partition to apply.
+    next: usize,
+    /// Last checkpoint: state and offset.
+    saved: (State, usize),
+}
+
+/// Runs the partitions through sources and a merger with faults at
+/// random points (seeded); returns every record the merger emitted.
+fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u64) {
+    let mask: u32 = std::env::var("FMASK").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
+    let f = |b: u32| faults && mask & (1 << b) != 0;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut parts: Vec<Vec<&Event<'static>>> = vec![Vec::new(); PARTS];
+    for e in evs {
+        parts[partition(e)].push(e);
+    }
+    let mut sources: Vec<Source> = (0..PARTS)
+        .map(|_| Source {
+            engine: new_source(None),
+            next: 0,
+            saved: (Engine::new(settings()).state, 0),
+        })
+        .collect();
+    // The partials topic: a log the merger reads in order.
+    let mut log: Vec<Partial> = Vec::new();
+    let mut merger = new_merger(None);
+    let mut merged_upto = 0usize;
+    let mut merger_saved: ((State, MergeState), usize) =
+        ((Engine::new(settings()).state, MergeState::default()), 0);
+    let mut out = Vec::new();
+    let mut zombies: Vec<Partial> = Vec::new();
+    let export = |s: &mut Source, p: usize, at_end: bool| -> Vec<Partial> {
+        let e = &mut s.engine;
+        let progress = Progress {
+            clock: e.state.clock,
+            max_time: e.state.max_time,
+            idle: false,
+            at_end,
+        };
+        // Small messages, so that exports are split.
+        e.export(&name(p), s.next as i64, progress, 64 * 1024)
+    };
+    while sources.iter().enumerate().any(|(p, s)| s.next < parts[p].len()) {
+        let p = rng.usize(..PARTS);
+        let s = &mut sources[p];
+        let n = rng.usize(1..400).min(parts[p].len() - s.next);
+        for ev in &parts[p][s.next..s.next + n] {
+            let _ = s.engine.apply(ev);
+        }
+        s.next += n;
+        let msgs = export(s, p, false);
+        if p == 3 && std::env::var("DBG").is_ok() {
+            for m in &msgs { for it in &m.items { if let salespulse::engine::merge::Item::Ledger { day, slots } = it { if *day == 20520 * 86_400_000 { eprintln!("export v{} D sum {} (next {})", m.version, slots.iter().map(|x| x.2).sum::<i64>(), s.next); } } } }
+        }
+        if f(0) && rng.u8(..10) == 0 {
+            if p == 3 && std::env::var("DBG").is_ok() { eprintln!("lost; restore to {}", s.saved.1); }
+            // Lost on the way: the instance dies before they are sent.
+            s.engine = new_source(Some(roundtrip(&s.saved.0)));
+            s.next = s.saved.1;
+            continue;
+        }
+        if f(1) && rng.u8(..8) == 0 {
+            // A zombie: these come again much later.
+            zombies.extend(msgs.iter().cloned());
+        }
+        log.extend(msgs);
+        if rng.u8(..4) == 0 {
+            // Checkpoint after the partials are out.
+            s.saved = (roundtrip(&s.engine.state), s.next);
+        }
+        if f(2) && rng.u8(..10) == 0 {
+            // Crash after sending: the restarted source replays.
+            s.engine = new_source(Some(roundtrip(&s.saved.0)));
+            s.next = s.saved.1;
+        }
+        if faults && rng.u8(..10) == 0 && !zombies.is_empty() {
+            let k = rng.usize(..zombies.len());
+            log.extend(zombies.drain(..=k));
+        }
+        // The merger reads what is there.
+        while merged_upto < log.len() {
+            let msg = &log[merged_upto];
+            // Through the wire format.
+            let msg = Partial::decode(&msg.encode()).unwrap();
+            assert!(merger.absorb(&msg));
+            if faults && rng.u8(..3) == 0 {
+                assert!(merger.absorb(&msg), "a repeated partial is harmless");
+            }
+            merged_upto += 1;
+        }
+        merger.merge_advance();
+        if rng.u8(..3) == 0 {
+            merger.emit_updates();
+        }
+        out.extend(merger.take_records());
+        if rng.u8(..5) == 0 {
+            merger_saved = (
+                (
+                    roundtrip(&merger.state),
+                    postcard::from_bytes(
+                        &postcard::to_stdvec(merger.merge_state().unwrap()).unwrap(),
+                    )
+                    .unwrap(),
+                ),
+                merged_upto,
+            );
+        }
+        if f(3) && rng.u8(..20) == 0 {
+            // The merger restarts from its checkpoint and reads on from there.
+            let ((st, m), at) = merger_saved.clone();
+            merger = new_merger(Some((st, m)));
+            merged_upto = at;
+        }
+    }
+    log.extend(zombies.drain(..));
+    for (p, s) in sources.iter_mut().enumerate() {
+        let msgs = export(s, p, true);
+        log.extend(msgs);
+    }
+    for msg in &log[merged_upto..] {
+        assert!(merger.absorb(msg));
+    }
+    merger.merge_advance();
+    if std::env::var("DBG").is_ok() {
+        let src: i64 = sources.iter().map(|s| s.engine.state.ledger.active.values().sum::<i64>()).sum();
+        let mg: i64 = merger.state.ledger.active.values().sum();
+        eprintln!("sources {src} merger {mg}");
+        for (p, s) in sources.iter().enumerate() {
+            let base: i64 = s.engine.state.ledger.base.values().sum();
+            let slots: i64 = s.engine.state.ledger.slots.values().flat_map(|v| v.iter().map(|x| x.1)).sum();
+            eprintln!("src {p}: base {base} slots {slots} first slot {:?}", s.engine.state.ledger.slots.keys().next());
+        }
+        let mut fe = Engine::new(settings());
+        for ev in evs { let _ = fe.apply(ev); }
+        let per_day = |l: &salespulse::engine::state::Ledger| {
+            let mut m: BTreeMap<i64, i64> = BTreeMap::new();
+            for (t, v) in &l.slots { *m.entry(t / 86_400_000).or_default() += v.iter().map(|x| x.1).sum::<i64>(); }
+            m
+        };
+        let (a, b) = (per_day(&fe.state.ledger), per_day(&merger.state.ledger));
+        for (d, n) in &a { if b.get(d) != Some(n) { eprintln!("day {d}: file {n} merger {:?}", b.get(d));
+            for p in 0..PARTS {
+                let mut pe = Engine::new(settings());
+                for ev in evs.iter().filter(|e| partition(e) == p) { let _ = pe.apply(ev); }
+                let t: i64 = pe.state.ledger.slots.range(d*86_400_000..(d+1)*86_400_000).flat_map(|(_, v)| v.iter().map(|x| x.1)).sum();
+                let got = merger.merge_state().unwrap().ledger.get(&(d*86_400_000)).and_then(|m| m.get(&name(p))).map(|(v, s)| (*v, s.iter().map(|x| x.2).sum::<i64>()));
+                eprintln!("  part {p}: true {t} merger {got:?}");
+            }
+        } }
+        let m = merger.merge_state().unwrap();
+        eprintln!("merger base {} folded {} first slot {:?} ledger days {:?}", merger.state.ledger.base.values().sum::<i64>(), m.ledger_folded, merger.state.ledger.slots.keys().next(), m.ledger.keys().collect::<Vec<_>>());
+    }
+    assert!(merger.merge_at_end(), "every source reported its end");
+    merger.finish();
+    out.extend(merger.take_records());
+    let late = merger.merge_state().unwrap().late_items;
+    (out, late)
+}
+
+/// Every final record of a key has the same values (a repeat after a
+/// restart is the same record).
+fn assert_finals_consistent(recs: &[KpiRecord]) {
+    let mut seen: BTreeMap<String, (Option<f64>, Option<f64>, Option<f64>, u64)> =
+        BTreeMap::new();
+    for r in recs.iter().filter(|r| r.is_final) {
+        let k = salespulse::kafka::record_key(r);
+        let v = (r.value, r.numerator, r.denominator, r.sample_size);
+        if let Some(old) = seen.insert(k.clone(), v) {
+            let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                (a, b) => a == b,
+            };
+            assert!(
+                same(old.0, v.0) && same(old.1, v.1) && same(old.2, v.2) && old.3 == v.3,
+                "{k}: final {old:?} then {v:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn merged_partials_equal_one_engine() {
+    let evs = events(60_000);
+    let want = finals(&file_mode(&evs));
+    assert!(want.len() > 1000, "{} final series", want.len());
+    let (recs, late) = scaled(&evs, 1, false);
+    assert_eq!(late, 0);
+    assert_finals_consistent(&recs);
+    let got = finals(&recs);
+    assert_same_finals(&got, &want);
+    assert_eq!(got.len(), want.len(), "no extra final series");
+}
+
+#[test]
+fn merged_partials_stay_exact_through_crashes_replays_and_zombies() {
+    let evs = events(60_000);
+    let want = finals(&file_mode(&evs));
+    for seed in [2, 3] {
+        let (recs, _) = scaled(&evs, seed, true);
+        assert_finals_consistent(&recs);
+        let got = finals(&recs);
+        assert_same_finals(&got, &want);
+        assert_eq!(got.len(), want.len(), "no extra final series");
+    }
+}
+
+#[test]
+fn a_partial_under_other_settings_is_refused() {
+    let mut src = new_source(None);
+    for ev in events(200) {
+        src.apply(&ev).unwrap();
+    }
+    let progress = Progress {
+        clock: src.state.clock,
+        max_time: src.state.max_time,
+        idle: false,
+        at_end: false,
+    };
+    let msgs = src.export("crm.events/0", 200, progress, 1 << 20);
+    let mut c = config();
+    c.time.zone = "Asia/Tokyo".into();
+    let mut m = Engine::from_config(&c);
+    m.set_merge_mode(MergeState::default(), ["crm.events/0".to_string()].into());
+    assert!(!m.absorb(&msgs[0]));
+    assert_eq!(m.merge_state().unwrap().refused, 1);
+    assert!(Partial::decode(b"not a partial").is_err());
+}
