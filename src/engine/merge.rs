@@ -164,10 +164,15 @@ impl Names<'_> {
     }
     fn cells(&mut self, a: &Aggs) -> Vec<(DimKey, Acc)> {
         let mut v: Vec<(DimKey, Acc)> = a.0.iter().map(|(k, a)| (self.key(k), a.clone())).collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v.sort_unstable_by_key(|c| c.0);
         v
     }
 }
+
+/// Customer changes of a day: (15-minute slot, key, net).
+pub type LedgerDay = Vec<(i64, DimKey, i64)>;
+/// A day's lead cohort: key → (created, converted).
+pub type CohortCells = Vec<(DimKey, (u64, u64))>;
 
 /// Per-(source, item) values kept by the merger, with their versions.
 type BySource<T> = BTreeMap<String, (i64, T)>;
@@ -188,8 +193,8 @@ pub struct MergeState {
     pub expected: BTreeSet<String>,
     pub days: BTreeMap<i64, BySource<Aggs>>,
     pub rolling: BTreeMap<(u8, i64), BySource<Aggs>>,
-    pub ledger: BTreeMap<i64, BySource<Vec<(i64, DimKey, i64)>>>,
-    pub cohorts: BTreeMap<i64, BySource<Vec<(DimKey, (u64, u64))>>>,
+    pub ledger: BTreeMap<i64, BySource<LedgerDay>>,
+    pub cohorts: BTreeMap<i64, BySource<CohortCells>>,
     pub pipeline: BySource<Vec<((u8, DimKey), Pipeline)>>,
     pub misc: BySource<Misc>,
     /// Items that came for a window the merger had already closed.
@@ -336,7 +341,7 @@ impl Engine {
                 .iter()
                 .map(|((st, k), p)| ((*st, n.key(k)), *p))
                 .collect();
-            cells.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            cells.sort_unstable_by_key(|c| c.0);
             items.push(Item::Pipeline { cells });
         }
         // Small, and rarely changed: compared whole.
@@ -363,11 +368,7 @@ impl Engine {
                     .iter()
                     .map(|(r, [a, b])| (n.id(*r), [n.id(*a), n.id(*b)]))
                     .collect(),
-                headcount: misc
-                    .headcount
-                    .iter()
-                    .map(|(k, v)| (n.id(*k), *v))
-                    .collect(),
+                headcount: misc.headcount.iter().map(|(k, v)| (n.id(*k), *v)).collect(),
                 market: misc.market.iter().map(|(k, v)| (n.id(*k), *v)).collect(),
             };
             items.push(Item::Misc(t));
@@ -516,7 +517,11 @@ impl Engine {
                     let slots: Vec<_> = slots.iter().map(|(t, k, d)| (*t, tx(k), *d)).collect();
                     if put(e, src, v, slots) {
                         let l = &mut self.state.ledger;
-                        let old: Vec<i64> = l.slots.range(*day..*day + DAY_MS).map(|(t, _)| *t).collect();
+                        let old: Vec<i64> = l
+                            .slots
+                            .range(*day..*day + DAY_MS)
+                            .map(|(t, _)| *t)
+                            .collect();
                         for t in old {
                             for (k, d) in l.slots.remove(&t).unwrap_or_default() {
                                 *l.active.entry(k).or_default() -= d;
@@ -594,8 +599,10 @@ impl Engine {
                     };
                     if put(&mut m.misc, src, v, t) {
                         let s = &mut self.state;
-                        (s.quotas.clear(), s.rep_info.clear());
-                        (s.headcount.clear(), s.market_size.clear());
+                        s.quotas.clear();
+                        s.rep_info.clear();
+                        s.headcount.clear();
+                        s.market_size.clear();
                         // Sources in name order: where two disagree (a rep
                         // seen with two teams), the same one wins everywhere.
                         for (_, (_, x)) in m.misc.iter() {
