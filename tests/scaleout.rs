@@ -203,7 +203,7 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
             merged_upto = at;
         }
     }
-    log.extend(zombies.drain(..));
+    log.append(&mut zombies);
     for (p, s) in sources.iter_mut().enumerate() {
         let msgs = export(s, p, true);
         log.extend(msgs);
@@ -222,7 +222,7 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
 /// Every final record of a key has the same values (a repeat after a
 /// restart is the same record).
 fn assert_finals_consistent(recs: &[KpiRecord]) {
-    let mut seen: BTreeMap<String, (Option<f64>, Option<f64>, Option<f64>, u64)> = BTreeMap::new();
+    let mut seen: BTreeMap<String, kafka_common::Vals> = BTreeMap::new();
     for r in recs.iter().filter(|r| r.is_final) {
         let k = salespulse::kafka::record_key(r);
         let v = (r.value, r.numerator, r.denominator, r.sample_size);
