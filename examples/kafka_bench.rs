@@ -23,7 +23,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
-use salespulse::engine::Engine;
 use salespulse::event::{LeadCreated, Payload};
 use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
 use salespulse::kafka::{run, KafkaOptions};
@@ -119,6 +118,7 @@ async fn main() {
         to_end: true,
         live_updates: false,
         metrics: metrics.clone(),
+        fresh: false,
     };
     // The run waits `kafka.end_quiet` before it stops, and librdkafka
     // keeps fetching meanwhile: measure up to the last message instead.
@@ -129,7 +129,7 @@ async fn main() {
         }
         (t0.elapsed().as_secs_f64(), cpu_seconds() - c0)
     });
-    let (report, _) = run(&cfg, opts, Engine::from_config(&cfg)).await.unwrap();
+    let report = run(&cfg, opts).await.unwrap();
     let (full_wall, full_cpu) = watch.await.unwrap();
     assert_eq!(report.accepted as usize, n);
     let per_core = |cpu: f64| n as f64 / cpu;
@@ -150,8 +150,9 @@ async fn main() {
         to_end: false,
         live_updates: true,
         metrics: Arc::new(Metrics::new()),
+        fresh: false,
     };
-    let pipeline = tokio::spawn(async move { run(&cfg, opts, Engine::from_config(&cfg)).await });
+    let pipeline = tokio::spawn(async move { run(&cfg, opts).await });
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .set("group.id", "bench-reader")

@@ -33,6 +33,13 @@ pub enum InputPosition {
     Stdin { messages: u64 },
     /// The seeded generator: events already generated.
     Generator { events: u64 },
+    /// One Kafka partition (scale-out: one checkpoint per partition, in
+    /// the changelog topic): the next offset to read.
+    Kafka {
+        topic: String,
+        partition: i32,
+        next: i64,
+    },
 }
 
 /// Lengths of the output files when the checkpoint was taken: on restore
@@ -112,6 +119,98 @@ pub enum CheckpointError {
 
 const FIX: &str = "start over with `salespulse run --fresh …`, which moves the file aside to <file>.rejected and replays the input from its start; or put back a good copy of the file";
 
+/// Header + checksum around an encoded checkpoint.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 24);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a framed checkpoint, or what is wrong with it.
+pub fn unframe(bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < 24 || bytes[..6] != MAGIC[..6] {
+        return Err("no salespulse checkpoint header".into());
+    }
+    if bytes[6..8] != MAGIC[6..8] {
+        return Err(format!(
+            "format version {} is not the version {} this salespulse reads",
+            u16::from_be_bytes([bytes[6], bytes[7]]),
+            u16::from_be_bytes([MAGIC[6], MAGIC[7]])
+        ));
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    let sum = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let payload = &bytes[24..];
+    if payload.len() != len {
+        return Err(format!(
+            "{} payload bytes where the header says {len}: truncated or appended to",
+            payload.len()
+        ));
+    }
+    if xxhash_rust::xxh3::xxh3_64(payload) != sum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(payload)
+}
+
+/// The merger's checkpoint (scale-out), in the changelog topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeCheckpoint {
+    pub salespulse_version: String,
+    pub layout: Vec<(String, String)>,
+    /// Next offset of the partials topic to read.
+    pub partials_next: i64,
+    pub written_at: String,
+    pub state: State,
+    pub merge: crate::engine::merge::MergeState,
+}
+
+impl MergeCheckpoint {
+    pub fn encode(settings: &Settings, partials_next: i64, state: &State, merge: &crate::engine::merge::MergeState) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Ref<'a> {
+            salespulse_version: &'a str,
+            layout: Vec<(String, String)>,
+            partials_next: i64,
+            written_at: String,
+            state: &'a State,
+            merge: &'a crate::engine::merge::MergeState,
+        }
+        let payload = postcard::to_stdvec(&Ref {
+            salespulse_version: env!("CARGO_PKG_VERSION"),
+            layout: layout(settings),
+            partials_next,
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            state,
+            merge,
+        })
+        .expect("the merger state encodes");
+        frame(&payload)
+    }
+}
+
+/// Checks a decoded checkpoint's layout against the settings (`name` says where it came from).
+pub fn check_layout(
+    saved: &[(String, String)],
+    name: &Path,
+    s: &Settings,
+) -> Result<(), CheckpointError> {
+    for ((setting, was), (_, now)) in saved.iter().zip(layout(s)) {
+        if *was != now {
+            return Err(CheckpointError::Incompatible {
+                path: name.into(),
+                setting: setting.clone(),
+                was: was.clone(),
+                now,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The same fields as [`Checkpoint`], borrowing the state (serialized identically).
 #[derive(Serialize)]
 pub struct CheckpointRef<'a> {
@@ -143,8 +242,7 @@ impl<'a> CheckpointRef<'a> {
     /// Writes atomically: a temp file next to `path`, fsync, rename, fsync
     /// of the directory. Returns the file size.
     pub fn write(&self, path: &Path) -> std::io::Result<u64> {
-        let payload = postcard::to_stdvec(self)
-            .map_err(|e| std::io::Error::other(format!("cannot encode the checkpoint: {e}")))?;
+        let bytes = self.encode()?;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -157,17 +255,21 @@ impl<'a> CheckpointRef<'a> {
         ));
         {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&MAGIC)?;
-            f.write_all(&(payload.len() as u64).to_le_bytes())?;
-            f.write_all(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes())?;
-            f.write_all(&payload)?;
+            f.write_all(&bytes)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(payload.len() as u64 + 24)
+        Ok(bytes.len() as u64)
+    }
+
+    /// The framed bytes (what the file or the changelog holds).
+    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
+        let payload = postcard::to_stdvec(self)
+            .map_err(|e| std::io::Error::other(format!("cannot encode the checkpoint: {e}")))?;
+        Ok(frame(&payload))
     }
 }
 
@@ -184,51 +286,23 @@ impl Checkpoint {
                 })
             }
         };
+        Checkpoint::decode(&bytes, path).map(Some)
+    }
+
+    /// Decodes framed bytes (`name` says where they came from, for errors).
+    pub fn decode(bytes: &[u8], name: &Path) -> Result<Checkpoint, CheckpointError> {
         let corrupt = |problem: String| CheckpointError::Corrupt {
-            path: path.into(),
+            path: name.into(),
             problem,
         };
-        if bytes.len() < 24 || bytes[..6] != MAGIC[..6] {
-            return Err(corrupt("no salespulse checkpoint header".into()));
-        }
-        if bytes[6..8] != MAGIC[6..8] {
-            return Err(corrupt(format!(
-                "format version {} is not the version {} this salespulse reads",
-                u16::from_be_bytes([bytes[6], bytes[7]]),
-                u16::from_be_bytes([MAGIC[6], MAGIC[7]])
-            )));
-        }
-        let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-        let sum = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-        let payload = &bytes[24..];
-        if payload.len() != len {
-            return Err(corrupt(format!(
-                "{} payload bytes where the header says {len}: truncated or appended to",
-                payload.len()
-            )));
-        }
-        if xxhash_rust::xxh3::xxh3_64(payload) != sum {
-            return Err(corrupt("checksum mismatch".into()));
-        }
+        let payload = unframe(bytes).map_err(corrupt)?;
         // The dedup set is rebuilt by `Engine::from_state`.
-        postcard::from_bytes(payload)
-            .map(Some)
-            .map_err(|e| corrupt(format!("cannot decode the state: {e}")))
+        postcard::from_bytes(payload).map_err(|e| corrupt(format!("cannot decode the state: {e}")))
     }
 
     /// Checks that the state was saved under the same layout settings.
     pub fn check_layout(&self, path: &Path, s: &Settings) -> Result<(), CheckpointError> {
-        for ((setting, was), (_, now)) in self.layout.iter().zip(layout(s)) {
-            if *was != now {
-                return Err(CheckpointError::Incompatible {
-                    path: path.into(),
-                    setting: setting.clone(),
-                    was: was.clone(),
-                    now,
-                });
-            }
-        }
-        Ok(())
+        check_layout(&self.layout, path, s)
     }
 
     /// Moves a refused checkpoint aside (`<file>.rejected`) for `--fresh`.

@@ -350,9 +350,20 @@ pub struct KafkaConfig {
     /// A partition without a message for this long stops holding the
     /// watermark back (it no longer counts in the minimum over partitions).
     pub idle_partition_timeout: Dur,
-    /// How often processed offsets are committed (after the records and
-    /// dead letters of those messages are acknowledged by the broker).
-    pub commit_interval: Dur,
+    /// How often the state of every assigned partition (and of the
+    /// merger) is written to `changelog_topic`; the input offsets are
+    /// committed right after, once the broker has it. A restarted or
+    /// reassigned partition replays at most this much.
+    pub checkpoint_interval: Dur,
+    /// Internal topic (1 partition) the partition states send their
+    /// partial aggregates to; created at start if missing.
+    pub partials_topic: String,
+    /// Internal compacted topic of the checkpoints (as many partitions as
+    /// the input topic); created at start if missing.
+    pub changelog_topic: String,
+    /// Replication factor of the internal topics when salespulse creates
+    /// them (-1 = the broker's default).
+    pub internal_replication: i32,
     /// `run --to-end` stops once every partition is read to its end offset
     /// and no message came for this long (some brokers, e.g. tansu 0.6,
     /// report end offsets short of what they hold: raise it for them).
@@ -379,7 +390,10 @@ impl Default for KafkaConfig {
             dlq_topic: "salespulse.dlq".into(),
             default_format: Format::Json,
             idle_partition_timeout: Dur(std::time::Duration::from_secs(30)),
-            commit_interval: Dur(std::time::Duration::from_secs(1)),
+            checkpoint_interval: Dur(std::time::Duration::from_secs(5)),
+            partials_topic: "salespulse.partials".into(),
+            changelog_topic: "salespulse.changelog".into(),
+            internal_replication: -1,
             end_quiet: Dur(std::time::Duration::from_secs(2)),
             properties: Default::default(),
         }
@@ -411,7 +425,10 @@ impl fmt::Debug for KafkaConfig {
             .field("dlq_topic", &self.dlq_topic)
             .field("default_format", &self.default_format)
             .field("idle_partition_timeout", &self.idle_partition_timeout)
-            .field("commit_interval", &self.commit_interval)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("partials_topic", &self.partials_topic)
+            .field("changelog_topic", &self.changelog_topic)
+            .field("internal_replication", &self.internal_replication)
             .field("end_quiet", &self.end_quiet)
             .field(
                 "properties",
@@ -732,12 +749,28 @@ impl Config {
                     "name the consumer group, e.g. \"salespulse\"",
                 );
             }
-            if k.commit_interval.0.is_zero() {
+            if k.checkpoint_interval.0.is_zero() {
                 err(
-                    "kafka.commit_interval",
+                    "kafka.checkpoint_interval",
                     "0s".into(),
-                    "use a positive duration, e.g. \"1s\"",
+                    "use a positive duration, e.g. \"5s\"",
                 );
+            }
+            for (field, v) in [
+                ("kafka.partials_topic", &k.partials_topic),
+                ("kafka.changelog_topic", &k.changelog_topic),
+            ] {
+                if v.trim().is_empty() {
+                    err(field, "empty".into(), "name the internal topic, or leave the default");
+                } else if k.input_topics.contains(v) || [&k.kpi_topic, &k.dlq_topic, &k.alert_topic, &k.leaderboard_topic].contains(&v) {
+                    err(field, format!("{v:?} is also another topic of the run"), "give each internal topic a name of its own");
+                }
+            }
+            if k.partials_topic == k.changelog_topic {
+                err("kafka.changelog_topic", "the same as kafka.partials_topic".into(), "give each internal topic a name of its own");
+            }
+            if k.internal_replication == 0 || k.internal_replication < -1 {
+                err("kafka.internal_replication", k.internal_replication.to_string(), "use -1 (the broker's default) or a positive replication factor");
             }
             if k.idle_partition_timeout.0.is_zero() {
                 err(

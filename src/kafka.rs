@@ -20,6 +20,7 @@
 use crate::alert::deliver::Dispatcher;
 use crate::config::Config;
 use crate::decode::{json::BinaryAttrs, wire_of, Format, Reject, Wire};
+use crate::engine::merge::Progress;
 use crate::engine::{Engine, Outcome};
 use crate::metrics::Metrics;
 use crate::output::{KpiRecord, LeaderboardRecord};
@@ -48,12 +49,17 @@ pub struct KafkaOptions {
     /// Emit provisional records on `output.update_interval`.
     pub live_updates: bool,
     pub metrics: Arc<Metrics>,
+    /// Ignore the changelog: every partition is rebuilt from the start of
+    /// its input topic (the way out of a damaged checkpoint).
+    pub fresh: bool,
 }
 
 /// Consumer context: partition assignment bookkeeping and lag metrics.
 pub struct Ctx {
     metrics: Arc<Metrics>,
     assigned: Mutex<HashSet<(String, i32)>>,
+    /// Readiness follows this consumer's assignment (the input one).
+    drives_ready: bool,
 }
 
 impl ClientContext for Ctx {
@@ -85,7 +91,9 @@ impl ConsumerContext for Ctx {
                     a.insert((e.topic().to_string(), e.partition()));
                 }
                 tracing::info!(partitions = ?names(tpl), "partitions assigned");
-                self.metrics.set_ready(true);
+                if self.drives_ready {
+                    self.metrics.set_ready(true);
+                }
                 "assign"
             }
             Rebalance::Revoke(tpl) => {
@@ -93,7 +101,7 @@ impl ConsumerContext for Ctx {
                     a.remove(&(e.topic().to_string(), e.partition()));
                 }
                 tracing::info!(partitions = ?names(tpl), "partitions revoked");
-                if a.is_empty() {
+                if a.is_empty() && self.drives_ready {
                     self.metrics.set_ready(false);
                 }
                 "revoke"
@@ -103,11 +111,13 @@ impl ConsumerContext for Ctx {
                 "error"
             }
         };
-        self.metrics
-            .kafka
-            .rebalances
-            .with_label_values(&[kind])
-            .inc();
+        if self.drives_ready {
+            self.metrics
+                .kafka
+                .rebalances
+                .with_label_values(&[kind])
+                .inc();
+        }
     }
 }
 
@@ -137,10 +147,17 @@ fn client_config(cfg: &Config) -> ClientConfig {
     c
 }
 
-/// The consumer group member of a run.
-pub fn consumer(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Consumer_>> {
+/// A consumer group member subscribed to `topics` (offsets committed by
+/// salespulse only, after checkpoints).
+fn group_consumer(
+    cfg: &Config,
+    group: &str,
+    topics: &[&str],
+    metrics: Arc<Metrics>,
+    drives_ready: bool,
+) -> anyhow::Result<Arc<Consumer_>> {
     let mut c = client_config(cfg);
-    c.set("group.id", &cfg.kafka.group_id)
+    c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
     set_default(&mut c, "auto.offset.reset", "earliest");
@@ -149,11 +166,11 @@ pub fn consumer(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Consu
         .create_with_context(Ctx {
             metrics,
             assigned: Mutex::new(HashSet::new()),
+            drives_ready,
         })
         .context("cannot create the Kafka consumer (check kafka.brokers and kafka.properties)")?;
-    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&topics)
+        .subscribe(topics)
         .with_context(|| format!("cannot subscribe to {topics:?}"))?;
     Ok(Arc::new(consumer))
 }
@@ -202,6 +219,7 @@ pub fn encode_leaderboard(b: &LeaderboardRecord, format: Format) -> Vec<u8> {
 async fn send(
     p: &FutureProducer,
     topic: &str,
+    partition: Option<i32>,
     key: &[u8],
     payload: &[u8],
     headers: Option<OwnedHeaders>,
@@ -211,6 +229,9 @@ async fn send(
         let mut rec = FutureRecord::to(topic).key(key).payload(payload);
         if let Some(h) = headers.take() {
             rec = rec.headers(h);
+        }
+        if let Some(n) = partition {
+            rec = rec.partition(n);
         }
         match p.send_result(rec) {
             Ok(f) => return Ok(f),
@@ -264,6 +285,7 @@ async fn deliver_all(
                 send(
                     p,
                     msg.topic(),
+                    Some(msg.partition()),
                     msg.key().unwrap_or_default(),
                     msg.payload().unwrap_or_default(),
                     msg.headers().cloned(),
@@ -275,14 +297,36 @@ async fn deliver_all(
     Ok(())
 }
 
-/// What the committer receives per batch: deliveries to wait for, then
-/// the offsets (next to read) that become committable.
+/// What the delivery task receives: deliveries to wait for, and maybe a
+/// barrier to release once they (and all before them) are acknowledged.
 struct Ack {
     deliveries: Vec<DeliveryFuture>,
-    offsets: Vec<((String, i32), i64)>,
+    barrier: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-async fn commit(consumer: &Arc<Consumer_>, offsets: &HashMap<(String, i32), i64>, m: &Metrics) {
+/// Waits for every delivery (sending again what failed), in order, and
+/// releases barriers. Its bounded channel is the backpressure: a slow
+/// broker stops consumption, so memory stays bounded.
+async fn deliverer(
+    mut rx: mpsc::Receiver<Ack>,
+    producer: FutureProducer,
+    m: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    while let Some(ack) = rx.recv().await {
+        deliver_all(&producer, ack.deliveries, &m).await?;
+        if let Some(b) = ack.barrier {
+            let _ = b.send(());
+        }
+    }
+    Ok(())
+}
+
+/// Commits offsets (synchronously, off the async threads).
+async fn commit<C: Consumer<Ctx> + Send + Sync + 'static>(
+    consumer: &Arc<C>,
+    offsets: &[((String, i32), i64)],
+    m: &Metrics,
+) {
     if offsets.is_empty() {
         return;
     }
@@ -300,7 +344,7 @@ async fn commit(consumer: &Arc<Consumer_>, offsets: &HashMap<(String, i32), i64>
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             m.kafka.commit_errors.inc();
-            tracing::warn!(error = %e, "offset commit failed; the next commit includes these offsets");
+            tracing::warn!(error = %e, "offset commit failed (restores use the changelog's offsets; the next checkpoint commits again)");
         }
         Err(e) => {
             m.kafka.commit_errors.inc();
@@ -309,44 +353,60 @@ async fn commit(consumer: &Arc<Consumer_>, offsets: &HashMap<(String, i32), i64>
     }
 }
 
-/// Waits for every delivery of each batch, then commits its offsets (at
-/// most once per `interval`, and at the end).
-async fn committer(
-    mut rx: mpsc::Receiver<Ack>,
-    consumer: Arc<Consumer_>,
-    producer: FutureProducer,
-    m: Arc<Metrics>,
-    interval: Duration,
-) -> anyhow::Result<()> {
-    let mut ready: HashMap<(String, i32), i64> = HashMap::new();
-    let mut last = Instant::now();
-    while let Some(ack) = rx.recv().await {
-        deliver_all(&producer, ack.deliveries, &m).await?;
-        ready.extend(ack.offsets);
-        if last.elapsed() >= interval {
-            commit(&consumer, &ready, &m).await;
-            ready.clear();
-            last = Instant::now();
-        }
-    }
-    commit(&consumer, &ready, &m).await;
-    Ok(())
-}
-
-/// Per-partition progress: event time for the watermark, offsets for commits.
-#[derive(Debug)]
-struct Part {
-    /// Newest event time seen in this partition.
-    max_time: i64,
-    last_message: Instant,
-    /// Next offset to read (last processed + 1).
+/// A source engine: the state of one input partition.
+struct Src {
+    engine: Engine,
+    /// Next offset to apply: smaller ones are already in the state.
     next: i64,
-    /// `next` changed since the last batch was handed to the committer.
-    dirty: bool,
-    /// Messages consumed since the last flush (for the metric).
+    /// `next` in the last checkpoint.
+    saved: i64,
+    last_message: Instant,
     consumed: u64,
+    /// Applied something since the last export.
+    changed: bool,
+    last_progress: Option<Progress>,
+    last_export: Instant,
+    last_seek: Option<Instant>,
 }
 
+/// The merger: the one engine that emits KPI records.
+struct Merger {
+    engine: Engine,
+    /// Next offset of the partials topic to read.
+    next: i64,
+    saved: i64,
+    changed: bool,
+    last_seek: Option<Instant>,
+}
+
+/// Where a message stands against the next offset a state expects.
+enum Pos {
+    Apply,
+    /// Already in the state (read again after a restore or a seek).
+    Skip,
+    /// Offsets were skipped (the group's committed offset is past the
+    /// restored checkpoint): seek back.
+    Gap,
+}
+
+fn position(next: i64, offset: i64) -> Pos {
+    match offset.cmp(&next) {
+        std::cmp::Ordering::Equal => Pos::Apply,
+        std::cmp::Ordering::Less => Pos::Skip,
+        std::cmp::Ordering::Greater => Pos::Gap,
+    }
+}
+
+/// `topic/partition`: a source's name in partials.
+pub fn source_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+fn source_key(topic: &str, partition: i32) -> String {
+    format!("source/{topic}/{partition}")
+}
+
+const MERGE_KEY: &str = "merge";
 /// Header value as UTF-8, if present.
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
     let h = msg.headers()?;
@@ -410,34 +470,204 @@ fn process(
     })
 }
 
-/// Runs the Kafka pipeline until SIGTERM / Ctrl-C, or with `to_end` until
-/// every assigned partition is consumed to its end.
-pub async fn run(
+/// Creates the partials and changelog topics when they do not exist.
+async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let k = &cfg.kafka;
+    let existing = {
+        let (b, t) = (
+            client_config(cfg),
+            vec![k.partials_topic.clone(), k.changelog_topic.clone()],
+        );
+        tokio::task::spawn_blocking(move || partition_counts(&b, &t)).await??
+    };
+    if existing.iter().all(|(_, n)| *n > 0) {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let repl = || TopicReplication::Fixed(k.internal_replication);
+    let topics = [
+        NewTopic::new(&k.partials_topic, 1, repl()),
+        NewTopic::new(&k.changelog_topic, input_partitions.max(1), repl())
+            .set("cleanup.policy", "compact"),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin
+        .create_topics(&topics, &opts)
+        .await
+        .context("cannot create the internal topics")?
+    {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, "created internal topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("cannot create internal topic {t}: {e} (create it by hand: {} with 1 partition, {} with as many partitions as the input topic, cleanup.policy=compact)", k.partials_topic, k.changelog_topic),
+        }
+    }
+    Ok(())
+}
+
+/// Partition counts of `topics`.
+fn partition_counts(base: &ClientConfig, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
+    let c: rdkafka::consumer::BaseConsumer = base.create()?;
+    let mut out = Vec::new();
+    for t in topics {
+        let md = c
+            .fetch_metadata(Some(t), Duration::from_secs(30))
+            .with_context(|| format!("cannot read the metadata of topic {t}"))?;
+        let n = md
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        out.push((t.clone(), n));
+    }
+    Ok(out)
+}
+
+/// Where the restore of a checkpoint came from, for errors.
+fn changelog_name(topic: &str, partition: i32, offset: i64, key: &str) -> std::path::PathBuf {
+    format!("kafka changelog {topic} partition {partition} offset {offset} ({key})").into()
+}
+
+const KAFKA_FIX: &str = "the changelog holds a damaged or incompatible checkpoint; to rebuild every partition from the start of its input topic instead, run once with `salespulse run --fresh …`, which ignores the changelog (the input topics must still hold every event)";
+
+/// Restores the source engine of one input partition from the changelog
+/// (or a new one at the partition's start); returns it and its next offset.
+fn restore_source(
     cfg: &Config,
-    opts: KafkaOptions,
-    mut engine: Engine,
-) -> anyhow::Result<(RunReport, Engine)> {
+    topic: &str,
+    partition: i32,
+    changelog_partitions: i32,
+    fresh: bool,
+) -> anyhow::Result<(Engine, i64)> {
+    use crate::checkpoint::{Checkpoint, InputPosition};
+    let base = client_config(cfg);
+    let settings = crate::engine::Settings::from_config(cfg);
+    let key = source_key(topic, partition);
+    let cp = partition % changelog_partitions.max(1);
+    let found = if fresh {
+        None
+    } else {
+        crate::changelog::read_partition(
+            &base,
+            &cfg.kafka.changelog_topic,
+            cp,
+            |k| k == key,
+            Duration::from_secs(60),
+        )?
+        .by_key
+        .remove(&key)
+    };
+    let Some((offset, bytes)) = found else {
+        let c: rdkafka::consumer::BaseConsumer = base.create()?;
+        let (low, _) = c
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .with_context(|| format!("cannot read the start offset of {topic}/{partition}"))?;
+        let mut e = Engine::new(settings);
+        e.set_source_mode();
+        tracing::info!(topic, partition, start = low, fresh, "no checkpoint: reading the partition from its start");
+        return Ok((e, low));
+    };
+    let name = changelog_name(&cfg.kafka.changelog_topic, cp, offset, &key);
+    let c = Checkpoint::decode(&bytes, &name).context(KAFKA_FIX)?;
+    c.check_layout(&name, &settings).context(KAFKA_FIX)?;
+    let InputPosition::Kafka { next, .. } = c.input else {
+        anyhow::bail!("{} is not the checkpoint of a Kafka partition ({KAFKA_FIX})", name.display());
+    };
+    let mut e = Engine::from_state(settings, c.state);
+    e.set_source_mode();
+    tracing::info!(topic, partition, next, written_at = %c.written_at, "partition state restored from the changelog");
+    Ok((e, next))
+}
+
+/// Restores the merger from the changelog (or a new one).
+fn restore_merger(
+    cfg: &Config,
+    expected: std::collections::BTreeSet<String>,
+    fresh: bool,
+) -> anyhow::Result<(Engine, i64)> {
+    use crate::checkpoint::{check_layout, unframe, CheckpointError, MergeCheckpoint};
+    let settings = crate::engine::Settings::from_config(cfg);
+    let found = if fresh {
+        None
+    } else {
+        crate::changelog::read_partition(
+            &client_config(cfg),
+            &cfg.kafka.changelog_topic,
+            0,
+            |k| k == MERGE_KEY,
+            Duration::from_secs(60),
+        )?
+        .by_key
+        .remove(MERGE_KEY)
+    };
+    let Some((offset, bytes)) = found else {
+        let mut e = Engine::new(settings);
+        e.set_merge_mode(Default::default(), expected);
+        return Ok((e, 0));
+    };
+    let name = changelog_name(&cfg.kafka.changelog_topic, 0, offset, MERGE_KEY);
+    let corrupt = |problem: String| CheckpointError::Corrupt {
+        path: name.clone(),
+        problem,
+    };
+    let payload = unframe(&bytes).map_err(corrupt).context(KAFKA_FIX)?;
+    let c: MergeCheckpoint = postcard::from_bytes(payload)
+        .map_err(|e| corrupt(format!("cannot decode the merger state: {e}")))
+        .context(KAFKA_FIX)?;
+    check_layout(&c.layout, &name, &settings).context(KAFKA_FIX)?;
+    let mut e = Engine::from_state(settings, c.state);
+    e.set_merge_mode(c.merge, expected);
+    tracing::info!(partials_next = c.partials_next, written_at = %c.written_at, "merger state restored from the changelog");
+    Ok((e, c.partials_next))
+}
+
+/// Runs the Kafka pipeline until SIGTERM / Ctrl-C, or with `to_end` until
+/// every partition is consumed to its end and (on the instance that
+/// holds the merger) every window is closed.
+///
+/// Each assigned input partition has its own source engine, restored
+/// from the changelog topic when the partition is assigned. Sources
+/// export partials to the partials topic (one partition); the instance
+/// assigned that partition (consumer group `<group_id>.merge`) runs the
+/// merger, which emits the KPI records, leaderboards and alerts. Every
+/// `kafka.checkpoint_interval`: wait until everything produced is
+/// acknowledged, write each changed state to the changelog, wait for
+/// that, then commit the input offsets those states have reached.
+pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> {
     let k = &cfg.kafka;
     let m = opts.metrics.clone();
     tracing::info!(kafka = ?k, "starting the Kafka pipeline");
-    let consumer = consumer(cfg, m.clone())?;
+    let base = client_config(cfg);
+    let counts = {
+        let (b, t) = (base.clone(), k.input_topics.clone());
+        tokio::task::spawn_blocking(move || partition_counts(&b, &t)).await??
+    };
+    let max_parts = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+    ensure_internal_topics(cfg, max_parts).await?;
+    let changelog_parts = {
+        let (b, t) = (base.clone(), vec![k.changelog_topic.clone()]);
+        tokio::task::spawn_blocking(move || partition_counts(&b, &t))
+            .await??
+            .first()
+            .map_or(1, |(_, n)| (*n).max(1))
+    };
+    let expected: std::collections::BTreeSet<String> = counts
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| source_name(t, p)))
+        .collect();
+    let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+    let consumer = group_consumer(cfg, &k.group_id, &topics, m.clone(), true)?;
+    let merge_group = format!("{}.merge", k.group_id);
+    let merge_consumer = group_consumer(cfg, &merge_group, &[k.partials_topic.as_str()], m.clone(), false)?;
     let producer = producer(cfg)?;
-    let alerts = Dispatcher::start(
-        &cfg.alerts,
-        &k.alert_topic,
-        Some(producer.clone()),
-        m.clone(),
-    )?;
-    engine.set_external_clock(true);
+    let alerts = Dispatcher::start(&cfg.alerts, &k.alert_topic, Some(producer.clone()), m.clone())?;
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
-    let committer = tokio::spawn(committer(
-        ack_rx,
-        consumer.clone(),
-        producer.clone(),
-        m.clone(),
-        k.commit_interval.0,
-    ));
-    let mut parts: HashMap<(String, i32), Part> = HashMap::new();
+    let deliverer = tokio::spawn(deliverer(ack_rx, producer.clone(), m.clone()));
+    let mut sources: HashMap<(String, i32), Src> = HashMap::new();
+    let mut merger: Option<Merger> = None;
     let mut report = RunReport::default();
     let mut deliveries: Vec<DeliveryFuture> = Vec::new();
     let mut since_flush = 0usize;
@@ -450,183 +680,451 @@ pub async fn run(
             .clamp(Duration::from_millis(10), Duration::from_secs(1)),
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_checkpoint = Instant::now();
     let ends: Ends = Default::default();
-    let ends_task = opts
-        .to_end
-        .then(|| watch_ends(consumer.clone(), ends.clone()));
+    let ends_task = opts.to_end.then(|| watch_ends(consumer.clone(), ends.clone()));
     let shutdown = crate::pipeline::shutdown_signal();
     tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
     let mut last_message = Instant::now();
-    let mut last_key: (String, i32) = (String::new(), -1);
+    let mut at_end_since: Option<Instant> = None;
+    let ctx = Shared {
+        cfg,
+        m: &m,
+        producer: &producer,
+        consumer: &consumer,
+        merge_consumer: &merge_consumer,
+        expected: &expected,
+        changelog_parts,
+        fresh: opts.fresh,
+    };
     loop {
-        let flush_now = tokio::select! {
+        let mut ticked = false;
+        tokio::select! {
             msg = consumer.recv() => {
                 match msg {
                     Ok(msg) => {
-                        // Messages come in runs from one partition: keep its key.
-                        if last_key.1 != msg.partition() || last_key.0 != msg.topic() {
-                            last_key = (msg.topic().to_string(), msg.partition());
+                        let key = (msg.topic().to_string(), msg.partition());
+                        if !sources.contains_key(&key) {
+                            ctx.sync_sources(&mut sources).await?;
                         }
-                        let offset = msg.offset();
-                        let r = process(&mut engine, &msg, k.default_format);
-                        drop(msg);
-                        let now = Instant::now();
-                        last_message = now;
-                        let part = match parts.get_mut(&last_key) {
-                            Some(p) => p,
-                            None => parts.entry(last_key.clone()).or_insert(Part {
-                                max_time: i64::MIN,
-                                last_message: now,
-                                next: offset + 1,
-                                dirty: true,
-                                consumed: 0,
-                            }),
-                        };
-                        part.last_message = now;
-                        part.next = offset + 1;
-                        part.dirty = true;
-                        part.consumed += 1;
-                        match r {
-                            Ok(o) => {
-                                part.max_time = part.max_time.max(engine.last_event_time());
-                                match o {
-                                    Outcome::Counted => report.accepted += 1,
-                                    Outcome::Duplicate => report.duplicates += 1,
+                        last_message = Instant::now();
+                        if let Some(src) = sources.get_mut(&key) {
+                            let offset = msg.offset();
+                            match position(src.next, offset) {
+                                Pos::Skip => {}
+                                Pos::Gap => {
+                                    if src.last_seek.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                                        src.last_seek = Some(Instant::now());
+                                        tracing::info!(topic = %key.0, partition = key.1, from = offset, to = src.next, "seeking back to the restored checkpoint's offset");
+                                        if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(src.next), Duration::from_secs(5)) {
+                                            tracing::debug!(error = %e, "seek failed; trying again at the next message");
+                                        }
+                                    }
+                                }
+                                Pos::Apply => {
+                                    let r = process(&mut src.engine, &msg, k.default_format);
+                                    drop(msg);
+                                    src.next = offset + 1;
+                                    src.last_message = Instant::now();
+                                    src.changed = true;
+                                    src.consumed += 1;
+                                    match r {
+                                        Ok(Outcome::Counted) => report.accepted += 1,
+                                        Ok(Outcome::Duplicate) => report.duplicates += 1,
+                                        Err(bad) => {
+                                            let (rej, orig, headers) = *bad;
+                                            report.rejected += 1;
+                                            if k.dlq_topic.is_empty() {
+                                                tracing::warn!(reason = rej.reason.as_str(), detail = %rej.detail, topic = orig.topic(), partition = orig.partition(), offset = orig.offset(), "rejected message (no kafka.dlq_topic)");
+                                            } else {
+                                                deliveries.push(send(&producer, &k.dlq_topic, None, orig.key().unwrap_or_default(), orig.payload().unwrap_or_default(), Some(headers)).await?);
+                                            }
+                                        }
+                                    }
+                                    since_flush += 1;
                                 }
                             }
-                            Err(bad) => {
-                                let (rej, orig, headers) = *bad;
-                                report.rejected += 1;
-                                if k.dlq_topic.is_empty() {
-                                    tracing::warn!(reason = rej.reason.as_str(), detail = %rej.detail, topic = orig.topic(), partition = orig.partition(), offset = orig.offset(), "rejected message (no kafka.dlq_topic)");
-                                } else {
-                                    deliveries.push(send(&producer, &k.dlq_topic, orig.key().unwrap_or_default(), orig.payload().unwrap_or_default(), Some(headers)).await?);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                }
+            }
+            msg = merge_consumer.recv() => {
+                match msg {
+                    Ok(msg) => {
+                        if merger.is_none() {
+                            ctx.sync_merger(&mut merger).await?;
+                        }
+                        if let Some(mg) = merger.as_mut() {
+                            let offset = msg.offset();
+                            match position(mg.next, offset) {
+                                Pos::Skip => {}
+                                Pos::Gap => {
+                                    if mg.last_seek.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                                        mg.last_seek = Some(Instant::now());
+                                        if let Err(e) = merge_consumer.seek(msg.topic(), msg.partition(), Offset::Offset(mg.next), Duration::from_secs(5)) {
+                                            tracing::debug!(error = %e, "seek failed; trying again at the next message");
+                                        }
+                                    }
+                                }
+                                Pos::Apply => {
+                                    match crate::engine::merge::Partial::decode(msg.payload().unwrap_or_default()) {
+                                        Ok(p) => {
+                                            mg.engine.absorb(&p);
+                                        }
+                                        Err(e) => tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped"),
+                                    }
+                                    mg.next = offset + 1;
+                                    mg.changed = true;
                                 }
                             }
                         }
-                        since_flush += 1;
-                        since_flush >= batch
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka consumer error");
-                        false
-                    }
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error (partials)"),
                 }
             }
-            _ = tick.tick() => {
-                if opts.live_updates {
-                    engine.emit_updates();
-                }
-                true
-            }
+            _ = tick.tick() => { ticked = true; }
             _ = &mut shutdown => {
                 tracing::info!("stop signal received: draining");
                 break;
             }
-        };
-        if flush_now {
-            if since_flush > 0 {
-                m.event_seconds
-                    .observe(t_batch.elapsed().as_secs_f64() / since_flush as f64);
-            }
-            advance_watermark(&mut engine, &mut parts, &consumer, idle);
-            flush(
-                &mut engine,
-                &m,
-                &producer,
-                cfg,
-                &mut deliveries,
-                &mut parts,
-                &ack_tx,
-                &mut report,
-                &alerts,
-            )
+        }
+        if !(ticked || since_flush >= batch) {
+            continue;
+        }
+        if since_flush > 0 {
+            m.event_seconds
+                .observe(t_batch.elapsed().as_secs_f64() / since_flush as f64);
+        }
+        ctx.sync_sources(&mut sources).await?;
+        ctx.sync_merger(&mut merger).await?;
+        let ends_now = ends.lock().expect("ends lock").clone();
+        ctx.export(&mut sources, &mut deliveries, idle, opts.to_end.then_some(&ends_now))
             .await?;
-            since_flush = 0;
-            t_batch = Instant::now();
-            // Quiet for `kafka.end_quiet` too: some brokers (tansu 0.6)
-            // report end offsets short of what they hold, so the end
-            // offsets alone could stop the run early.
-            if opts.to_end
-                && last_message.elapsed() >= k.end_quiet.0
-                && at_end(&consumer, &parts, &ends)
-            {
-                tracing::info!(
-                    offsets = ?parts.iter().map(|(k, p)| (k, p.next)).collect::<Vec<_>>(),
-                    ends = ?ends.lock().expect("ends lock"),
-                    "every assigned partition is consumed to its end"
-                );
-                break;
+        let mut finished = false;
+        if let Some(mg) = merger.as_mut() {
+            mg.engine.merge_advance();
+            if opts.to_end && mg.engine.merge_at_end() {
+                mg.engine.finish();
+                finished = true;
+            } else if ticked && opts.live_updates {
+                mg.engine.emit_updates();
+            }
+            ctx.publish(&mut mg.engine, &mut deliveries, &mut report, &alerts)
+                .await?;
+        }
+        ctx.sync_metrics(&sources, merger.as_ref());
+        if !deliveries.is_empty() {
+            ack_tx
+                .send(Ack {
+                    deliveries: std::mem::take(&mut deliveries),
+                    barrier: None,
+                })
+                .await
+                .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        }
+        since_flush = 0;
+        t_batch = Instant::now();
+        if finished {
+            tracing::info!("every partition is consumed to its end and every window is closed");
+            break;
+        }
+        if last_checkpoint.elapsed() >= k.checkpoint_interval.0 {
+            ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx).await?;
+            last_checkpoint = Instant::now();
+        }
+        if opts.to_end {
+            // Sources at their end; an instance without the merger waits
+            // `end_quiet` in case the merger comes to it, then leaves.
+            let all_end = !sources.is_empty()
+                && sources
+                    .values()
+                    .all(|s| s.last_progress.is_some_and(|p| p.at_end))
+                && last_message.elapsed() >= k.end_quiet.0;
+            if all_end && merger.is_none() {
+                let since = *at_end_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= k.end_quiet.0 {
+                    tracing::info!("this instance's partitions are consumed to their end; the merger is elsewhere");
+                    break;
+                }
+            } else {
+                at_end_since = None;
             }
         }
     }
-    if opts.to_end {
-        engine.finish();
-    } else {
-        engine.emit_updates();
-    }
-    flush(
-        &mut engine,
-        &m,
-        &producer,
-        cfg,
-        &mut deliveries,
-        &mut parts,
-        &ack_tx,
-        &mut report,
-        &alerts,
-    )
-    .await?;
+    ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx).await?;
     drop(ack_tx);
-    committer.await.context("committer task failed")??;
+    deliverer.await.context("delivery task failed")??;
     alerts.shutdown().await;
     drop(ends);
     if let Some(t) = ends_task {
         let _ = t.await;
     }
-    Ok((report, engine))
+    Ok(report)
 }
 
-/// Moves the engine's clock to the slowest assigned partition that is not
-/// idle (or, when all are idle, the fastest). A partition that has not
-/// delivered a message yet holds the clock back until it is idle, so its
-/// first events are not late. (End offsets are not trusted for this: a
-/// broker that reports them short would make a partition look done.)
-fn advance_watermark(
-    engine: &mut Engine,
-    parts: &mut HashMap<(String, i32), Part>,
-    consumer: &Consumer_,
-    idle: Duration,
-) {
-    let now = Instant::now();
-    {
-        let assigned = consumer.context().assigned.lock().expect("assignment lock");
-        for k in assigned.iter() {
-            parts.entry(k.clone()).or_insert(Part {
-                max_time: i64::MIN,
-                last_message: now,
-                next: -1,
-                dirty: false,
-                consumed: 0,
-            });
+/// What the steps of the Kafka loop share.
+struct Shared<'a> {
+    cfg: &'a Config,
+    m: &'a Arc<Metrics>,
+    producer: &'a FutureProducer,
+    consumer: &'a Arc<Consumer_>,
+    merge_consumer: &'a Arc<Consumer_>,
+    expected: &'a std::collections::BTreeSet<String>,
+    changelog_parts: i32,
+    fresh: bool,
+}
+
+impl Shared<'_> {
+    /// Restores the sources of newly assigned partitions (before any of
+    /// their messages is applied) and drops those of revoked ones (their
+    /// new owner restores them from the changelog and replays).
+    async fn sync_sources(&self, sources: &mut HashMap<(String, i32), Src>) -> anyhow::Result<()> {
+        let assigned: HashSet<(String, i32)> = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assignment lock")
+            .clone();
+        sources.retain(|k, _| assigned.contains(k));
+        for (t, p) in assigned {
+            if sources.contains_key(&(t.clone(), p)) {
+                continue;
+            }
+            let (cfg, tt, parts, fresh) = (self.cfg.clone(), t.clone(), self.changelog_parts, self.fresh);
+            let t0 = Instant::now();
+            let (engine, next) = tokio::task::spawn_blocking(move || restore_source(&cfg, &tt, p, parts, fresh))
+                .await
+                .context("restore task failed")??;
+            self.m.checkpoint.restore_seconds.observe(t0.elapsed().as_secs_f64());
+            if let Err(e) = self.consumer.seek(&t, p, Offset::Offset(next), Duration::from_secs(5)) {
+                tracing::debug!(topic = %t, partition = p, error = %e, "seek after restore failed; done at the first message instead");
+            }
+            let now = Instant::now();
+            sources.insert(
+                (t, p),
+                Src {
+                    engine,
+                    next,
+                    saved: next,
+                    last_message: now,
+                    consumed: 0,
+                    changed: true,
+                    last_progress: None,
+                    last_export: now,
+                    last_seek: None,
+                },
+            );
         }
-        parts.retain(|k, p| assigned.contains(k) || p.dirty);
+        Ok(())
     }
-    let active: Vec<i64> = parts
-        .values()
-        .filter(|p| p.last_message.elapsed() < idle)
-        .map(|p| p.max_time)
-        .collect();
-    let t = if active.is_empty() {
-        parts.values().map(|p| p.max_time).max()
-    } else if active.contains(&i64::MIN) {
-        None
-    } else {
-        active.into_iter().min()
-    };
-    if let Some(t) = t.filter(|t| *t != i64::MIN) {
-        engine.advance_clock(t);
+
+    /// Restores the merger when this instance is assigned the partials
+    /// partition, drops it when that is revoked.
+    async fn sync_merger(&self, merger: &mut Option<Merger>) -> anyhow::Result<()> {
+        let held = !self
+            .merge_consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assignment lock")
+            .is_empty();
+        if !held {
+            if merger.take().is_some() {
+                tracing::info!("the merger moved to another instance");
+            }
+            return Ok(());
+        }
+        if merger.is_some() {
+            return Ok(());
+        }
+        let (cfg, expected, fresh) = (self.cfg.clone(), self.expected.clone(), self.fresh);
+        let (engine, next) = tokio::task::spawn_blocking(move || restore_merger(&cfg, expected, fresh))
+            .await
+            .context("restore task failed")??;
+        let t = &self.cfg.kafka.partials_topic;
+        if let Err(e) = self.merge_consumer.seek(t, 0, Offset::Offset(next), Duration::from_secs(5)) {
+            tracing::debug!(error = %e, "seek after restore failed; done at the first message instead");
+        }
+        tracing::info!(partials_next = next, "this instance runs the merger");
+        *merger = Some(Merger {
+            engine,
+            next,
+            saved: next,
+            changed: true,
+            last_seek: None,
+        });
+        Ok(())
+    }
+
+    /// Exports the partials of every source that changed (or whose
+    /// progress did, or once a second as a heartbeat).
+    async fn export(
+        &self,
+        sources: &mut HashMap<(String, i32), Src>,
+        deliveries: &mut Vec<DeliveryFuture>,
+        idle: Duration,
+        ends: Option<&HashMap<(String, i32), (i64, i64)>>,
+    ) -> anyhow::Result<()> {
+        let topic = &self.cfg.kafka.partials_topic;
+        for ((t, p), src) in sources.iter_mut() {
+            let at_end = ends.is_some_and(|e| {
+                e.get(&(t.clone(), *p))
+                    .is_some_and(|(_, end)| src.next >= *end)
+            });
+            let progress = Progress {
+                clock: src.engine.state.clock,
+                max_time: src.engine.state.max_time,
+                idle: src.last_message.elapsed() >= idle,
+                at_end,
+            };
+            if !src.changed
+                && src.last_progress == Some(progress)
+                && src.last_export.elapsed() < Duration::from_secs(1)
+            {
+                continue;
+            }
+            let name = source_name(t, *p);
+            for part in src.engine.export(&name, src.next, progress, crate::changelog::CHUNK) {
+                deliveries.push(send(self.producer, topic, Some(0), name.as_bytes(), &part.encode(), None).await?);
+            }
+            if src.consumed > 0 {
+                self.m
+                    .kafka
+                    .consumed
+                    .with_label_values(&[t.as_str()])
+                    .inc_by(std::mem::take(&mut src.consumed));
+            }
+            src.changed = false;
+            src.last_progress = Some(progress);
+            src.last_export = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Hands the merger's new records, leaderboards and notifications out.
+    async fn publish(
+        &self,
+        engine: &mut Engine,
+        deliveries: &mut Vec<DeliveryFuture>,
+        report: &mut RunReport,
+        alerts: &Dispatcher,
+    ) -> anyhow::Result<()> {
+        let recs = engine.take_records();
+        let boards = engine.take_leaderboards();
+        alerts.dispatch(engine.take_notifications());
+        report.records += recs.len() as u64;
+        self.m.observe(&recs);
+        self.m.observe_leaderboards(&boards);
+        let k = &self.cfg.kafka;
+        let mut out: Vec<(&str, String, Vec<u8>)> = Vec::new();
+        if !k.kpi_topic.is_empty() {
+            out.extend(recs.iter().map(|r| (k.kpi_topic.as_str(), record_key(r), encode_record(r, k.kpi_format))));
+        }
+        if !k.leaderboard_topic.is_empty() {
+            out.extend(boards.iter().map(|b| (k.leaderboard_topic.as_str(), b.key(), encode_leaderboard(b, k.kpi_format))));
+        }
+        for (topic, key, payload) in out {
+            deliveries.push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
+        }
+        Ok(())
+    }
+
+    fn sync_metrics(&self, sources: &HashMap<(String, i32), Src>, merger: Option<&Merger>) {
+        for ((t, p), s) in sources {
+            self.m.sync_counters(&source_name(t, *p), &s.engine);
+        }
+        let mut engines: Vec<&Engine> = sources.values().map(|s| &s.engine).collect();
+        if let Some(mg) = merger {
+            self.m.sync_counters(MERGE_KEY, &mg.engine);
+            engines.push(&mg.engine);
+        }
+        self.m.sync_gauges(&engines);
+    }
+
+    /// Waits until everything produced so far is acknowledged, writes the
+    /// changed states to the changelog, waits for that, then commits the
+    /// offsets those states have reached.
+    async fn checkpoint(
+        &self,
+        sources: &mut HashMap<(String, i32), Src>,
+        merger: Option<&mut Merger>,
+        ack_tx: &mpsc::Sender<Ack>,
+    ) -> anyhow::Result<()> {
+        use crate::checkpoint::{CheckpointRef, InputPosition, MergeCheckpoint, SinkLengths};
+        let dirty: Vec<(String, i32)> = sources
+            .iter()
+            .filter(|(_, s)| s.next != s.saved)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let merger = merger.filter(|mg| mg.changed);
+        if dirty.is_empty() && merger.is_none() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ack_tx
+            .send(Ack {
+                deliveries: Vec::new(),
+                barrier: Some(tx),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        let k = &self.cfg.kafka;
+        let mut futs = Vec::new();
+        let mut bytes_total = 0usize;
+        let mut offsets = Vec::new();
+        for (t, p) in &dirty {
+            let s = &sources[&(t.clone(), *p)];
+            let pos = InputPosition::Kafka {
+                topic: t.clone(),
+                partition: *p,
+                next: s.next,
+            };
+            let bytes = CheckpointRef::new(&s.engine.settings, &pos, SinkLengths::default(), &s.engine.state).encode()?;
+            bytes_total += bytes.len();
+            let key = source_key(t, *p);
+            let cp = p % self.changelog_parts;
+            for (i, chunk) in crate::changelog::chunks(&bytes).iter().enumerate() {
+                let ck = crate::changelog::chunk_key(&key, i as u32);
+                futs.push(send(self.producer, &k.changelog_topic, Some(cp), ck.as_bytes(), chunk, None).await?);
+            }
+            offsets.push(((t.clone(), *p), s.next));
+        }
+        let mut merge_offset = None;
+        if let Some(mg) = &merger {
+            let ms = mg.engine.merge_state().expect("merger mode");
+            let bytes = MergeCheckpoint::encode(&mg.engine.settings, mg.next, &mg.engine.state, ms);
+            bytes_total += bytes.len();
+            for (i, chunk) in crate::changelog::chunks(&bytes).iter().enumerate() {
+                let ck = crate::changelog::chunk_key(MERGE_KEY, i as u32);
+                futs.push(send(self.producer, &k.changelog_topic, Some(0), ck.as_bytes(), chunk, None).await?);
+            }
+            merge_offset = Some(((k.partials_topic.clone(), 0), mg.next));
+        }
+        deliver_all(self.producer, futs, self.m).await?;
+        // Durable: the offsets may be committed.
+        commit(self.consumer, &offsets, self.m).await;
+        if let Some(o) = merge_offset {
+            commit(self.merge_consumer, &[o], self.m).await;
+        }
+        for ((t, p), next) in offsets {
+            if let Some(s) = sources.get_mut(&(t, p)) {
+                s.saved = next;
+            }
+        }
+        if let Some(mg) = merger {
+            mg.saved = mg.next;
+            mg.changed = false;
+        }
+        self.m.checkpoint.seconds.observe(t0.elapsed().as_secs_f64());
+        self.m.checkpoint.bytes.set(bytes_total as i64);
+        self.m.checkpoint.written.inc();
+        tracing::debug!(partitions = dirty.len(), bytes = bytes_total, "checkpoint written to the changelog");
+        Ok(())
     }
 }
 
@@ -650,27 +1148,10 @@ fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<(
                 .expect("ends lock")
                 .get(&(t.clone(), p))
                 .copied();
-            let start = match known {
-                Some((s, _)) => Some(s),
-                None => {
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(&t, p);
-                    match consumer
-                        .committed_offsets(tpl, t10)
-                        .ok()
-                        .and_then(|l| l.elements().first().map(|e| e.offset()))
-                    {
-                        Some(Offset::Offset(o)) => Some(o),
-                        _ => None,
-                    }
-                }
-            };
             match consumer.fetch_watermarks(&t, p, t10) {
                 Ok((low, high)) => {
                     let high = known.map_or(high, |(_, h)| high.max(h));
-                    ends.lock()
-                        .expect("ends lock")
-                        .insert((t, p), (start.unwrap_or(low), high));
+                    ends.lock().expect("ends lock").insert((t, p), (low, high));
                 }
                 Err(e) => {
                     tracing::debug!(topic = %t, partition = p, error = %e, "end offset not known yet")
@@ -682,93 +1163,6 @@ fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<(
         }
         std::thread::sleep(Duration::from_millis(250));
     })
-}
-
-/// A `to_end` run has read this partition to its end.
-fn finished(k: &(String, i32), p: &Part, ends: &HashMap<(String, i32), (i64, i64)>) -> bool {
-    ends.get(k)
-        .is_some_and(|(start, end)| p.next >= *end || (p.next < 0 && start >= end))
-}
-
-/// True when every assigned partition has been read to its end.
-fn at_end(consumer: &Consumer_, parts: &HashMap<(String, i32), Part>, ends: &Ends) -> bool {
-    let assigned = consumer.context().assigned.lock().expect("assignment lock");
-    let ends = ends.lock().expect("ends lock");
-    !assigned.is_empty()
-        && assigned
-            .iter()
-            .all(|k| parts.get(k).is_some_and(|p| finished(k, p, &ends)))
-}
-
-/// Hands the engine's new records (and the batch's dead letters) to the
-/// producer, and their deliveries plus the batch's offsets to the committer.
-#[allow(clippy::too_many_arguments)]
-async fn flush(
-    engine: &mut Engine,
-    m: &Metrics,
-    producer: &FutureProducer,
-    cfg: &Config,
-    deliveries: &mut Vec<DeliveryFuture>,
-    parts: &mut HashMap<(String, i32), Part>,
-    ack_tx: &mpsc::Sender<Ack>,
-    report: &mut RunReport,
-    alerts: &Dispatcher,
-) -> anyhow::Result<()> {
-    let recs = engine.take_records();
-    let boards = engine.take_leaderboards();
-    alerts.dispatch(engine.take_notifications());
-    report.records += recs.len() as u64;
-    m.observe(&recs);
-    m.observe_leaderboards(&boards);
-    m.sync(engine);
-    let k = &cfg.kafka;
-    if !k.kpi_topic.is_empty() {
-        for r in &recs {
-            let key = record_key(r);
-            let payload = encode_record(r, k.kpi_format);
-            deliveries.push(send(producer, &k.kpi_topic, key.as_bytes(), &payload, None).await?);
-        }
-    }
-    if !k.leaderboard_topic.is_empty() {
-        for b in &boards {
-            let payload = encode_leaderboard(b, k.kpi_format);
-            deliveries.push(
-                send(
-                    producer,
-                    &k.leaderboard_topic,
-                    b.key().as_bytes(),
-                    &payload,
-                    None,
-                )
-                .await?,
-            );
-        }
-    }
-    for ((topic, _), p) in parts.iter_mut().filter(|(_, p)| p.consumed > 0) {
-        m.kafka
-            .consumed
-            .with_label_values(&[topic.as_str()])
-            .inc_by(std::mem::take(&mut p.consumed));
-    }
-    let offsets: Vec<_> = parts
-        .iter_mut()
-        .filter(|(_, p)| p.dirty && p.next >= 0)
-        .map(|(k, p)| {
-            p.dirty = false;
-            (k.clone(), p.next)
-        })
-        .collect();
-    if deliveries.is_empty() && offsets.is_empty() {
-        return Ok(());
-    }
-    ack_tx
-        .send(Ack {
-            deliveries: std::mem::take(deliveries),
-            offsets,
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("the committer stopped"))?;
-    Ok(())
 }
 
 /// Produces events to `topic` as CloudEvents (structured JSON with
@@ -811,6 +1205,7 @@ pub async fn produce_events<'a>(
             send(
                 &p,
                 topic,
+                None,
                 e.partition_key().as_bytes(),
                 &value,
                 Some(headers),

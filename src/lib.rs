@@ -30,6 +30,7 @@
 
 pub mod agg;
 pub mod alert;
+pub mod changelog;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;

@@ -410,9 +410,9 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         to_end,
                         live_updates: !to_end,
                         metrics,
+                        fresh,
                     };
-                    let (report, _) =
-                        salespulse::kafka::run(&cfg, opts, Engine::from_config(&cfg)).await?;
+                    let report = salespulse::kafka::run(&cfg, opts).await?;
                     log_done(&report);
                     return anyhow::Ok(std::process::ExitCode::SUCCESS);
                 }

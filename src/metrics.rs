@@ -49,7 +49,7 @@ pub struct Metrics {
     /// the window start they show: replaced whole at each update.
     boards: Mutex<HashMap<(String, String), Shown>>,
     /// Counters as last copied, to turn the engine's totals into increments.
-    last: Mutex<Stats>,
+    last: Mutex<HashMap<String, Stats>>,
     /// Newest record of every series (KPI × window kind × dimensions).
     pub table: DashMap<String, KpiRecord>,
     pub kafka: KafkaMetrics,
@@ -148,6 +148,8 @@ pub struct CheckpointMetrics {
     pub seconds: Histogram,
     /// Size of the last checkpoint.
     pub bytes: IntGauge,
+    /// Time to restore one partition's state (Kafka mode).
+    pub restore_seconds: Histogram,
 }
 
 impl CheckpointMetrics {
@@ -167,6 +169,15 @@ impl CheckpointMetrics {
             .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
         )
         .expect("metric");
+        let restore_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "salespulse_restore_seconds",
+                "Time to read and decode one partition's checkpoint from the changelog (Kafka mode).",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+        )
+        .expect("metric");
+        r.register(Box::new(restore_seconds.clone())).expect("register");
         let bytes = IntGauge::new(
             "salespulse_checkpoint_bytes",
             "Size of the last checkpoint written.",
@@ -181,6 +192,7 @@ impl CheckpointMetrics {
             errors,
             seconds,
             bytes,
+            restore_seconds,
         }
     }
 }
@@ -407,7 +419,7 @@ impl Metrics {
             folded,
             leaderboard,
             boards: Default::default(),
-            last: Mutex::new(Stats::default()),
+            last: Mutex::new(HashMap::new()),
             table: DashMap::new(),
             kafka,
             alerts,
@@ -424,11 +436,19 @@ impl Metrics {
 
     /// Copies the engine's counters and state sizes.
     pub fn sync(&self, e: &Engine) {
+        self.sync_counters("", e);
+        self.sync_gauges(&[e]);
+    }
+
+    /// Turns the totals of engine `key` into counter increments (one key
+    /// per engine: the Kafka mode has one per partition, and the merger).
+    pub fn sync_counters(&self, key: &str, e: &Engine) {
         for (rule, n) in e.state.alerts.firing_by_rule() {
             self.alerts.firing.with_label_values(&[rule]).set(n as i64);
         }
         let s = &e.state.stats;
-        let mut last = self.last.lock().expect("metrics lock");
+        let mut all = self.last.lock().expect("metrics lock");
+        let last = all.entry(key.to_string()).or_default();
         let d = |now: u64, before: u64| now.saturating_sub(before);
         for (i, t) in EventType::ALL.iter().enumerate() {
             let n = d(s.events_in[i], last.events_in.get(i).copied().unwrap_or(0));
@@ -459,13 +479,25 @@ impl Metrics {
         }
         self.records_out.inc_by(d(s.records_out, last.records_out));
         *last = s.clone();
-        for (name, n) in ENTITY_NAMES.iter().zip(e.entity_counts()) {
+    }
+
+    /// State sizes summed over `engines`; the watermark of the slowest.
+    pub fn sync_gauges(&self, engines: &[&Engine]) {
+        for (i, name) in ENTITY_NAMES.iter().enumerate() {
+            let n: usize = engines.iter().map(|e| e.entity_counts()[i]).sum();
             self.entities.with_label_values(&[name]).set(n as i64);
         }
-        self.dedup_entries.set(e.state.dedup.order.len() as i64);
-        self.buckets.set(e.bucket_count() as i64);
-        if e.state.max_time != i64::MIN {
-            self.watermark.set(e.watermark() as f64 / 1000.0);
+        self.dedup_entries
+            .set(engines.iter().map(|e| e.state.dedup.order.len()).sum::<usize>() as i64);
+        self.buckets
+            .set(engines.iter().map(|e| e.bucket_count()).sum::<usize>() as i64);
+        if let Some(w) = engines
+            .iter()
+            .filter(|e| e.state.max_time != i64::MIN)
+            .map(|e| e.watermark())
+            .min()
+        {
+            self.watermark.set(w as f64 / 1000.0);
         }
     }
 

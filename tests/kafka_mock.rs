@@ -56,7 +56,7 @@ input_topics = ["crm.events"]
 group_id = "{group}"
 kpi_topic = "kpis"
 dlq_topic = "dlq"
-commit_interval = "200ms"
+checkpoint_interval = "1s"
 [kafka.properties]
 "message.timeout.ms" = "3000"
 "statistics.interval.ms" = "200"
@@ -101,10 +101,11 @@ async fn run_to_end(cfg: &Config) -> (salespulse::pipeline::RunReport, Arc<Metri
         to_end: true,
         live_updates: false,
         metrics: metrics.clone(),
+        fresh: false,
     };
-    let (report, _) = tokio::time::timeout(
+    let report = tokio::time::timeout(
         Duration::from_secs(40),
-        run(cfg, opts, Engine::from_config(cfg)),
+        run(cfg, opts),
     )
     .await
     .expect("the Kafka run ends at the end of the topic")
@@ -117,6 +118,8 @@ async fn replay_through_mock_cluster_equals_file_mode_and_dead_letters_bad_messa
     let mock = MockCluster::new(3).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("salespulse.partials", 1, 1).unwrap();
+    mock.create_topic("salespulse.changelog", 3, 1).unwrap();
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
 
@@ -301,6 +304,8 @@ async fn broker_errors_lose_no_record() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 2, 1).unwrap();
+    mock.create_topic("salespulse.partials", 1, 1).unwrap();
+    mock.create_topic("salespulse.changelog", 2, 1).unwrap();
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(1500);
@@ -331,10 +336,11 @@ async fn broker_errors_lose_no_record() {
         to_end: true,
         live_updates: false,
         metrics: metrics.clone(),
+        fresh: false,
     };
-    let (report, _) = tokio::time::timeout(
+    let report = tokio::time::timeout(
         Duration::from_secs(60),
-        run(&cfg, opts, Engine::from_config(&cfg)),
+        run(&cfg, opts),
     )
     .await
     .expect("the run finishes")
@@ -400,6 +406,8 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
     let bs = mock.bootstrap_servers();
     // (librdkafka's mock cluster keeps only so many messages per partition)
     mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("salespulse.partials", 1, 1).unwrap();
+    mock.create_topic("salespulse.changelog", 3, 1).unwrap();
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(10_000);
@@ -421,10 +429,11 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
         to_end: true,
         live_updates: false,
         metrics: metrics.clone(),
+        fresh: false,
     };
     let task = tokio::spawn({
         let cfg = cfg.clone();
-        async move { run(&cfg, opts, Engine::from_config(&cfg)).await }
+        async move { run(&cfg, opts).await }
     });
     let consumed = metrics.kafka.consumed.with_label_values(&["crm.events"]);
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -440,7 +449,7 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
         "stopped before the end ({stalled} consumed)"
     );
     mock.clear_request_errors(RDKafkaApiKey::Produce);
-    let (report, _) = tokio::time::timeout(Duration::from_secs(120), task)
+    let report = tokio::time::timeout(Duration::from_secs(120), task)
         .await
         .expect("the run finishes once the sink recovers")
         .unwrap()
@@ -479,6 +488,8 @@ async fn alert_notifications_are_published_on_the_alert_topic() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 1, 1).unwrap();
+    mock.create_topic("salespulse.partials", 1, 1).unwrap();
+    mock.create_topic("salespulse.changelog", 1, 1).unwrap();
     mock.create_topic("alerts", 1, 1).unwrap();
     let lines = conversion_days(
         "k",
@@ -498,7 +509,7 @@ brokers = "{bs}"
 group_id = "alerts"
 kpi_topic = ""
 alert_topic = "alerts"
-commit_interval = "200ms"
+checkpoint_interval = "1s"
 {CONVERSION_LOW}
 [[alerts.routes]]
 name = "topic"

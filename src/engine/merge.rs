@@ -411,7 +411,10 @@ impl Engine {
     /// and longer windows that are closed, rolling sub-buckets out of
     /// every span, customer changes before the cutoff, old cohorts.
     fn source_forget(&mut self) {
-        let cutoff = self.cutoff();
+        if self.state.max_time == i64::MIN {
+            return;
+        }
+        let cutoff = self.cutoff().max(i64::MIN / 2);
         for set in &mut self.state.calendar {
             while let Some((&start, b)) = set.buckets.first_key_value() {
                 if b.end > cutoff {
