@@ -302,190 +302,233 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     }
 }
 
-/// `salespulse_kafka_messages_consumed_total` of a running binary, read
-/// from its /metrics (address from its log).
-fn consumed(log: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Some(addr) = log
-        .lines()
-        .find_map(|l| l.split("serving http://").nth(1))
-        .and_then(|r| r.split('/').next())
-    else {
-        return 0;
-    };
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return 0;
-    };
-    let _ = write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+fn sigkill(run: Run) {
+    let mut child = run.child;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Config of the recovery tests: reps listed (every partition knows a
+/// rep's team), checkpoints every second, tansu's quiet period.
+fn recovery_config(dir: &Path, extra: &str) -> (PathBuf, Config) {
+    let toml = format!(
+        "{}[output]\nupdate_interval = \"200ms\"\n[kafka]\nend_quiet = \"8s\"\ncheckpoint_interval = \"1s\"\n{extra}",
+        roster_toml(6)
     );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| l.starts_with("salespulse_kafka_messages_consumed_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    (
+        write_config(dir, "recovery.toml", &toml),
+        Config::from_toml(&toml).unwrap(),
+    )
 }
 
-/// Partitions named in the last "partitions assigned" line of a log.
-fn assigned(log: &str) -> Vec<String> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("partitions assigned"))
-        .map(|l| {
-            l.split('"')
-                .filter(|s| s.starts_with("split."))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+fn generated(n: usize, seed: u64) -> Vec<Event<'static>> {
+    Generator::new(GenConfig {
+        seed,
+        start: ms("2026-03-01T00:00:00Z"),
+        events_per_day: 2000,
+        reps: 6,
+    })
+    .take(n)
+    .collect()
 }
 
+fn start_run(cfg: &Path, bs: &str, topic: &str, kpis: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--brokers",
+        bs,
+        "--input-topic",
+        topic,
+        "--kpi-topic",
+        kpis,
+        "--dlq-topic",
+        "recovery.dlq",
+        "--group-id",
+        "recovery",
+        "--to-end",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    salespulse(cfg, &args)
+}
+
+/// Every final record of a key on the KPI topic has the same values
+/// (a record repeated after a crash is the same record), and together
+/// they equal file mode's finals.
+fn assert_kafka_finals_equal_file_mode(bs: &str, kpis: &str, cfg: &Config, evs: &[Event<'_>]) {
+    let recs = records(bs, kpis);
+    let mut seen: BTreeMap<String, Vals> = BTreeMap::new();
+    for r in recs.iter().filter(|r| r.is_final) {
+        let v = (r.value, r.numerator, r.denominator, r.sample_size);
+        let k = salespulse::kafka::record_key(r);
+        if let Some(old) = seen.insert(k.clone(), v) {
+            let one = BTreeMap::from([(k.clone(), old)]);
+            assert_same_finals(&BTreeMap::from([(k, v)]), &one);
+        }
+    }
+    let want = finals(&file_mode(cfg, evs));
+    assert!(want.len() > 1000, "{} final series", want.len());
+    let got = finals(&recs);
+    assert_same_finals(&got, &want);
+    assert_eq!(got.len(), want.len(), "no extra final series");
+}
+
+/// Issue 6, test 1: 200,000 events; the process is killed with SIGKILL at
+/// several random points and restarted each time; the final KPI records
+/// equal those of an uninterrupted (file-mode) run exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_consumers_in_one_group_split_the_partitions_and_add_up() {
+async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let broker = Tansu::start();
     let bs = broker.bootstrap.clone();
     let tmp = tempfile::tempdir().unwrap();
-    for (t, p) in [
-        ("split.events", 3),
-        ("split.kpis.a", 1),
-        ("split.kpis.b", 1),
-        ("split.dlq", 1),
-    ] {
+    for (t, p) in [("crash.events", 3), ("crash.kpis", 1), ("recovery.dlq", 1)] {
         broker.topic(t, p);
     }
-    let toml = format!("{}[output]\nupdate_interval = \"200ms\"\n", roster_toml(6));
-    let cfg_path = write_config(tmp.path(), "split.toml", &toml);
-    let start = |kpis: &str| {
-        salespulse(
-            &cfg_path,
-            &[
-                "--brokers",
-                &bs,
-                "--input-topic",
-                "split.events",
-                "--kpi-topic",
-                kpis,
-                "--dlq-topic",
-                "split.dlq",
-                "--group-id",
-                "split",
-                "--listen",
-                "127.0.0.1:0",
-            ],
-        )
-    };
-    let a = start("split.kpis.a");
-    let b = start("split.kpis.b");
-    // Wait until the group has settled with the partitions split between them.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (la, lb) = (
-            assigned(&a.log.lock().unwrap()),
-            assigned(&b.log.lock().unwrap()),
-        );
-        if !la.is_empty()
-            && !lb.is_empty()
-            && la.len() + lb.len() == 3
-            && la.iter().all(|p| !lb.contains(p))
-        {
+    let evs = generated(200_000, 21);
+    produce(&bs, "crash.events", &keyed(&evs)).await;
+    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
+    let mut rng = fastrand::Rng::with_seed(6);
+    let mut kills = 0;
+    for _ in 0..4 {
+        let run = start_run(&cfg_path, &bs, "crash.events", "crash.kpis", &[]);
+        // A random point: after 3 to 12 s of processing (restore included).
+        let at = Duration::from_millis(rng.u64(3_000..12_000));
+        let t0 = Instant::now();
+        while t0.elapsed() < at {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if run.log.lock().unwrap().contains("every window is closed") {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the group did not split the partitions:\nA:\n{}\nB:\n{}",
-            a.log.lock().unwrap(),
-            b.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        sigkill(run);
+        kills += 1;
     }
-    let gen: Vec<Event<'static>> = Generator::new(GenConfig {
-        seed: 9,
-        start: ms("2026-07-01T00:00:00Z"),
-        events_per_day: 300,
-        reps: 6,
-    })
-    .take(4000)
-    .collect();
-    produce(&bs, "split.events", &keyed(&gen)).await;
-    // Wait until the two have consumed every message between them (their
-    // own /metrics say so), then stop them.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = consumed(&a.log.lock().unwrap()) + consumed(&b.log.lock().unwrap());
-        if n >= gen.len() as u64 {
-            assert_eq!(n, gen.len() as u64, "no message consumed twice");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {n} of {} consumed",
-            gen.len()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let la = a.stop(Duration::from_secs(60));
-    let lb = b.stop(Duration::from_secs(60));
+    let log = start_run(&cfg_path, &bs, "crash.events", "crash.kpis", &[])
+        .wait(Duration::from_secs(600));
+    assert!(log.contains("every window is closed"), "{log}");
+    assert!(kills >= 2, "killed {kills} times");
+    assert!(
+        log.contains("partition state restored from the changelog"),
+        "the last run restored:\n{log}"
+    );
+    assert_kafka_finals_equal_file_mode(&bs, "crash.kpis", &cfg, &evs);
+    assert!(read_topic(&bs, "recovery.dlq").is_empty());
+}
 
-    // Latest value of each series from each consumer; additive KPIs add up.
-    let latest = |topic: &str| -> BTreeMap<String, KpiRecord> {
-        let mut m = BTreeMap::new();
-        for r in records(&bs, topic) {
-            m.insert(salespulse::kafka::record_key(&r), r);
-        }
-        m
-    };
-    let (ra, rb) = (latest("split.kpis.a"), latest("split.kpis.b"));
-    // Nothing was late: a partition that tansu serves in bursts stays
-    // active for kafka.idle_partition_timeout (30 s), so it holds the clock.
-    assert!(
-        read_topic(&bs, "split.dlq").is_empty(),
-        "dead letters:\nA:\n{la}\nB:\n{lb}"
-    );
-    let cfg = Config::from_toml(&toml).unwrap();
-    let want = file_mode(&cfg, &gen);
-    let mut checked = 0;
-    for w in want.iter().filter(|r| {
-        r.is_final
-            && r.dimensions.is_empty()
-            && ["day", "month"].contains(&r.window.kind.as_str())
-            && ["leads_created", "deals_won", "revenue", "win_rate"].contains(&&*r.kpi)
-    }) {
-        let k = salespulse::kafka::record_key(w);
-        let part = |m: &BTreeMap<String, KpiRecord>| {
-            m.get(&k).map_or((0.0, 0.0), |r| {
-                (r.numerator.unwrap_or(0.0), r.denominator.unwrap_or(0.0))
-            })
-        };
-        let (pa, pb) = (part(&ra), part(&rb));
-        let num = pa.0 + pb.0;
-        assert!(
-            (num - w.numerator.unwrap_or(0.0)).abs() < 0.005,
-            "{k}: {num} = {} + {} vs {:?}\nA:\n{la}\nB:\n{lb}",
-            pa.0,
-            pb.0,
-            w.numerator
-        );
-        if w.kpi == "win_rate" {
-            assert!(
-                (pa.1 + pb.1 - w.denominator.unwrap_or(0.0)).abs() < 1e-9,
-                "{k} denominator"
-            );
-        }
-        checked += 1;
+/// Issue 6, test 2: SIGTERM in the middle of the stream (drain, last
+/// checkpoint, commit, exit 0), then a restart: the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
+    let broker = Tansu::start();
+    let bs = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    for (t, p) in [("term.events", 3), ("term.kpis", 1), ("recovery.dlq", 1)] {
+        broker.topic(t, p);
     }
-    assert!(checked > 50, "only {checked} series checked");
-    let leads = |m: &BTreeMap<String, KpiRecord>| -> f64 {
-        m.values()
-            .filter(|r| {
-                r.kpi == "leads_created" && r.window.kind == "day" && r.dimensions.is_empty()
-            })
-            .filter_map(|r| r.value)
-            .sum()
-    };
-    assert!(
-        leads(&ra) > 0.0 && leads(&rb) > 0.0,
-        "both consumers counted some leads"
+    let evs = generated(60_000, 22);
+    produce(&bs, "term.events", &keyed(&evs)).await;
+    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
+    let run = start_run(&cfg_path, &bs, "term.events", "term.kpis", &[]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let first = run.stop(Duration::from_secs(60));
+    assert!(first.contains("stop signal received"), "{first}");
+    assert!(!first.contains("every window is closed"), "stopped mid-stream:\n{first}");
+    let log = start_run(&cfg_path, &bs, "term.events", "term.kpis", &[])
+        .wait(Duration::from_secs(300));
+    assert!(log.contains("partition state restored from the changelog"), "{log}");
+    assert!(log.contains("merger state restored from the changelog"), "{log}");
+    assert_kafka_finals_equal_file_mode(&bs, "term.kpis", &cfg, &evs);
+}
+
+/// Issue 6, test 3: three instances on a 6-partition topic; one is killed
+/// mid-stream and another joins; the final KPIs equal the single-instance
+/// file-mode run on the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_with_a_killed_and_a_joining_instance_equals_file_mode() {
+    let broker = Tansu::start();
+    let bs = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    for (t, p) in [("group.events", 6), ("group.kpis", 1), ("recovery.dlq", 1)] {
+        broker.topic(t, p);
+    }
+    let evs = generated(60_000, 23);
+    produce(&bs, "group.events", &keyed(&evs)).await;
+    let (cfg_path, cfg) = recovery_config(
+        tmp.path(),
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
     );
+    let start = || start_run(&cfg_path, &bs, "group.events", "group.kpis", &[]);
+    let a = start();
+    let b = start();
+    let c = start();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    sigkill(b);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = start();
+    let logs: Vec<String> = [a, c, d]
+        .into_iter()
+        .map(|r| r.wait(Duration::from_secs(600)))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("every window is closed")),
+        "one instance merged to the end:\n{}",
+        logs.join("\n-----\n")
+    );
+    assert_kafka_finals_equal_file_mode(&bs, "group.kpis", &cfg, &evs);
+}
+
+/// Issue 6, test 4: a damaged checkpoint in the changelog stops the run
+/// with an error naming it and the way out; `--fresh` rebuilds from the
+/// input topic and gives the right numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
+    let broker = Tansu::start();
+    let bs = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    for (t, p) in [("bad.events", 3), ("bad.kpis", 1), ("recovery.dlq", 1)] {
+        broker.topic(t, p);
+    }
+    let evs = generated(5_000, 24);
+    produce(&bs, "bad.events", &keyed(&evs)).await;
+    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
+    let first = start_run(&cfg_path, &bs, "bad.events", "bad.kpis", &[])
+        .wait(Duration::from_secs(300));
+    assert!(first.contains("every window is closed"), "{first}");
+    // A flipped byte in the newest checkpoint of partition 1: its chunk
+    // still decodes, the checkpoint's checksum does not match.
+    let msgs = read_topic(&bs, "salespulse.changelog");
+    let m = msgs
+        .iter()
+        .rev()
+        .find(|m| rdkafka::Message::key(*m) == Some(b"source/bad.events/1#0".as_slice()))
+        .expect("a checkpoint of partition 1");
+    let mut chunk: salespulse::changelog::Chunk =
+        postcard::from_bytes(rdkafka::Message::payload(m).unwrap()).unwrap();
+    let n = chunk.data.len();
+    chunk.data[n / 2] ^= 0x40;
+    let bad = postcard::to_stdvec(&chunk).unwrap();
+    produce_to(&bs, "salespulse.changelog", 1, "source/bad.events/1#0", bad).await;
+    let mut run = start_run(&cfg_path, &bs, "bad.events", "bad.kpis", &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let st = loop {
+        if let Some(st) = run.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the damaged checkpoint was not refused");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = run.log.lock().unwrap().clone();
+    assert!(!st.success(), "{log}");
+    assert!(
+        log.contains("salespulse.changelog partition 1")
+            && log.contains("source/bad.events/1")
+            && log.contains("checksum mismatch")
+            && log.contains("--fresh"),
+        "{log}"
+    );
+    broker.topic("bad.kpis2", 1);
+    let fresh = start_run(&cfg_path, &bs, "bad.events", "bad.kpis2", &["--fresh"]);
+    let log = fresh.wait(Duration::from_secs(300));
+    assert!(log.contains("no checkpoint: reading the partition from its start"), "{log}");
+    assert_kafka_finals_equal_file_mode(&bs, "bad.kpis2", &cfg, &evs);
 }

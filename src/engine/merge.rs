@@ -477,6 +477,7 @@ impl Engine {
             )
         };
         let (src, v) = (p.source.as_str(), p.version);
+        let late_before = m.late_items;
         let cutoff = self.cutoff();
         for it in &p.items {
             match it {
@@ -618,6 +619,9 @@ impl Engine {
                 }
             }
         }
+        if m.late_items > late_before {
+            tracing::warn!(source = %p.source, items = m.late_items - late_before, "partials for windows the merger had already closed were dropped: a partition that was idle (kafka.idle_partition_timeout) sent events older than the other partitions' watermark");
+        }
         if let Some(pr) = p.progress {
             match m.sources.get_mut(src) {
                 Some(s) if s.version > v => {}
@@ -661,7 +665,7 @@ impl Engine {
         let max_time = known.iter().map(|s| s.progress.max_time).max();
         let active: Vec<i64> = known
             .iter()
-            .filter(|s| !s.progress.idle && !s.progress.at_end)
+            .filter(|s| !s.progress.idle)
             .map(|s| s.progress.clock)
             .collect();
         let clock = if !complete {

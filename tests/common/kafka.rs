@@ -28,6 +28,23 @@ impl Out {
     }
 }
 
+/// Produces one message to one partition and waits for its delivery.
+pub async fn produce_to(bootstrap: &str, topic: &str, partition: i32, key: &str, value: Vec<u8>) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("test producer");
+    p.send(
+        FutureRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(&value),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("delivered");
+}
+
 /// Produces every message (keyed: the partitioner hashes the key) and waits for delivery.
 pub async fn produce(bootstrap: &str, topic: &str, msgs: &[Out]) {
     let p: FutureProducer = ClientConfig::new()
