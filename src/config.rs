@@ -356,10 +356,12 @@ pub struct KafkaConfig {
     /// reassigned partition replays at most this much.
     pub checkpoint_interval: Dur,
     /// Internal topic (1 partition) the partition states send their
-    /// partial aggregates to; created at start if missing.
+    /// partial aggregates to; created at start if missing. Empty =
+    /// `<group_id>.partials`.
     pub partials_topic: String,
     /// Internal compacted topic of the checkpoints (as many partitions as
-    /// the input topic); created at start if missing.
+    /// the input topic); created at start if missing. Empty =
+    /// `<group_id>.changelog`.
     pub changelog_topic: String,
     /// Replication factor of the internal topics when salespulse creates
     /// them (-1 = the broker's default).
@@ -377,6 +379,26 @@ pub struct KafkaConfig {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The partials topic: `partials_topic`, else `<group_id>.partials`.
+    pub fn partials(&self) -> String {
+        if self.partials_topic.is_empty() {
+            format!("{}.partials", self.group_id)
+        } else {
+            self.partials_topic.clone()
+        }
+    }
+
+    /// The changelog topic: `changelog_topic`, else `<group_id>.changelog`.
+    pub fn changelog(&self) -> String {
+        if self.changelog_topic.is_empty() {
+            format!("{}.changelog", self.group_id)
+        } else {
+            self.changelog_topic.clone()
+        }
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -391,8 +413,8 @@ impl Default for KafkaConfig {
             default_format: Format::Json,
             idle_partition_timeout: Dur(std::time::Duration::from_secs(30)),
             checkpoint_interval: Dur(std::time::Duration::from_secs(5)),
-            partials_topic: "salespulse.partials".into(),
-            changelog_topic: "salespulse.changelog".into(),
+            partials_topic: String::new(),
+            changelog_topic: String::new(),
             internal_replication: -1,
             end_quiet: Dur(std::time::Duration::from_secs(2)),
             properties: Default::default(),
@@ -756,17 +778,18 @@ impl Config {
                     "use a positive duration, e.g. \"5s\"",
                 );
             }
+            let (partials, changelog) = (k.partials(), k.changelog());
             for (field, v) in [
-                ("kafka.partials_topic", &k.partials_topic),
-                ("kafka.changelog_topic", &k.changelog_topic),
+                ("kafka.partials_topic", &partials),
+                ("kafka.changelog_topic", &changelog),
             ] {
-                if v.trim().is_empty() {
-                    err(field, "empty".into(), "name the internal topic, or leave the default");
-                } else if k.input_topics.contains(v) || [&k.kpi_topic, &k.dlq_topic, &k.alert_topic, &k.leaderboard_topic].contains(&v) {
+                if k.input_topics.contains(v)
+                    || [&k.kpi_topic, &k.dlq_topic, &k.alert_topic, &k.leaderboard_topic].contains(&v)
+                {
                     err(field, format!("{v:?} is also another topic of the run"), "give each internal topic a name of its own");
                 }
             }
-            if k.partials_topic == k.changelog_topic {
+            if partials == changelog {
                 err("kafka.changelog_topic", "the same as kafka.partials_topic".into(), "give each internal topic a name of its own");
             }
             if k.internal_replication == 0 || k.internal_replication < -1 {

@@ -478,7 +478,7 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
     let existing = {
         let (b, t) = (
             client_config(cfg),
-            vec![k.partials_topic.clone(), k.changelog_topic.clone()],
+            vec![k.partials(), k.changelog()],
         );
         tokio::task::spawn_blocking(move || partition_counts(&b, &t)).await??
     };
@@ -489,9 +489,10 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
         .create()
         .context("cannot create the Kafka admin client")?;
     let repl = || TopicReplication::Fixed(k.internal_replication);
+    let (partials, changelog) = (k.partials(), k.changelog());
     let topics = [
-        NewTopic::new(&k.partials_topic, 1, repl()),
-        NewTopic::new(&k.changelog_topic, input_partitions.max(1), repl())
+        NewTopic::new(&partials, 1, repl()),
+        NewTopic::new(&changelog, input_partitions.max(1), repl())
             .set("cleanup.policy", "compact"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -503,7 +504,7 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
         match r {
             Ok(t) => tracing::info!(topic = %t, "created internal topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => anyhow::bail!("cannot create internal topic {t}: {e} (create it by hand: {} with 1 partition, {} with as many partitions as the input topic, cleanup.policy=compact)", k.partials_topic, k.changelog_topic),
+            Err((t, e)) => anyhow::bail!("cannot create internal topic {t}: {e} (create it by hand: {} with 1 partition, {} with as many partitions as the input topic, cleanup.policy=compact)", k.partials(), k.changelog()),
         }
     }
     Ok(())
@@ -552,7 +553,7 @@ fn restore_source(
     } else {
         crate::changelog::read_partition(
             &base,
-            &cfg.kafka.changelog_topic,
+            &cfg.kafka.changelog(),
             cp,
             |k| k == key,
             Duration::from_secs(60),
@@ -570,7 +571,7 @@ fn restore_source(
         tracing::info!(topic, partition, start = low, fresh, "no checkpoint: reading the partition from its start");
         return Ok((e, low));
     };
-    let name = changelog_name(&cfg.kafka.changelog_topic, cp, offset, &key);
+    let name = changelog_name(&cfg.kafka.changelog(), cp, offset, &key);
     let c = Checkpoint::decode(&bytes, &name).context(KAFKA_FIX)?;
     c.check_layout(&name, &settings).context(KAFKA_FIX)?;
     let InputPosition::Kafka { next, .. } = c.input else {
@@ -595,7 +596,7 @@ fn restore_merger(
     } else {
         crate::changelog::read_partition(
             &client_config(cfg),
-            &cfg.kafka.changelog_topic,
+            &cfg.kafka.changelog(),
             0,
             |k| k == MERGE_KEY,
             Duration::from_secs(60),
@@ -608,7 +609,7 @@ fn restore_merger(
         e.set_merge_mode(Default::default(), expected);
         return Ok((e, 0));
     };
-    let name = changelog_name(&cfg.kafka.changelog_topic, 0, offset, MERGE_KEY);
+    let name = changelog_name(&cfg.kafka.changelog(), 0, offset, MERGE_KEY);
     let corrupt = |problem: String| CheckpointError::Corrupt {
         path: name.clone(),
         problem,
@@ -648,7 +649,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let max_parts = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
     ensure_internal_topics(cfg, max_parts).await?;
     let changelog_parts = {
-        let (b, t) = (base.clone(), vec![k.changelog_topic.clone()]);
+        let (b, t) = (base.clone(), vec![k.changelog()]);
         tokio::task::spawn_blocking(move || partition_counts(&b, &t))
             .await??
             .first()
@@ -661,7 +662,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
     let consumer = group_consumer(cfg, &k.group_id, &topics, m.clone(), true)?;
     let merge_group = format!("{}.merge", k.group_id);
-    let merge_consumer = group_consumer(cfg, &merge_group, &[k.partials_topic.as_str()], m.clone(), false)?;
+    let merge_consumer = group_consumer(cfg, &merge_group, &[k.partials().as_str()], m.clone(), false)?;
     let producer = producer(cfg)?;
     let alerts = Dispatcher::start(&cfg.alerts, &k.alert_topic, Some(producer.clone()), m.clone())?;
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
@@ -944,7 +945,7 @@ impl Shared<'_> {
         let (engine, next) = tokio::task::spawn_blocking(move || restore_merger(&cfg, expected, fresh))
             .await
             .context("restore task failed")??;
-        let t = &self.cfg.kafka.partials_topic;
+        let t = &self.cfg.kafka.partials();
         if let Err(e) = self.merge_consumer.seek(t, 0, Offset::Offset(next), Duration::from_secs(5)) {
             tracing::debug!(error = %e, "seek after restore failed; done at the first message instead");
         }
@@ -968,7 +969,7 @@ impl Shared<'_> {
         idle: Duration,
         ends: Option<&HashMap<(String, i32), (i64, i64)>>,
     ) -> anyhow::Result<()> {
-        let topic = &self.cfg.kafka.partials_topic;
+        let topic = &self.cfg.kafka.partials();
         for ((t, p), src) in sources.iter_mut() {
             // Quiet too: some brokers (tansu 0.6) report end offsets
             // short of what they hold.
@@ -1093,7 +1094,7 @@ impl Shared<'_> {
             let cp = p % self.changelog_parts;
             for (i, chunk) in crate::changelog::chunks(&bytes).iter().enumerate() {
                 let ck = crate::changelog::chunk_key(&key, i as u32);
-                futs.push(send(self.producer, &k.changelog_topic, Some(cp), ck.as_bytes(), chunk, None).await?);
+                futs.push(send(self.producer, &k.changelog(), Some(cp), ck.as_bytes(), chunk, None).await?);
             }
             offsets.push(((t.clone(), *p), s.next));
         }
@@ -1104,9 +1105,9 @@ impl Shared<'_> {
             bytes_total += bytes.len();
             for (i, chunk) in crate::changelog::chunks(&bytes).iter().enumerate() {
                 let ck = crate::changelog::chunk_key(MERGE_KEY, i as u32);
-                futs.push(send(self.producer, &k.changelog_topic, Some(0), ck.as_bytes(), chunk, None).await?);
+                futs.push(send(self.producer, &k.changelog(), Some(0), ck.as_bytes(), chunk, None).await?);
             }
-            merge_offset = Some(((k.partials_topic.clone(), 0), mg.next));
+            merge_offset = Some(((k.partials(), 0), mg.next));
         }
         deliver_all(self.producer, futs, self.m).await?;
         // Durable: the offsets may be committed.

@@ -118,8 +118,8 @@ async fn replay_through_mock_cluster_equals_file_mode_and_dead_letters_bad_messa
     let mock = MockCluster::new(3).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 3, 1).unwrap();
-    mock.create_topic("salespulse.partials", 1, 1).unwrap();
-    mock.create_topic("salespulse.changelog", 3, 1).unwrap();
+    mock.create_topic("replay.partials", 1, 1).unwrap();
+    mock.create_topic("replay.changelog", 3, 1).unwrap();
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
 
@@ -304,8 +304,8 @@ async fn broker_errors_lose_no_record() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 2, 1).unwrap();
-    mock.create_topic("salespulse.partials", 1, 1).unwrap();
-    mock.create_topic("salespulse.changelog", 2, 1).unwrap();
+    mock.create_topic("outage.partials", 1, 1).unwrap();
+    mock.create_topic("outage.changelog", 2, 1).unwrap();
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(1500);
@@ -406,8 +406,8 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
     let bs = mock.bootstrap_servers();
     // (librdkafka's mock cluster keeps only so many messages per partition)
     mock.create_topic("crm.events", 3, 1).unwrap();
-    mock.create_topic("salespulse.partials", 1, 1).unwrap();
-    mock.create_topic("salespulse.changelog", 3, 1).unwrap();
+    mock.create_topic("stalled.partials", 1, 1).unwrap();
+    mock.create_topic("stalled.changelog", 3, 1).unwrap();
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(10_000);
@@ -488,8 +488,8 @@ async fn alert_notifications_are_published_on_the_alert_topic() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
     mock.create_topic("crm.events", 1, 1).unwrap();
-    mock.create_topic("salespulse.partials", 1, 1).unwrap();
-    mock.create_topic("salespulse.changelog", 1, 1).unwrap();
+    mock.create_topic("alerts.partials", 1, 1).unwrap();
+    mock.create_topic("alerts.changelog", 1, 1).unwrap();
     mock.create_topic("alerts", 1, 1).unwrap();
     let lines = conversion_days(
         "k",

@@ -496,7 +496,7 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
     assert!(first.contains("every window is closed"), "{first}");
     // A flipped byte in the newest checkpoint of partition 1: its chunk
     // still decodes, the checkpoint's checksum does not match.
-    let msgs = read_topic(&bs, "salespulse.changelog");
+    let msgs = read_topic(&bs, "recovery.changelog");
     let m = msgs
         .iter()
         .rev()
@@ -507,7 +507,7 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
     let n = chunk.data.len();
     chunk.data[n / 2] ^= 0x40;
     let bad = postcard::to_stdvec(&chunk).unwrap();
-    produce_to(&bs, "salespulse.changelog", 1, "source/bad.events/1#0", bad).await;
+    produce_to(&bs, "recovery.changelog", 1, "source/bad.events/1#0", bad).await;
     let mut run = start_run(&cfg_path, &bs, "bad.events", "bad.kpis", &[]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let st = loop {
@@ -520,7 +520,7 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
     let log = run.log.lock().unwrap().clone();
     assert!(!st.success(), "{log}");
     assert!(
-        log.contains("salespulse.changelog partition 1")
+        log.contains("recovery.changelog partition 1")
             && log.contains("source/bad.events/1")
             && log.contains("checksum mismatch")
             && log.contains("--fresh"),

@@ -462,6 +462,11 @@ impl Engine {
             tracing::error!(source = %p.source, "a partial made under other time / window / stage settings was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages");
             return false;
         }
+        if !m.expected.is_empty() && !m.expected.contains(&p.source) {
+            m.refused += 1;
+            tracing::error!(source = %p.source, "a partial from a partition of another topic was refused: give each pipeline its own kafka.partials_topic");
+            return false;
+        }
         let ids: Vec<u32> = p
             .names
             .iter()
