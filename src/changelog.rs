@@ -33,6 +33,8 @@ pub struct Chunk {
     pub snapshot: u64,
     pub index: u32,
     pub count: u32,
+    /// The input position the checkpoint has reached (next offset).
+    pub position: i64,
     pub data: Vec<u8>,
 }
 
@@ -42,7 +44,7 @@ pub fn chunk_key(key: &str, index: u32) -> String {
 }
 
 /// `bytes` cut into chunk messages (value bytes), in order.
-pub fn chunks(bytes: &[u8]) -> Vec<Vec<u8>> {
+pub fn chunks(bytes: &[u8], position: i64) -> Vec<Vec<u8>> {
     let snapshot = fastrand::u64(..);
     let parts: Vec<&[u8]> = if bytes.is_empty() {
         vec![&[][..]]
@@ -58,6 +60,7 @@ pub fn chunks(bytes: &[u8]) -> Vec<Vec<u8>> {
                 snapshot,
                 index: i as u32,
                 count,
+                position,
                 data: data.to_vec(),
             })
             .expect("a chunk encodes")
@@ -68,18 +71,24 @@ pub fn chunks(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// The newest complete checkpoint of each key in one changelog partition.
 #[derive(Debug, Default)]
 pub struct Latest {
-    /// Key → (offset of its last chunk, bytes).
-    pub by_key: HashMap<String, (i64, Vec<u8>)>,
+    /// Key → (offset of its last chunk, input position, bytes).
+    pub by_key: HashMap<String, (i64, i64, Vec<u8>)>,
 }
 
-/// Reads changelog partition `partition` of `topic` from its start to its
-/// end, keeping the newest complete checkpoint of every key for which
-/// `want` is true. A partition that does not exist reads as empty.
+/// Reads changelog partition `partition` of `topic` from its start,
+/// keeping the newest complete checkpoint of every key for which `want`
+/// is true, until its end, and until the checkpoint of `target` (key and
+/// input position: the offset the group committed, which is only ever
+/// committed once its checkpoint is durable) is read. End offsets are
+/// looked up again and again (some brokers report them short for a
+/// while); after `timeout` what was found is returned. A partition that
+/// does not exist reads as empty.
 pub fn read_partition(
     base: &ClientConfig,
     topic: &str,
     partition: i32,
     want: impl Fn(&str) -> bool,
+    target: Option<(&str, i64)>,
     timeout: Duration,
 ) -> anyhow::Result<Latest> {
     let mut c = base.clone();
@@ -90,7 +99,7 @@ pub fn read_partition(
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
     let consumer: BaseConsumer = c.create().context("cannot create the changelog reader")?;
-    let (low, high) = match consumer.fetch_watermarks(topic, partition, timeout) {
+    let (low, mut high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
         Ok(w) => w,
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "no changelog partition: nothing to restore");
@@ -98,7 +107,10 @@ pub fn read_partition(
         }
     };
     let mut latest = Latest::default();
-    if high <= low {
+    let reached = |l: &Latest| {
+        target.is_none_or(|(k, pos)| l.by_key.get(k).is_some_and(|(_, p, _)| *p >= pos))
+    };
+    if high <= low && reached(&latest) {
         return Ok(latest);
     }
     let mut tpl = TopicPartitionList::new();
@@ -106,20 +118,26 @@ pub fn read_partition(
     consumer.assign(&tpl)?;
     // Chunks of the snapshot being assembled, by key.
     let mut open: HashMap<String, (u64, Vec<u8>, u32)> = HashMap::new();
-    let mut last_progress = Instant::now();
+    let start = Instant::now();
+    let mut last_watermark = Instant::now();
     let mut next = low;
-    while next < high {
-        if last_progress.elapsed() > timeout {
-            anyhow::bail!(
-                "reading changelog {topic}/{partition} stalled at offset {next} of {high} for {timeout:?}"
-            );
+    while next < high || !reached(&latest) {
+        if start.elapsed() > timeout {
+            tracing::warn!(topic, partition, next, high, ?target, "the changelog was not read to the committed checkpoint in time: restoring the newest one found (the partition replays from its offset)");
+            break;
         }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+        if next >= high && last_watermark.elapsed() > Duration::from_millis(300) {
+            last_watermark = Instant::now();
+            if let Ok((_, h)) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+                high = high.max(h);
+            }
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let msg = msg.with_context(|| format!("cannot read changelog {topic}/{partition}"))?;
-        last_progress = Instant::now();
         next = msg.offset() + 1;
+        high = high.max(next);
         let Some(k) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };
@@ -131,7 +149,7 @@ pub fn read_partition(
             // Kept as is: the checkpoint check names the damage.
             latest.by_key.insert(
                 key.to_string(),
-                (msg.offset(), msg.payload().unwrap_or_default().to_vec()),
+                (msg.offset(), i64::MAX, msg.payload().unwrap_or_default().to_vec()),
             );
             continue;
         };
@@ -154,7 +172,7 @@ pub fn read_partition(
             e.2 = u32::MAX;
             latest
                 .by_key
-                .insert(key.to_string(), (msg.offset(), bytes));
+                .insert(key.to_string(), (msg.offset(), ch.position, bytes));
         }
     }
     Ok(latest)

@@ -367,6 +367,7 @@ struct Src {
     last_progress: Option<Progress>,
     last_export: Instant,
     last_seek: Option<Instant>,
+    seeks: u32,
 }
 
 /// The merger: the one engine that emits KPI records.
@@ -377,6 +378,20 @@ struct Merger {
     saved: i64,
     changed: bool,
     last_seek: Option<Instant>,
+    seeks: u32,
+    last_message: Instant,
+}
+
+/// Moves the fetch position of an assigned partition.
+fn seek(c: &Consumer_, topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    for e in c.seek_partitions(tpl, Duration::from_secs(5))?.elements() {
+        if let Err(err) = e.error() {
+            anyhow::bail!("{err}");
+        }
+    }
+    Ok(())
 }
 
 /// Where a message stands against the next offset a state expects.
@@ -527,6 +542,22 @@ fn partition_counts(base: &ClientConfig, topics: &[String]) -> anyhow::Result<Ve
     Ok(out)
 }
 
+/// The offset the group of `consumer` committed for a partition, if any.
+fn committed(consumer: &Consumer_, topic: &str, partition: i32) -> Option<i64> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    match consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .ok()?
+        .elements()
+        .first()
+        .map(|e| e.offset())
+    {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    }
+}
+
 /// Where the restore of a checkpoint came from, for errors.
 fn changelog_name(topic: &str, partition: i32, offset: i64, key: &str) -> std::path::PathBuf {
     format!("kafka changelog {topic} partition {partition} offset {offset} ({key})").into()
@@ -542,6 +573,7 @@ fn restore_source(
     partition: i32,
     changelog_partitions: i32,
     fresh: bool,
+    target: Option<i64>,
 ) -> anyhow::Result<(Engine, i64)> {
     use crate::checkpoint::{Checkpoint, InputPosition};
     let base = client_config(cfg);
@@ -556,12 +588,13 @@ fn restore_source(
             &cfg.kafka.changelog(),
             cp,
             |k| k == key,
+            target.map(|t| (key.as_str(), t)),
             Duration::from_secs(60),
         )?
         .by_key
         .remove(&key)
     };
-    let Some((offset, bytes)) = found else {
+    let Some((offset, _, bytes)) = found else {
         let c: rdkafka::consumer::BaseConsumer = base.create()?;
         let (low, _) = c
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
@@ -588,6 +621,7 @@ fn restore_merger(
     cfg: &Config,
     expected: std::collections::BTreeSet<String>,
     fresh: bool,
+    target: Option<i64>,
 ) -> anyhow::Result<(Engine, i64)> {
     use crate::checkpoint::{check_layout, unframe, CheckpointError, MergeCheckpoint};
     let settings = crate::engine::Settings::from_config(cfg);
@@ -599,12 +633,13 @@ fn restore_merger(
             &cfg.kafka.changelog(),
             0,
             |k| k == MERGE_KEY,
+            target.map(|t| (MERGE_KEY, t)),
             Duration::from_secs(60),
         )?
         .by_key
         .remove(MERGE_KEY)
     };
-    let Some((offset, bytes)) = found else {
+    let Some((offset, _, bytes)) = found else {
         let mut e = Engine::new(settings);
         e.set_merge_mode(Default::default(), expected);
         return Ok((e, 0));
@@ -707,7 +742,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                     Ok(msg) => {
                         let key = (msg.topic().to_string(), msg.partition());
                         if !sources.contains_key(&key) {
-                            ctx.sync_sources(&mut sources).await?;
+                            ctx.sync_sources(&mut sources, Some(&key)).await?;
                         }
                         last_message = Instant::now();
                         if let Some(src) = sources.get_mut(&key) {
@@ -717,8 +752,13 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                                 Pos::Gap => {
                                     if src.last_seek.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                                         src.last_seek = Some(Instant::now());
-                                        tracing::info!(topic = %key.0, partition = key.1, from = offset, to = src.next, "seeking back to the restored checkpoint's offset");
-                                        if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(src.next), Duration::from_secs(5)) {
+                                        // Before it, and further each time: some brokers
+                                        // (tansu 0.6) serve a fetch from inside a batch
+                                        // from the next batch; what is before `next` is skipped.
+                                        src.seeks += 1;
+                                        let back = (src.next - (1i64 << (6 + 2 * src.seeks.min(8)))).max(0);
+                                        tracing::info!(topic = %key.0, partition = key.1, from = offset, to = src.next, seek = back, "seeking back to the restored checkpoint's offset");
+                                        if let Err(e) = seek(&consumer, &key.0, key.1, back) {
                                             tracing::debug!(error = %e, "seek failed; trying again at the next message");
                                         }
                                     }
@@ -755,7 +795,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                 match msg {
                     Ok(msg) => {
                         if merger.is_none() {
-                            ctx.sync_merger(&mut merger).await?;
+                            ctx.sync_merger(&mut merger, true).await?;
                         }
                         if let Some(mg) = merger.as_mut() {
                             let offset = msg.offset();
@@ -764,7 +804,9 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                                 Pos::Gap => {
                                     if mg.last_seek.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                                         mg.last_seek = Some(Instant::now());
-                                        if let Err(e) = merge_consumer.seek(msg.topic(), msg.partition(), Offset::Offset(mg.next), Duration::from_secs(5)) {
+                                        mg.seeks += 1;
+                                        let back = (mg.next - (1i64 << (2 * mg.seeks.min(10)))).max(0);
+                                        if let Err(e) = seek(&merge_consumer, msg.topic(), msg.partition(), back) {
                                             tracing::debug!(error = %e, "seek failed; trying again at the next message");
                                         }
                                     }
@@ -778,6 +820,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                                     }
                                     mg.next = offset + 1;
                                     mg.changed = true;
+                                    mg.last_message = Instant::now();
                                 }
                             }
                         }
@@ -798,8 +841,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             m.event_seconds
                 .observe(t_batch.elapsed().as_secs_f64() / since_flush as f64);
         }
-        ctx.sync_sources(&mut sources).await?;
-        ctx.sync_merger(&mut merger).await?;
+        ctx.sync_sources(&mut sources, None).await?;
+        ctx.sync_merger(&mut merger, false).await?;
         let ends_now = ends.lock().expect("ends lock").clone();
         ctx.export(&mut sources, &mut deliveries, idle, opts.to_end.then_some(&ends_now))
             .await?;
@@ -881,28 +924,42 @@ impl Shared<'_> {
     /// Restores the sources of newly assigned partitions (before any of
     /// their messages is applied) and drops those of revoked ones (their
     /// new owner restores them from the changelog and replays).
-    async fn sync_sources(&self, sources: &mut HashMap<(String, i32), Src>) -> anyhow::Result<()> {
-        let assigned: HashSet<(String, i32)> = self
+    async fn sync_sources(
+        &self,
+        sources: &mut HashMap<(String, i32), Src>,
+        with: Option<&(String, i32)>,
+    ) -> anyhow::Result<()> {
+        let mut assigned: HashSet<(String, i32)> = self
             .consumer
             .context()
             .assigned
             .lock()
             .expect("assignment lock")
             .clone();
-        sources.retain(|k, _| assigned.contains(k));
+        // A message can come before the assignment callback is seen: its
+        // partition is restored too, and kept for a while.
+        assigned.extend(with.cloned());
+        sources.retain(|k, s| {
+            assigned.contains(k) || s.last_message.elapsed() < Duration::from_secs(5)
+        });
         for (t, p) in assigned {
             if sources.contains_key(&(t.clone(), p)) {
                 continue;
             }
             let (cfg, tt, parts, fresh) = (self.cfg.clone(), t.clone(), self.changelog_parts, self.fresh);
+            let c = self.consumer.clone();
             let t0 = Instant::now();
-            let (engine, next) = tokio::task::spawn_blocking(move || restore_source(&cfg, &tt, p, parts, fresh))
+            let (engine, next) = tokio::task::spawn_blocking(move || {
+                let target = committed(&c, &tt, p);
+                tracing::debug!(topic = %tt, partition = p, ?target, "restoring the partition's state");
+                restore_source(&cfg, &tt, p, parts, fresh, target)
+            })
                 .await
                 .context("restore task failed")??;
             self.m.checkpoint.restore_seconds.observe(t0.elapsed().as_secs_f64());
-            if let Err(e) = self.consumer.seek(&t, p, Offset::Offset(next), Duration::from_secs(5)) {
-                tracing::debug!(topic = %t, partition = p, error = %e, "seek after restore failed; done at the first message instead");
-            }
+            // No seek: the group's committed offset is this checkpoint's
+            // (committed only once it is durable). A message past it
+            // means a newer checkpoint was lost: then it seeks back.
             let now = Instant::now();
             sources.insert(
                 (t, p),
@@ -916,6 +973,7 @@ impl Shared<'_> {
                     last_progress: None,
                     last_export: now,
                     last_seek: None,
+                    seeks: 0,
                 },
             );
         }
@@ -924,8 +982,12 @@ impl Shared<'_> {
 
     /// Restores the merger when this instance is assigned the partials
     /// partition, drops it when that is revoked.
-    async fn sync_merger(&self, merger: &mut Option<Merger>) -> anyhow::Result<()> {
-        let held = !self
+    async fn sync_merger(&self, merger: &mut Option<Merger>, got_message: bool) -> anyhow::Result<()> {
+        // A message can come before the assignment callback is seen.
+        let recent = merger
+            .as_ref()
+            .is_some_and(|m| m.last_message.elapsed() < Duration::from_secs(5));
+        let held = got_message || recent || !self
             .merge_consumer
             .context()
             .assigned
@@ -942,13 +1004,13 @@ impl Shared<'_> {
             return Ok(());
         }
         let (cfg, expected, fresh) = (self.cfg.clone(), self.expected.clone(), self.fresh);
-        let (engine, next) = tokio::task::spawn_blocking(move || restore_merger(&cfg, expected, fresh))
+        let c = self.merge_consumer.clone();
+        let (engine, next) = tokio::task::spawn_blocking(move || {
+            let target = committed(&c, &cfg.kafka.partials(), 0);
+            restore_merger(&cfg, expected, fresh, target)
+        })
             .await
             .context("restore task failed")??;
-        let t = &self.cfg.kafka.partials();
-        if let Err(e) = self.merge_consumer.seek(t, 0, Offset::Offset(next), Duration::from_secs(5)) {
-            tracing::debug!(error = %e, "seek after restore failed; done at the first message instead");
-        }
         tracing::info!(partials_next = next, "this instance runs the merger");
         *merger = Some(Merger {
             engine,
@@ -956,6 +1018,8 @@ impl Shared<'_> {
             saved: next,
             changed: true,
             last_seek: None,
+            seeks: 0,
+            last_message: Instant::now(),
         });
         Ok(())
     }
@@ -1092,7 +1156,7 @@ impl Shared<'_> {
             bytes_total += bytes.len();
             let key = source_key(t, *p);
             let cp = p % self.changelog_parts;
-            for (i, chunk) in crate::changelog::chunks(&bytes).iter().enumerate() {
+            for (i, chunk) in crate::changelog::chunks(&bytes, s.next).iter().enumerate() {
                 let ck = crate::changelog::chunk_key(&key, i as u32);
                 futs.push(send(self.producer, &k.changelog(), Some(cp), ck.as_bytes(), chunk, None).await?);
             }
@@ -1103,7 +1167,7 @@ impl Shared<'_> {
             let ms = mg.engine.merge_state().expect("merger mode");
             let bytes = MergeCheckpoint::encode(&mg.engine.settings, mg.next, &mg.engine.state, ms);
             bytes_total += bytes.len();
-            for (i, chunk) in crate::changelog::chunks(&bytes).iter().enumerate() {
+            for (i, chunk) in crate::changelog::chunks(&bytes, mg.next).iter().enumerate() {
                 let ck = crate::changelog::chunk_key(MERGE_KEY, i as u32);
                 futs.push(send(self.producer, &k.changelog(), Some(0), ck.as_bytes(), chunk, None).await?);
             }

@@ -437,6 +437,9 @@ async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
         .wait(Duration::from_secs(300));
     assert!(log.contains("partition state restored from the changelog"), "{log}");
     assert!(log.contains("merger state restored from the changelog"), "{log}");
+    if std::env::var("DBG").is_ok() {
+        eprintln!("FIRST\n{first}\nSECOND\n{log}");
+    }
     assert_kafka_finals_equal_file_mode(&bs, "term.kpis", &cfg, &evs);
 }
 
