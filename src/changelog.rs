@@ -99,7 +99,8 @@ pub fn read_partition(
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
     let consumer: BaseConsumer = c.create().context("cannot create the changelog reader")?;
-    let (low, mut high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+    let (low, mut high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))
+    {
         Ok(w) => w,
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "no changelog partition: nothing to restore");
@@ -128,7 +129,8 @@ pub fn read_partition(
         }
         if next >= high && last_watermark.elapsed() > Duration::from_millis(300) {
             last_watermark = Instant::now();
-            if let Ok((_, h)) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            if let Ok((_, h)) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))
+            {
                 high = high.max(h);
             }
         }
@@ -149,7 +151,11 @@ pub fn read_partition(
             // Kept as is: the checkpoint check names the damage.
             latest.by_key.insert(
                 key.to_string(),
-                (msg.offset(), i64::MAX, msg.payload().unwrap_or_default().to_vec()),
+                (
+                    msg.offset(),
+                    i64::MAX,
+                    msg.payload().unwrap_or_default().to_vec(),
+                ),
             );
             continue;
         };

@@ -169,7 +169,12 @@ pub struct MergeCheckpoint {
 }
 
 impl MergeCheckpoint {
-    pub fn encode(settings: &Settings, partials_next: i64, state: &State, merge: &crate::engine::merge::MergeState) -> Vec<u8> {
+    pub fn encode(
+        settings: &Settings,
+        partials_next: i64,
+        state: &State,
+        merge: &crate::engine::merge::MergeState,
+    ) -> Vec<u8> {
         #[derive(Serialize)]
         struct Ref<'a> {
             salespulse_version: &'a str,

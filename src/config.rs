@@ -784,16 +784,34 @@ impl Config {
                 ("kafka.changelog_topic", &changelog),
             ] {
                 if k.input_topics.contains(v)
-                    || [&k.kpi_topic, &k.dlq_topic, &k.alert_topic, &k.leaderboard_topic].contains(&v)
+                    || [
+                        &k.kpi_topic,
+                        &k.dlq_topic,
+                        &k.alert_topic,
+                        &k.leaderboard_topic,
+                    ]
+                    .contains(&v)
                 {
-                    err(field, format!("{v:?} is also another topic of the run"), "give each internal topic a name of its own");
+                    err(
+                        field,
+                        format!("{v:?} is also another topic of the run"),
+                        "give each internal topic a name of its own",
+                    );
                 }
             }
             if partials == changelog {
-                err("kafka.changelog_topic", "the same as kafka.partials_topic".into(), "give each internal topic a name of its own");
+                err(
+                    "kafka.changelog_topic",
+                    "the same as kafka.partials_topic".into(),
+                    "give each internal topic a name of its own",
+                );
             }
             if k.internal_replication == 0 || k.internal_replication < -1 {
-                err("kafka.internal_replication", k.internal_replication.to_string(), "use -1 (the broker's default) or a positive replication factor");
+                err(
+                    "kafka.internal_replication",
+                    k.internal_replication.to_string(),
+                    "use -1 (the broker's default) or a positive replication factor",
+                );
             }
             if k.idle_partition_timeout.0.is_zero() {
                 err(

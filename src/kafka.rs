@@ -491,10 +491,7 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
     use rdkafka::client::DefaultClientContext;
     let k = &cfg.kafka;
     let existing = {
-        let (b, t) = (
-            client_config(cfg),
-            vec![k.partials(), k.changelog()],
-        );
+        let (b, t) = (client_config(cfg), vec![k.partials(), k.changelog()]);
         tokio::task::spawn_blocking(move || partition_counts(&b, &t)).await??
     };
     if existing.iter().all(|(_, n)| *n > 0) {
@@ -507,8 +504,7 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
     let (partials, changelog) = (k.partials(), k.changelog());
     let topics = [
         NewTopic::new(&partials, 1, repl()),
-        NewTopic::new(&changelog, input_partitions.max(1), repl())
-            .set("cleanup.policy", "compact"),
+        NewTopic::new(&changelog, input_partitions.max(1), repl()).set("cleanup.policy", "compact"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for r in admin
@@ -601,14 +597,23 @@ fn restore_source(
             .with_context(|| format!("cannot read the start offset of {topic}/{partition}"))?;
         let mut e = Engine::new(settings);
         e.set_source_mode();
-        tracing::info!(topic, partition, start = low, fresh, "no checkpoint: reading the partition from its start");
+        tracing::info!(
+            topic,
+            partition,
+            start = low,
+            fresh,
+            "no checkpoint: reading the partition from its start"
+        );
         return Ok((e, low));
     };
     let name = changelog_name(&cfg.kafka.changelog(), cp, offset, &key);
     let c = Checkpoint::decode(&bytes, &name).context(KAFKA_FIX)?;
     c.check_layout(&name, &settings).context(KAFKA_FIX)?;
     let InputPosition::Kafka { next, .. } = c.input else {
-        anyhow::bail!("{} is not the checkpoint of a Kafka partition ({KAFKA_FIX})", name.display());
+        anyhow::bail!(
+            "{} is not the checkpoint of a Kafka partition ({KAFKA_FIX})",
+            name.display()
+        );
     };
     let mut e = Engine::from_state(settings, c.state);
     e.set_source_mode();
@@ -697,9 +702,20 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
     let consumer = group_consumer(cfg, &k.group_id, &topics, m.clone(), true)?;
     let merge_group = format!("{}.merge", k.group_id);
-    let merge_consumer = group_consumer(cfg, &merge_group, &[k.partials().as_str()], m.clone(), false)?;
+    let merge_consumer = group_consumer(
+        cfg,
+        &merge_group,
+        &[k.partials().as_str()],
+        m.clone(),
+        false,
+    )?;
     let producer = producer(cfg)?;
-    let alerts = Dispatcher::start(&cfg.alerts, &k.alert_topic, Some(producer.clone()), m.clone())?;
+    let alerts = Dispatcher::start(
+        &cfg.alerts,
+        &k.alert_topic,
+        Some(producer.clone()),
+        m.clone(),
+    )?;
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
     let deliverer = tokio::spawn(deliverer(ack_rx, producer.clone(), m.clone()));
     let mut sources: HashMap<(String, i32), Src> = HashMap::new();
@@ -718,7 +734,9 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
     let ends: Ends = Default::default();
-    let ends_task = opts.to_end.then(|| watch_ends(consumer.clone(), ends.clone()));
+    let ends_task = opts
+        .to_end
+        .then(|| watch_ends(consumer.clone(), ends.clone()));
     let shutdown = crate::pipeline::shutdown_signal();
     tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
@@ -844,8 +862,13 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         ctx.sync_sources(&mut sources, None).await?;
         ctx.sync_merger(&mut merger, false).await?;
         let ends_now = ends.lock().expect("ends lock").clone();
-        ctx.export(&mut sources, &mut deliveries, idle, opts.to_end.then_some(&ends_now))
-            .await?;
+        ctx.export(
+            &mut sources,
+            &mut deliveries,
+            idle,
+            opts.to_end.then_some(&ends_now),
+        )
+        .await?;
         let mut finished = false;
         if let Some(mg) = merger.as_mut() {
             mg.engine.merge_advance();
@@ -875,7 +898,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             break;
         }
         if last_checkpoint.elapsed() >= k.checkpoint_interval.0 {
-            ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx).await?;
+            ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx)
+                .await?;
             last_checkpoint = Instant::now();
         }
         if opts.to_end {
@@ -897,7 +921,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             }
         }
     }
-    ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx).await?;
+    ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx)
+        .await?;
     drop(ack_tx);
     deliverer.await.context("delivery task failed")??;
     alerts.shutdown().await;
@@ -946,7 +971,12 @@ impl Shared<'_> {
             if sources.contains_key(&(t.clone(), p)) {
                 continue;
             }
-            let (cfg, tt, parts, fresh) = (self.cfg.clone(), t.clone(), self.changelog_parts, self.fresh);
+            let (cfg, tt, parts, fresh) = (
+                self.cfg.clone(),
+                t.clone(),
+                self.changelog_parts,
+                self.fresh,
+            );
             let c = self.consumer.clone();
             let t0 = Instant::now();
             let (engine, next) = tokio::task::spawn_blocking(move || {
@@ -956,7 +986,10 @@ impl Shared<'_> {
             })
                 .await
                 .context("restore task failed")??;
-            self.m.checkpoint.restore_seconds.observe(t0.elapsed().as_secs_f64());
+            self.m
+                .checkpoint
+                .restore_seconds
+                .observe(t0.elapsed().as_secs_f64());
             // No seek: the group's committed offset is this checkpoint's
             // (committed only once it is durable). A message past it
             // means a newer checkpoint was lost: then it seeks back.
@@ -982,18 +1015,24 @@ impl Shared<'_> {
 
     /// Restores the merger when this instance is assigned the partials
     /// partition, drops it when that is revoked.
-    async fn sync_merger(&self, merger: &mut Option<Merger>, got_message: bool) -> anyhow::Result<()> {
+    async fn sync_merger(
+        &self,
+        merger: &mut Option<Merger>,
+        got_message: bool,
+    ) -> anyhow::Result<()> {
         // A message can come before the assignment callback is seen.
         let recent = merger
             .as_ref()
             .is_some_and(|m| m.last_message.elapsed() < Duration::from_secs(5));
-        let held = got_message || recent || !self
-            .merge_consumer
-            .context()
-            .assigned
-            .lock()
-            .expect("assignment lock")
-            .is_empty();
+        let held = got_message
+            || recent
+            || !self
+                .merge_consumer
+                .context()
+                .assigned
+                .lock()
+                .expect("assignment lock")
+                .is_empty();
         if !held {
             if merger.take().is_some() {
                 tracing::info!("the merger moved to another instance");
@@ -1009,8 +1048,8 @@ impl Shared<'_> {
             let target = committed(&c, &cfg.kafka.partials(), 0);
             restore_merger(&cfg, expected, fresh, target)
         })
-            .await
-            .context("restore task failed")??;
+        .await
+        .context("restore task failed")??;
         tracing::info!(partials_next = next, "this instance runs the merger");
         *merger = Some(Merger {
             engine,
@@ -1031,7 +1070,7 @@ impl Shared<'_> {
         sources: &mut HashMap<(String, i32), Src>,
         deliveries: &mut Vec<DeliveryFuture>,
         idle: Duration,
-        ends: Option<&HashMap<(String, i32), (i64, i64)>>,
+        ends: Option<&EndOffsets>,
     ) -> anyhow::Result<()> {
         let topic = &self.cfg.kafka.partials();
         for ((t, p), src) in sources.iter_mut() {
@@ -1055,8 +1094,21 @@ impl Shared<'_> {
                 continue;
             }
             let name = source_name(t, *p);
-            for part in src.engine.export(&name, src.next, progress, crate::changelog::CHUNK) {
-                deliveries.push(send(self.producer, topic, Some(0), name.as_bytes(), &part.encode(), None).await?);
+            for part in src
+                .engine
+                .export(&name, src.next, progress, crate::changelog::CHUNK)
+            {
+                deliveries.push(
+                    send(
+                        self.producer,
+                        topic,
+                        Some(0),
+                        name.as_bytes(),
+                        &part.encode(),
+                        None,
+                    )
+                    .await?,
+                );
             }
             if src.consumed > 0 {
                 self.m
@@ -1089,13 +1141,26 @@ impl Shared<'_> {
         let k = &self.cfg.kafka;
         let mut out: Vec<(&str, String, Vec<u8>)> = Vec::new();
         if !k.kpi_topic.is_empty() {
-            out.extend(recs.iter().map(|r| (k.kpi_topic.as_str(), record_key(r), encode_record(r, k.kpi_format))));
+            out.extend(recs.iter().map(|r| {
+                (
+                    k.kpi_topic.as_str(),
+                    record_key(r),
+                    encode_record(r, k.kpi_format),
+                )
+            }));
         }
         if !k.leaderboard_topic.is_empty() {
-            out.extend(boards.iter().map(|b| (k.leaderboard_topic.as_str(), b.key(), encode_leaderboard(b, k.kpi_format))));
+            out.extend(boards.iter().map(|b| {
+                (
+                    k.leaderboard_topic.as_str(),
+                    b.key(),
+                    encode_leaderboard(b, k.kpi_format),
+                )
+            }));
         }
         for (topic, key, payload) in out {
-            deliveries.push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
+            deliveries
+                .push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
         }
         Ok(())
     }
@@ -1140,7 +1205,8 @@ impl Shared<'_> {
             })
             .await
             .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
         let k = &self.cfg.kafka;
         let mut futs = Vec::new();
         let mut bytes_total = 0usize;
@@ -1152,13 +1218,29 @@ impl Shared<'_> {
                 partition: *p,
                 next: s.next,
             };
-            let bytes = CheckpointRef::new(&s.engine.settings, &pos, SinkLengths::default(), &s.engine.state).encode()?;
+            let bytes = CheckpointRef::new(
+                &s.engine.settings,
+                &pos,
+                SinkLengths::default(),
+                &s.engine.state,
+            )
+            .encode()?;
             bytes_total += bytes.len();
             let key = source_key(t, *p);
             let cp = p % self.changelog_parts;
             for (i, chunk) in crate::changelog::chunks(&bytes, s.next).iter().enumerate() {
                 let ck = crate::changelog::chunk_key(&key, i as u32);
-                futs.push(send(self.producer, &k.changelog(), Some(cp), ck.as_bytes(), chunk, None).await?);
+                futs.push(
+                    send(
+                        self.producer,
+                        &k.changelog(),
+                        Some(cp),
+                        ck.as_bytes(),
+                        chunk,
+                        None,
+                    )
+                    .await?,
+                );
             }
             offsets.push(((t.clone(), *p), s.next));
         }
@@ -1169,7 +1251,17 @@ impl Shared<'_> {
             bytes_total += bytes.len();
             for (i, chunk) in crate::changelog::chunks(&bytes, mg.next).iter().enumerate() {
                 let ck = crate::changelog::chunk_key(MERGE_KEY, i as u32);
-                futs.push(send(self.producer, &k.changelog(), Some(0), ck.as_bytes(), chunk, None).await?);
+                futs.push(
+                    send(
+                        self.producer,
+                        &k.changelog(),
+                        Some(0),
+                        ck.as_bytes(),
+                        chunk,
+                        None,
+                    )
+                    .await?,
+                );
             }
             merge_offset = Some(((k.partials(), 0), mg.next));
         }
@@ -1188,10 +1280,17 @@ impl Shared<'_> {
             mg.saved = mg.next;
             mg.changed = false;
         }
-        self.m.checkpoint.seconds.observe(t0.elapsed().as_secs_f64());
+        self.m
+            .checkpoint
+            .seconds
+            .observe(t0.elapsed().as_secs_f64());
         self.m.checkpoint.bytes.set(bytes_total as i64);
         self.m.checkpoint.written.inc();
-        tracing::debug!(partitions = dirty.len(), bytes = bytes_total, "checkpoint written to the changelog");
+        tracing::debug!(
+            partitions = dirty.len(),
+            bytes = bytes_total,
+            "checkpoint written to the changelog"
+        );
         Ok(())
     }
 }
@@ -1201,7 +1300,9 @@ impl Shared<'_> {
 /// Looked up again and again by a background thread, so the consume loop
 /// never waits on the broker, and an end offset reported short (tansu
 /// 0.6 lags behind what it holds) is corrected.
-type Ends = Arc<Mutex<HashMap<(String, i32), (i64, i64)>>>;
+/// (start, end) offset by partition.
+type EndOffsets = HashMap<(String, i32), (i64, i64)>;
+type Ends = Arc<Mutex<EndOffsets>>;
 
 fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || loop {

@@ -177,7 +177,8 @@ impl CheckpointMetrics {
             .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
         )
         .expect("metric");
-        r.register(Box::new(restore_seconds.clone())).expect("register");
+        r.register(Box::new(restore_seconds.clone()))
+            .expect("register");
         let bytes = IntGauge::new(
             "salespulse_checkpoint_bytes",
             "Size of the last checkpoint written.",
@@ -487,8 +488,12 @@ impl Metrics {
             let n: usize = engines.iter().map(|e| e.entity_counts()[i]).sum();
             self.entities.with_label_values(&[name]).set(n as i64);
         }
-        self.dedup_entries
-            .set(engines.iter().map(|e| e.state.dedup.order.len()).sum::<usize>() as i64);
+        self.dedup_entries.set(
+            engines
+                .iter()
+                .map(|e| e.state.dedup.order.len())
+                .sum::<usize>() as i64,
+        );
         self.buckets
             .set(engines.iter().map(|e| e.bucket_count()).sum::<usize>() as i64);
         if let Some(w) = engines

@@ -103,13 +103,10 @@ async fn run_to_end(cfg: &Config) -> (salespulse::pipeline::RunReport, Arc<Metri
         metrics: metrics.clone(),
         fresh: false,
     };
-    let report = tokio::time::timeout(
-        Duration::from_secs(40),
-        run(cfg, opts),
-    )
-    .await
-    .expect("the Kafka run ends at the end of the topic")
-    .expect("the Kafka run succeeds");
+    let report = tokio::time::timeout(Duration::from_secs(40), run(cfg, opts))
+        .await
+        .expect("the Kafka run ends at the end of the topic")
+        .expect("the Kafka run succeeds");
     (report, metrics)
 }
 
@@ -338,13 +335,10 @@ async fn broker_errors_lose_no_record() {
         metrics: metrics.clone(),
         fresh: false,
     };
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        run(&cfg, opts),
-    )
-    .await
-    .expect("the run finishes")
-    .expect("run succeeds");
+    let report = tokio::time::timeout(Duration::from_secs(60), run(&cfg, opts))
+        .await
+        .expect("the run finishes")
+        .expect("run succeeds");
     assert_eq!(report.accepted, 1500);
     assert_same_finals(
         &finals(&kpi_records(&bs)),

@@ -312,7 +312,7 @@ fn sigkill(run: Run) {
 /// rep's team), checkpoints every second, tansu's quiet period.
 fn recovery_config(dir: &Path, extra: &str) -> (PathBuf, Config) {
     let toml = format!(
-        "{}[output]\nupdate_interval = \"200ms\"\n[kafka]\nend_quiet = \"8s\"\ncheckpoint_interval = \"1s\"\n{extra}",
+        "{}[output]\nupdate_interval = \"200ms\"\n[kafka]\nend_quiet = \"20s\"\ncheckpoint_interval = \"1s\"\n{extra}",
         roster_toml(6)
     );
     (
@@ -403,8 +403,8 @@ async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
         sigkill(run);
         kills += 1;
     }
-    let log = start_run(&cfg_path, &bs, "crash.events", "crash.kpis", &[])
-        .wait(Duration::from_secs(600));
+    let log =
+        start_run(&cfg_path, &bs, "crash.events", "crash.kpis", &[]).wait(Duration::from_secs(600));
     assert!(log.contains("every window is closed"), "{log}");
     assert!(kills >= 2, "killed {kills} times");
     assert!(
@@ -432,13 +432,22 @@ async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let first = run.stop(Duration::from_secs(60));
     assert!(first.contains("stop signal received"), "{first}");
-    assert!(!first.contains("every window is closed"), "stopped mid-stream:\n{first}");
-    let log = start_run(&cfg_path, &bs, "term.events", "term.kpis", &[])
-        .wait(Duration::from_secs(300));
-    assert!(log.contains("partition state restored from the changelog"), "{log}");
-    assert!(log.contains("merger state restored from the changelog"), "{log}");
-    if std::env::var("DBG").is_ok() {
-        eprintln!("FIRST\n{first}\nSECOND\n{log}");
+    assert!(
+        !first.contains("every window is closed"),
+        "stopped mid-stream:\n{first}"
+    );
+    let log =
+        start_run(&cfg_path, &bs, "term.events", "term.kpis", &[]).wait(Duration::from_secs(300));
+    assert!(
+        log.contains("partition state restored from the changelog"),
+        "{log}"
+    );
+    assert!(
+        log.contains("merger state restored from the changelog"),
+        "{log}"
+    );
+    if std::env::var_os("TEST_PRINT_LOGS").is_some() {
+        eprintln!("first run:\n{first}\nsecond run:\n{log}");
     }
     assert_kafka_finals_equal_file_mode(&bs, "term.kpis", &cfg, &evs);
 }
@@ -494,8 +503,8 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
     let evs = generated(5_000, 24);
     produce(&bs, "bad.events", &keyed(&evs)).await;
     let (cfg_path, cfg) = recovery_config(tmp.path(), "");
-    let first = start_run(&cfg_path, &bs, "bad.events", "bad.kpis", &[])
-        .wait(Duration::from_secs(300));
+    let first =
+        start_run(&cfg_path, &bs, "bad.events", "bad.kpis", &[]).wait(Duration::from_secs(300));
     assert!(first.contains("every window is closed"), "{first}");
     // A flipped byte in the newest checkpoint of partition 1: its chunk
     // still decodes, the checkpoint's checksum does not match.
@@ -517,7 +526,10 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
         if let Some(st) = run.child.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < deadline, "the damaged checkpoint was not refused");
+        assert!(
+            Instant::now() < deadline,
+            "the damaged checkpoint was not refused"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let log = run.log.lock().unwrap().clone();
@@ -532,6 +544,9 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
     broker.topic("bad.kpis2", 1);
     let fresh = start_run(&cfg_path, &bs, "bad.events", "bad.kpis2", &["--fresh"]);
     let log = fresh.wait(Duration::from_secs(300));
-    assert!(log.contains("no checkpoint: reading the partition from its start"), "{log}");
+    assert!(
+        log.contains("no checkpoint: reading the partition from its start"),
+        "{log}"
+    );
     assert_kafka_finals_equal_file_mode(&bs, "bad.kpis2", &cfg, &evs);
 }

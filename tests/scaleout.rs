@@ -58,8 +58,7 @@ fn file_mode(evs: &[Event<'static>]) -> Vec<KpiRecord> {
 }
 
 fn partition(e: &Event<'_>) -> usize {
-    let salt: u64 = std::env::var("SALT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    (xxhash_rust::xxh3::xxh3_64_with_seed(e.partition_key().as_bytes(), salt) % PARTS as u64) as usize
+    (xxhash_rust::xxh3::xxh3_64(e.partition_key().as_bytes()) % PARTS as u64) as usize
 }
 
 fn roundtrip(s: &State) -> State {
@@ -100,7 +99,6 @@ struct Source {
 /// Runs the partitions through sources and a merger with faults at
 /// random points (seeded); returns every record the merger emitted.
 fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u64) {
-    let f = |_kind: u32| faults;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut parts: Vec<Vec<&Event<'static>>> = vec![Vec::new(); PARTS];
     for e in evs {
@@ -144,14 +142,21 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
             let _ = s.engine.apply(ev);
         }
         s.next += n;
+        if faults && rng.u8(..6) == 0 {
+            // A checkpoint of changes not exported yet (a stop signal
+            // between two exports), then a crash: the restored source
+            // exports everything again.
+            s.saved = (roundtrip(&s.engine.state), s.next);
+            s.engine = new_source(Some(roundtrip(&s.saved.0)));
+        }
         let msgs = export(s, p, false);
-        if f(0) && rng.u8(..10) == 0 {
+        if faults && rng.u8(..10) == 0 {
             // Lost on the way: the instance dies before they are sent.
             s.engine = new_source(Some(roundtrip(&s.saved.0)));
             s.next = s.saved.1;
             continue;
         }
-        if f(1) && rng.u8(..8) == 0 {
+        if faults && rng.u8(..8) == 0 {
             // A zombie: these come again much later.
             zombies.extend(msgs.iter().cloned());
         }
@@ -160,7 +165,7 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
             // Checkpoint after the partials are out.
             s.saved = (roundtrip(&s.engine.state), s.next);
         }
-        if f(2) && rng.u8(..10) == 0 {
+        if faults && rng.u8(..10) == 0 {
             // Crash after sending: the restarted source replays.
             s.engine = new_source(Some(roundtrip(&s.saved.0)));
             s.next = s.saved.1;
@@ -197,7 +202,7 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
                 merged_upto,
             );
         }
-        if f(3) && rng.u8(..20) == 0 {
+        if faults && rng.u8(..20) == 0 {
             // The merger restarts from its checkpoint and reads on from there.
             let ((st, m), at) = merger_saved.clone();
             merger = new_merger(Some((st, m)));
