@@ -422,6 +422,7 @@ fn source_key(topic: &str, partition: i32) -> String {
 }
 
 const MERGE_KEY: &str = "merge";
+
 /// Header value as UTF-8, if present.
 fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
     let h = msg.headers()?;
@@ -719,6 +720,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
     let deliverer = tokio::spawn(deliverer(ack_rx, producer.clone(), m.clone()));
     let mut sources: HashMap<(String, i32), Src> = HashMap::new();
+    // Assigned partitions waiting for their first message, since when.
+    let mut pending: HashMap<(String, i32), Instant> = HashMap::new();
     let mut merger: Option<Merger> = None;
     let mut report = RunReport::default();
     let mut deliveries: Vec<DeliveryFuture> = Vec::new();
@@ -760,7 +763,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                     Ok(msg) => {
                         let key = (msg.topic().to_string(), msg.partition());
                         if !sources.contains_key(&key) {
-                            ctx.sync_sources(&mut sources, Some(&key)).await?;
+                            ctx.sync_sources(&mut sources, &mut pending, Some((&key, msg.offset()))).await?;
                         }
                         last_message = Instant::now();
                         if let Some(src) = sources.get_mut(&key) {
@@ -813,7 +816,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                 match msg {
                     Ok(msg) => {
                         if merger.is_none() {
-                            ctx.sync_merger(&mut merger, true).await?;
+                            ctx.sync_merger(&mut merger, Some(msg.offset())).await?;
                         }
                         if let Some(mg) = merger.as_mut() {
                             let offset = msg.offset();
@@ -859,8 +862,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             m.event_seconds
                 .observe(t_batch.elapsed().as_secs_f64() / since_flush as f64);
         }
-        ctx.sync_sources(&mut sources, None).await?;
-        ctx.sync_merger(&mut merger, false).await?;
+        ctx.sync_sources(&mut sources, &mut pending, None).await?;
+        ctx.sync_merger(&mut merger, None).await?;
         let ends_now = ends.lock().expect("ends lock").clone();
         ctx.export(
             &mut sources,
@@ -952,7 +955,8 @@ impl Shared<'_> {
     async fn sync_sources(
         &self,
         sources: &mut HashMap<(String, i32), Src>,
-        with: Option<&(String, i32)>,
+        pending: &mut HashMap<(String, i32), Instant>,
+        with: Option<(&(String, i32), i64)>,
     ) -> anyhow::Result<()> {
         let mut assigned: HashSet<(String, i32)> = self
             .consumer
@@ -963,14 +967,27 @@ impl Shared<'_> {
             .clone();
         // A message can come before the assignment callback is seen: its
         // partition is restored too, and kept for a while.
-        assigned.extend(with.cloned());
+        assigned.extend(with.map(|(k, _)| k.clone()));
         sources.retain(|k, s| {
             assigned.contains(k) || s.last_message.elapsed() < Duration::from_secs(5)
         });
+        pending.retain(|k, _| assigned.contains(k));
         for (t, p) in assigned {
-            if sources.contains_key(&(t.clone(), p)) {
+            let key = (t.clone(), p);
+            if sources.contains_key(&key) {
                 continue;
             }
+            // A partition is restored at its first message, whose offset
+            // is the group's committed one: the changelog is read up to
+            // that checkpoint, so no seek is needed (some brokers, tansu
+            // 0.6, stall after one). One that brings no message for a few
+            // seconds is restored anyway (it reports its progress).
+            let first = with.filter(|(k, _)| **k == key).map(|(_, o)| o);
+            let since = *pending.entry(key.clone()).or_insert_with(Instant::now);
+            if first.is_none() && since.elapsed() < Duration::from_secs(3) {
+                continue;
+            }
+            pending.remove(&key);
             let (cfg, tt, parts, fresh) = (
                 self.cfg.clone(),
                 t.clone(),
@@ -980,19 +997,16 @@ impl Shared<'_> {
             let c = self.consumer.clone();
             let t0 = Instant::now();
             let (engine, next) = tokio::task::spawn_blocking(move || {
-                let target = committed(&c, &tt, p);
+                let target = first.or_else(|| committed(&c, &tt, p));
                 tracing::debug!(topic = %tt, partition = p, ?target, "restoring the partition's state");
                 restore_source(&cfg, &tt, p, parts, fresh, target)
             })
-                .await
-                .context("restore task failed")??;
+            .await
+            .context("restore task failed")??;
             self.m
                 .checkpoint
                 .restore_seconds
                 .observe(t0.elapsed().as_secs_f64());
-            // No seek: the group's committed offset is this checkpoint's
-            // (committed only once it is durable). A message past it
-            // means a newer checkpoint was lost: then it seeks back.
             let now = Instant::now();
             sources.insert(
                 (t, p),
@@ -1018,8 +1032,9 @@ impl Shared<'_> {
     async fn sync_merger(
         &self,
         merger: &mut Option<Merger>,
-        got_message: bool,
+        first: Option<i64>,
     ) -> anyhow::Result<()> {
+        let got_message = first.is_some();
         // A message can come before the assignment callback is seen.
         let recent = merger
             .as_ref()
@@ -1045,7 +1060,7 @@ impl Shared<'_> {
         let (cfg, expected, fresh) = (self.cfg.clone(), self.expected.clone(), self.fresh);
         let c = self.merge_consumer.clone();
         let (engine, next) = tokio::task::spawn_blocking(move || {
-            let target = committed(&c, &cfg.kafka.partials(), 0);
+            let target = first.or_else(|| committed(&c, &cfg.kafka.partials(), 0));
             restore_merger(&cfg, expected, fresh, target)
         })
         .await
