@@ -580,13 +580,23 @@ fn restore_source(
     let found = if fresh {
         None
     } else {
+        // At the partition's start there is nothing to wait for.
+        let low = base
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .ok()
+            .and_then(|c| {
+                c.fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .ok()
+            })
+            .map_or(0, |(l, _)| l);
+        let target = target.filter(|t| *t > low);
         crate::changelog::read_partition(
             &base,
             &cfg.kafka.changelog(),
             cp,
             |k| k == key,
             target.map(|t| (key.as_str(), t)),
-            Duration::from_secs(60),
+            Duration::from_secs(15),
         )?
         .by_key
         .remove(&key)
@@ -639,8 +649,8 @@ fn restore_merger(
             &cfg.kafka.changelog(),
             0,
             |k| k == MERGE_KEY,
-            target.map(|t| (MERGE_KEY, t)),
-            Duration::from_secs(60),
+            target.filter(|t| *t > 0).map(|t| (MERGE_KEY, t)),
+            Duration::from_secs(15),
         )?
         .by_key
         .remove(MERGE_KEY)
@@ -997,7 +1007,9 @@ impl Shared<'_> {
             let c = self.consumer.clone();
             let t0 = Instant::now();
             let (engine, next) = tokio::task::spawn_blocking(move || {
-                let target = first.or_else(|| committed(&c, &tt, p));
+                // The group's committed offset; else the first message's
+                // (some brokers answer the offset fetch late).
+                let target = committed(&c, &tt, p).or(first);
                 tracing::debug!(topic = %tt, partition = p, ?target, "restoring the partition's state");
                 restore_source(&cfg, &tt, p, parts, fresh, target)
             })

@@ -260,7 +260,7 @@ fn merged_partials_equal_one_engine() {
 
 #[test]
 fn merged_partials_stay_exact_through_crashes_replays_and_zombies() {
-    let evs = events(60_000);
+    let evs = events(30_000);
     let want = finals(&file_mode(&evs));
     for seed in [2, 3] {
         let (recs, _) = scaled(&evs, seed, true);

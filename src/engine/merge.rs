@@ -262,6 +262,10 @@ impl Engine {
     /// Makes this the merger of `expected` sources.
     pub fn set_merge_mode(&mut self, mut m: MergeState, expected: BTreeSet<String>) {
         self.external_clock = true;
+        // Each run learns again that a partition is at its end.
+        for s in m.sources.values_mut() {
+            s.progress.at_end = false;
+        }
         m.expected = expected;
         self.merge = Some(Box::new(m));
         self.next_close = i64::MIN;
