@@ -60,6 +60,26 @@ pub struct Misc {
     pub market: Vec<(u32, i64)>,
 }
 
+impl Misc {
+    /// The same with every interned id passed through `f`.
+    fn map_ids(&self, mut f: impl FnMut(u32) -> u32) -> Misc {
+        Misc {
+            quotas: self
+                .quotas
+                .iter()
+                .map(|((r, p), v)| ((f(*r), f(*p)), *v))
+                .collect(),
+            rep_info: self
+                .rep_info
+                .iter()
+                .map(|(r, [a, b])| (f(*r), [f(*a), f(*b)]))
+                .collect(),
+            headcount: self.headcount.iter().map(|(k, v)| (f(*k), *v)).collect(),
+            market: self.market.iter().map(|(k, v)| (f(*k), *v)).collect(),
+        }
+    }
+}
+
 /// One aggregate of a source, whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Item {
@@ -361,20 +381,7 @@ impl Engine {
         misc.market.sort_unstable();
         if all || tr.misc.as_ref() != Some(&misc) {
             tr.misc = Some(misc.clone());
-            let t = Misc {
-                quotas: misc
-                    .quotas
-                    .iter()
-                    .map(|((r, p), v)| ((n.id(*r), n.id(*p)), *v))
-                    .collect(),
-                rep_info: misc
-                    .rep_info
-                    .iter()
-                    .map(|(r, [a, b])| (n.id(*r), [n.id(*a), n.id(*b)]))
-                    .collect(),
-                headcount: misc.headcount.iter().map(|(k, v)| (n.id(*k), *v)).collect(),
-                market: misc.market.iter().map(|(k, v)| (n.id(*k), *v)).collect(),
-            };
+            let t = misc.map_ids(|id| n.id(id));
             items.push(Item::Misc(t));
         }
         let names = n.names;
@@ -595,21 +602,7 @@ impl Engine {
                     }
                 }
                 Item::Misc(x) => {
-                    let id = |v: &u32| ids.get(*v as usize).copied().unwrap_or(0);
-                    let t = Misc {
-                        quotas: x
-                            .quotas
-                            .iter()
-                            .map(|((r, p), v)| ((id(r), id(p)), *v))
-                            .collect(),
-                        rep_info: x
-                            .rep_info
-                            .iter()
-                            .map(|(r, [a, b])| (id(r), [id(a), id(b)]))
-                            .collect(),
-                        headcount: x.headcount.iter().map(|(k, v)| (id(k), *v)).collect(),
-                        market: x.market.iter().map(|(k, v)| (id(k), *v)).collect(),
-                    };
+                    let t = x.map_ids(|v| ids.get(v as usize).copied().unwrap_or(0));
                     if put(&mut m.misc, src, v, t) {
                         let s = &mut self.state;
                         s.quotas.clear();
