@@ -366,8 +366,65 @@ struct Src {
     changed: bool,
     last_progress: Option<Progress>,
     last_export: Instant,
-    last_seek: Option<Instant>,
-    seeks: u32,
+    /// Seeking back: see [`SeekBack`].
+    back: SeekBack,
+}
+
+impl Src {
+    /// The fetch position is known to be right: a message came since the
+    /// restore (librdkafka then reads on in order), or the state starts at
+    /// the partition's first offset. Until then the end offset proves
+    /// nothing: tansu 0.6 reports the base offset of the last batch + 1 as
+    /// the end, and serves nothing to a fetch from inside that batch.
+    fn verified(&self, low: i64) -> bool {
+        self.back.seen.is_some() || self.next <= low
+    }
+}
+
+/// Seeking back to the offset a restored state expects, further each
+/// time: some brokers (tansu 0.6) serve a fetch from inside a record
+/// batch from the *next* batch, or nothing at all when it is the last
+/// one. Whatever comes before the expected offset is skipped.
+#[derive(Default)]
+struct SeekBack {
+    last: Option<Instant>,
+    tries: u32,
+    /// Last message of the partition, applied or skipped.
+    seen: Option<Instant>,
+}
+
+impl SeekBack {
+    /// Seeks `topic/partition` back from `next` (at most once a second):
+    /// 4, 16, 64… × `step` offsets, the further the more tries.
+    fn seek(&mut self, c: &Consumer_, topic: &str, partition: i32, next: i64, step: i64) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.tries += 1;
+        let to = (next - step * (1i64 << (2 * self.tries.min(10)))).max(0);
+        tracing::info!(
+            topic,
+            partition,
+            next,
+            seek = to,
+            "seeking back to the restored checkpoint's offset"
+        );
+        if let Err(e) = seek(c, topic, partition, to) {
+            tracing::debug!(error = %e, "seek failed; trying again later");
+        }
+    }
+
+    /// No message for 2 s (none at all since the restore, or none since
+    /// the last seek) although the partition holds offsets from `next`
+    /// on: the fetch is stuck inside a batch.
+    fn stuck(&self, since: Instant) -> bool {
+        let quiet = |t: Instant| t.elapsed() > Duration::from_secs(2);
+        quiet(self.seen.unwrap_or(since).max(self.last.unwrap_or(since)))
+    }
 }
 
 /// The merger: the one engine that emits KPI records.
@@ -377,8 +434,7 @@ struct Merger {
     next: i64,
     saved: i64,
     changed: bool,
-    last_seek: Option<Instant>,
-    seeks: u32,
+    back: SeekBack,
     last_message: Instant,
 }
 
@@ -747,9 +803,9 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
     let ends: Ends = Default::default();
-    let ends_task = opts
-        .to_end
-        .then(|| watch_ends(consumer.clone(), ends.clone()));
+    // End offsets: for `--to-end`, and to tell a partition stuck inside
+    // a batch (see `SeekBack`) from one with nothing to read.
+    let ends_task = watch_ends(consumer.clone(), ends.clone());
     let shutdown = crate::pipeline::shutdown_signal();
     tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
@@ -777,27 +833,16 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                         }
                         last_message = Instant::now();
                         if let Some(src) = sources.get_mut(&key) {
+                            src.back.seen = Some(Instant::now());
                             let offset = msg.offset();
                             match position(src.next, offset) {
                                 Pos::Skip => {}
-                                Pos::Gap => {
-                                    if src.last_seek.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                                        src.last_seek = Some(Instant::now());
-                                        // Before it, and further each time: some brokers
-                                        // (tansu 0.6) serve a fetch from inside a batch
-                                        // from the next batch; what is before `next` is skipped.
-                                        src.seeks += 1;
-                                        let back = (src.next - (1i64 << (6 + 2 * src.seeks.min(8)))).max(0);
-                                        tracing::info!(topic = %key.0, partition = key.1, from = offset, to = src.next, seek = back, "seeking back to the restored checkpoint's offset");
-                                        if let Err(e) = seek(&consumer, &key.0, key.1, back) {
-                                            tracing::debug!(error = %e, "seek failed; trying again at the next message");
-                                        }
-                                    }
-                                }
+                                Pos::Gap => src.back.seek(&consumer, &key.0, key.1, src.next, 16),
                                 Pos::Apply => {
                                     let r = process(&mut src.engine, &msg, k.default_format);
                                     drop(msg);
                                     src.next = offset + 1;
+                                    src.back.tries = 0;
                                     src.last_message = Instant::now();
                                     src.changed = true;
                                     src.consumed += 1;
@@ -829,19 +874,11 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                             ctx.sync_merger(&mut merger, Some(msg.offset())).await?;
                         }
                         if let Some(mg) = merger.as_mut() {
+                            mg.back.seen = Some(Instant::now());
                             let offset = msg.offset();
                             match position(mg.next, offset) {
                                 Pos::Skip => {}
-                                Pos::Gap => {
-                                    if mg.last_seek.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                                        mg.last_seek = Some(Instant::now());
-                                        mg.seeks += 1;
-                                        let back = (mg.next - (1i64 << (2 * mg.seeks.min(10)))).max(0);
-                                        if let Err(e) = seek(&merge_consumer, msg.topic(), msg.partition(), back) {
-                                            tracing::debug!(error = %e, "seek failed; trying again at the next message");
-                                        }
-                                    }
-                                }
+                                Pos::Gap => mg.back.seek(&merge_consumer, msg.topic(), msg.partition(), mg.next, 1),
                                 Pos::Apply => {
                                     match crate::engine::merge::Partial::decode(msg.payload().unwrap_or_default()) {
                                         Ok(p) => {
@@ -850,6 +887,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                                         Err(e) => tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped"),
                                     }
                                     mg.next = offset + 1;
+                                    mg.back.tries = 0;
                                     mg.changed = true;
                                     mg.last_message = Instant::now();
                                 }
@@ -875,13 +913,16 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         ctx.sync_sources(&mut sources, &mut pending, None).await?;
         ctx.sync_merger(&mut merger, None).await?;
         let ends_now = ends.lock().expect("ends lock").clone();
-        ctx.export(
-            &mut sources,
-            &mut deliveries,
-            idle,
-            opts.to_end.then_some(&ends_now),
-        )
-        .await?;
+        for ((t, p), src) in sources.iter_mut() {
+            let Some(&(low, high)) = ends_now.get(&(t.clone(), *p)) else {
+                continue;
+            };
+            if (src.next < high || !src.verified(low)) && src.back.stuck(src.last_message) {
+                src.back.seek(&consumer, t, *p, src.next, 16);
+            }
+        }
+        ctx.export(&mut sources, &mut deliveries, idle, &ends_now, opts.to_end)
+            .await?;
         let mut finished = false;
         if let Some(mg) = merger.as_mut() {
             mg.engine.merge_advance();
@@ -940,9 +981,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     deliverer.await.context("delivery task failed")??;
     alerts.shutdown().await;
     drop(ends);
-    if let Some(t) = ends_task {
-        let _ = t.await;
-    }
+    let _ = ends_task.await;
     Ok(report)
 }
 
@@ -1031,8 +1070,7 @@ impl Shared<'_> {
                     changed: true,
                     last_progress: None,
                     last_export: now,
-                    last_seek: None,
-                    seeks: 0,
+                    back: SeekBack::default(),
                 },
             );
         }
@@ -1083,8 +1121,7 @@ impl Shared<'_> {
             next,
             saved: next,
             changed: true,
-            last_seek: None,
-            seeks: 0,
+            back: SeekBack::default(),
             last_message: Instant::now(),
         });
         Ok(())
@@ -1097,21 +1134,25 @@ impl Shared<'_> {
         sources: &mut HashMap<(String, i32), Src>,
         deliveries: &mut Vec<DeliveryFuture>,
         idle: Duration,
-        ends: Option<&EndOffsets>,
+        ends: &EndOffsets,
+        to_end: bool,
     ) -> anyhow::Result<()> {
         let topic = &self.cfg.kafka.partials();
         for ((t, p), src) in sources.iter_mut() {
+            let end = ends.get(&(t.clone(), *p)).copied();
+            // End offsets unknown (not fetched yet, or not allowed):
+            // idleness falls back to time alone, and no end is reached.
+            let behind = end.is_some_and(|(low, high)| src.next < high || !src.verified(low));
+            let quiet = src.last_message.elapsed();
             // Quiet too: some brokers (tansu 0.6) report end offsets
             // short of what they hold.
-            let at_end = src.last_message.elapsed() >= self.cfg.kafka.end_quiet.0
-                && ends.is_some_and(|e| {
-                    e.get(&(t.clone(), *p))
-                        .is_some_and(|(_, end)| src.next >= *end)
-                });
+            let at_end = to_end && quiet >= self.cfg.kafka.end_quiet.0 && end.is_some() && !behind;
             let progress = Progress {
                 clock: src.engine.state.clock,
                 max_time: src.engine.state.max_time,
-                idle: src.last_message.elapsed() >= idle,
+                // Idle: nothing to read. A partition with messages left
+                // (restoring, seeking, slow) holds the merger's clock back.
+                idle: quiet >= idle && !behind,
                 at_end,
             };
             if !src.changed

@@ -302,6 +302,10 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     }
 }
 
+/// A killed instance leaves the consumer group after 6 s.
+const FAST_FAILOVER: &str =
+    "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
+
 fn sigkill(run: Run) {
     let mut child = run.child;
     let _ = child.kill();
@@ -376,7 +380,6 @@ fn assert_kafka_finals_equal_file_mode(bs: &str, kpis: &str, cfg: &Config, evs: 
 /// Issue 6, test 1: 200,000 events; the process is killed with SIGKILL at
 /// several random points and restarted each time; the final KPI records
 /// equal those of an uninterrupted (file-mode) run exactly.
-#[ignore = "flaky on tansu 0.6: after a restart it can serve a committed mid-batch offset from the next batch and stall after a seek; run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let broker = Tansu::start();
@@ -387,7 +390,8 @@ async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     }
     let evs = generated(200_000, 21);
     produce(&bs, "crash.events", &keyed(&evs)).await;
-    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
+    // The killed members leave the group after session.timeout.ms.
+    let (cfg_path, cfg) = recovery_config(tmp.path(), FAST_FAILOVER);
     let mut rng = fastrand::Rng::with_seed(6);
     let mut kills = 0;
     for _ in 0..4 {
@@ -418,7 +422,6 @@ async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
 
 /// Issue 6, test 2: SIGTERM in the middle of the stream (drain, last
 /// checkpoint, commit, exit 0), then a restart: the same result.
-#[ignore = "flaky on tansu 0.6: after a restart it can serve a committed mid-batch offset from the next batch and stall after a seek; run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
     let broker = Tansu::start();
@@ -457,7 +460,7 @@ async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
 /// Issue 6, test 3: three instances on a 6-partition topic; one is killed
 /// mid-stream and another joins; the final KPIs equal the single-instance
 /// file-mode run on the same events.
-#[ignore = "flaky on tansu 0.6: after a restart it can serve a committed mid-batch offset from the next batch and stall after a seek; run with --ignored"]
+#[ignore = "fails now and then under load: two final records of one day differed, one missing a partition's last events (README Status); run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_with_a_killed_and_a_joining_instance_equals_file_mode() {
     let broker = Tansu::start();
@@ -468,10 +471,7 @@ async fn rebalance_with_a_killed_and_a_joining_instance_equals_file_mode() {
     }
     let evs = generated(60_000, 23);
     produce(&bs, "group.events", &keyed(&evs)).await;
-    let (cfg_path, cfg) = recovery_config(
-        tmp.path(),
-        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
-    );
+    let (cfg_path, cfg) = recovery_config(tmp.path(), FAST_FAILOVER);
     let start = || start_run(&cfg_path, &bs, "group.events", "group.kpis", &[]);
     let a = start();
     let b = start();
@@ -484,6 +484,9 @@ async fn rebalance_with_a_killed_and_a_joining_instance_equals_file_mode() {
         .into_iter()
         .map(|r| r.wait(Duration::from_secs(600)))
         .collect();
+    if std::env::var_os("TEST_PRINT_LOGS").is_some() {
+        eprintln!("{}", logs.join("\n-----\n"));
+    }
     assert!(
         logs.iter().any(|l| l.contains("every window is closed")),
         "one instance merged to the end:\n{}",

@@ -168,15 +168,23 @@ pub fn assert_same_finals(got: &BTreeMap<String, Vals>, want: &BTreeMap<String, 
         (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
         (a, b) => a == b,
     };
+    let mut wrong = Vec::new();
     for (k, w) in want {
-        let g = got
-            .get(k)
-            .unwrap_or_else(|| panic!("missing final record {k}"));
-        assert!(
-            close(g.0, w.0) && close(g.1, w.1) && close(g.2, w.2) && g.3 == w.3,
-            "{k}: got {g:?}, want {w:?}"
-        );
+        match got.get(k) {
+            None => wrong.push(format!("missing final record {k}")),
+            Some(g) if !(close(g.0, w.0) && close(g.1, w.1) && close(g.2, w.2) && g.3 == w.3) => {
+                wrong.push(format!("{k}: got {g:?}, want {w:?}"))
+            }
+            Some(_) => {}
+        }
     }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} final records differ:\n{}",
+        wrong.len(),
+        want.len(),
+        wrong[..wrong.len().min(40)].join("\n")
+    );
     let extra: Vec<_> = got
         .keys()
         .filter(|k| !want.contains_key(*k))
