@@ -805,7 +805,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let ends: Ends = Default::default();
     // End offsets: for `--to-end`, and to tell a partition stuck inside
     // a batch (see `SeekBack`) from one with nothing to read.
-    let ends_task = watch_ends(consumer.clone(), ends.clone());
+    let every = Duration::from_millis(if opts.to_end { 250 } else { 2_000 });
+    let ends_task = watch_ends(consumer.clone(), ends.clone(), every);
     let shutdown = crate::pipeline::shutdown_signal();
     tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
@@ -1372,7 +1373,11 @@ impl Shared<'_> {
 type EndOffsets = HashMap<(String, i32), (i64, i64)>;
 type Ends = Arc<Mutex<EndOffsets>>;
 
-fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<()> {
+fn watch_ends(
+    consumer: Arc<Consumer_>,
+    ends: Ends,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || loop {
         let todo: Vec<(String, i32)> = {
             let a = consumer.context().assigned.lock().expect("assignment lock");
@@ -1398,7 +1403,7 @@ fn watch_ends(consumer: Arc<Consumer_>, ends: Ends) -> tokio::task::JoinHandle<(
         if Arc::strong_count(&ends) == 1 {
             return;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(every);
     })
 }
 
