@@ -927,8 +927,35 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         let mut finished = false;
         if let Some(mg) = merger.as_mut() {
             mg.engine.merge_advance();
+        }
+        if opts.to_end && merger.as_ref().is_some_and(|mg| mg.engine.merge_at_end()) {
+            // The merger's last checkpoint is its state before the last
+            // windows close (as in file mode): a merger restored from it
+            // (this instance stopped, another one holds the partials
+            // now) finishes again with the same finals. Restored from a
+            // finished state it would open those windows again with only
+            // the partials read after it, and publish wrong finals.
+            if !deliveries.is_empty() {
+                ack_tx
+                    .send(Ack {
+                        deliveries: std::mem::take(&mut deliveries),
+                        barrier: None,
+                    })
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+            }
+            if let Some(mg) = merger.as_mut() {
+                mg.changed = true;
+            }
+            ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx)
+                .await?;
+            last_checkpoint = Instant::now();
+        }
+        if let Some(mg) = merger.as_mut() {
             if opts.to_end && mg.engine.merge_at_end() {
                 mg.engine.finish();
+                // Not saved again (see above).
+                mg.changed = false;
                 finished = true;
             } else if ticked && opts.live_updates {
                 mg.engine.emit_updates();

@@ -60,6 +60,7 @@ checkpoint_interval = "1s"
 [kafka.properties]
 "message.timeout.ms" = "3000"
 "statistics.interval.ms" = "200"
+"session.timeout.ms" = "6000"
 "#
     ))
     .expect("test config")
@@ -290,6 +291,18 @@ async fn replay_through_mock_cluster_equals_file_mode_and_dead_letters_bad_messa
         total += high;
     }
     assert_eq!(total, 4003);
+
+    // A second `--to-end` run of the group (as when a merger takes over
+    // from one that finished): it restores the merger's state from before
+    // the last windows closed, reads nothing twice, and publishes the
+    // same finals again, never other ones.
+    let before = kpi_records(&bs).len();
+    let (again, _) = run_to_end(&cfg).await;
+    assert_eq!(again.accepted, 0, "nothing is counted twice");
+    let recs = kpi_records(&bs);
+    assert!(recs.len() > before, "the finals are published again");
+    assert_finals_agree(&recs);
+    assert_same_finals(&finals(&recs), &want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,6 +162,23 @@ pub fn finals(recs: &[KpiRecord]) -> BTreeMap<String, Vals> {
         .collect()
 }
 
+/// Every final record of a series has the same values: a final
+/// published again (after a crash, or by a merger that took over) is the
+/// same final.
+pub fn assert_finals_agree(recs: &[KpiRecord]) {
+    let mut seen: BTreeMap<String, Vals> = BTreeMap::new();
+    for r in recs.iter().filter(|r| r.is_final) {
+        let v = (r.value, r.numerator, r.denominator, r.sample_size);
+        let k = salespulse::kafka::record_key(r);
+        if let Some(first) = seen.insert(k.clone(), v) {
+            assert_same_finals(
+                &BTreeMap::from([(k.clone(), v)]),
+                &BTreeMap::from([(k, first)]),
+            );
+        }
+    }
+}
+
 /// Asserts two final-value maps are equal, naming the first difference.
 pub fn assert_same_finals(got: &BTreeMap<String, Vals>, want: &BTreeMap<String, Vals>) {
     let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
