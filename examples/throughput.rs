@@ -10,8 +10,10 @@
 //!     target/release/examples/throughput json 100000      # instructions
 //! ```
 //!
-//! Arguments: stage (`json`: decode + engine; `decode`: decode and
-//! validation only; `gen`: neither, the setup alone), number of events,
+//! Arguments: stage (`json`: decode + engine; `live`: the same plus
+//! provisional records of every open window after every 1,024 events;
+//! `decode`: decode and validation only; `gen`: neither, the setup
+//! alone), number of events,
 //! generated events per day (default 1,000).
 
 #[global_allocator]
@@ -56,6 +58,16 @@ fn main() {
                 for l in chunk {
                     engine.process_json(l.as_bytes()).unwrap();
                 }
+                black_box(engine.take_records());
+            }
+        }
+        "live" => {
+            // Provisional records of every open window after every batch.
+            for chunk in lines.chunks(1024) {
+                for l in chunk {
+                    engine.process_json(l.as_bytes()).unwrap();
+                }
+                engine.emit_updates();
                 black_box(engine.take_records());
             }
         }

@@ -91,13 +91,19 @@ impl Dist {
 
     /// Quantile `q` in seconds (lower-rank convention: rank ⌊q·(n−1)⌋).
     pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
+        self.quantiles_seconds([q])[0]
+    }
+
+    /// Several quantiles at once: a distribution without a sketch builds
+    /// its sketch once for all of them.
+    pub fn quantiles_seconds<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
         match &self.sketch {
-            Some(s) => s.quantile(q).ok().flatten(),
-            None if self.small.is_empty() => None,
+            Some(s) => qs.map(|q| s.quantile(q).ok().flatten()),
+            None if self.small.is_empty() => [None; N],
             None => {
                 let mut s = DDSketch::new(sketch_config());
                 self.small.iter().for_each(|v| s.add(seconds(*v)));
-                s.quantile(q).ok().flatten()
+                qs.map(|q| s.quantile(q).ok().flatten())
             }
         }
     }

@@ -172,16 +172,9 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
         r.count as f64,
         r.count,
     ));
-    out.push(quantile(
-        LEAD_RESPONSE_P50,
-        r.quantile_seconds(0.5),
-        r.count,
-    ));
-    out.push(quantile(
-        LEAD_RESPONSE_P90,
-        r.quantile_seconds(0.9),
-        r.count,
-    ));
+    let [p50, p90] = r.quantiles_seconds([0.5, 0.9]);
+    out.push(quantile(LEAD_RESPONSE_P50, p50, r.count));
+    out.push(quantile(LEAD_RESPONSE_P90, p90, r.count));
     let closed = a.deals_won + a.deals_lost;
     out.push(ratio(WIN_RATE, a.deals_won as f64, closed as f64, closed));
     out.push(ratio(
@@ -205,8 +198,9 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
         c.count as f64,
         c.count,
     ));
-    out.push(quantile(CYCLE_P50, c.quantile_seconds(0.5), c.count));
-    out.push(quantile(CYCLE_P90, c.quantile_seconds(0.9), c.count));
+    let [p50, p90] = c.quantiles_seconds([0.5, 0.9]);
+    out.push(quantile(CYCLE_P50, p50, c.count));
+    out.push(quantile(CYCLE_P90, p90, c.count));
     for k in ActivityKind::ALL {
         let n = a.activities[k as usize];
         let mut v = total(ACTIVITIES, n as f64, n);

@@ -18,7 +18,6 @@ use salespulse::engine::Engine;
 use salespulse::event::Event;
 use salespulse::generator::{GenConfig, Generator};
 use salespulse::output::KpiRecord;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

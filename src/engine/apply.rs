@@ -158,6 +158,7 @@ impl Engine {
                     revision: 0,
                     dirty: false,
                     aggs: Aggs::default(),
+                    folded: Rolled::default(),
                 }
             });
         }

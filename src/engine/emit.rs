@@ -112,9 +112,9 @@ impl Engine {
         }
     }
 
-    /// Records of one window from its accumulators.
-    fn emit_window(&mut self, w: &Win, kind: Option<CalendarKind>, aggs: &Aggs) {
-        let rolled = aggs.rollup();
+    /// Records of one window from its accumulators, rolled up.
+    fn emit_window(&mut self, w: &Win, kind: Option<CalendarKind>, all: &Rolled) {
+        let rolled = &all.scopes;
         let active = self.state.ledger.active_at(w.start);
         let mut scopes: Vec<&Scope> = rolled.keys().collect();
         scopes.sort_unstable();
@@ -169,15 +169,15 @@ impl Engine {
                 self.push_with_extra(w, *scope, &[v], Some(("stage", &name)));
             }
         }
-        self.emit_price_pairs(w, aggs);
-        self.emit_ab(w, &rolled);
-        self.emit_leaderboards(w, &rolled);
+        self.emit_price_pairs(w, &all.pairs);
+        self.emit_ab(w, rolled);
+        self.emit_leaderboards(w, rolled);
         if let Some(kind) = kind {
             if kind != CalendarKind::Day && kind != CalendarKind::Week {
-                self.emit_quota(w, &rolled);
+                self.emit_quota(w, rolled);
             }
             if kind == CalendarKind::Month {
-                self.emit_progress(w, &rolled);
+                self.emit_progress(w, rolled);
             }
         }
     }
@@ -239,19 +239,11 @@ impl Engine {
     }
 
     /// Price index per (product, competitor) pair.
-    fn emit_price_pairs(&mut self, w: &Win, aggs: &Aggs) {
-        let mut pairs: BTreeMap<(u32, u32), Acc> = BTreeMap::new();
-        for (k, a) in &aggs.0 {
-            if a.price_obs > 0 && k[PRODUCT] != 0 && k[COMPETITOR] != 0 {
-                pairs
-                    .entry((k[PRODUCT], k[COMPETITOR]))
-                    .or_default()
-                    .merge(a);
-            }
-        }
+    fn emit_price_pairs(&mut self, w: &Win, pairs: &FxHashMap<(u32, u32), Acc>) {
+        let pairs: BTreeMap<(u32, u32), &Acc> = pairs.iter().map(|(k, a)| (*k, a)).collect();
         for ((p, c), a) in pairs {
             let name = self.state.interner.name(c).to_string();
-            let v = kpi::price_index(&a);
+            let v = kpi::price_index(a);
             self.push_with_extra(w, scope(PRODUCT, p), &[v], Some(("competitor", &name)));
         }
     }
@@ -434,8 +426,8 @@ impl Engine {
                 .iter()
                 .position(|c| c.kind == CalendarKind::Month)?;
             return self
-                .window_aggs(set, prev.start)
-                .map(|a| a.revenue_by_scope());
+                .window_rolled(set, prev.start)
+                .map(|r| r.revenue_by_scope());
         }
         match &self.state.last_closed_month {
             Some((s, rev)) if *s == prev.start => Some(rev.iter().copied().collect()),
@@ -579,34 +571,31 @@ impl Engine {
         }
     }
 
-    /// Everything calendar bucket `start` of set `set` holds: for a day its
-    /// own accumulators, for a longer window its folded closed days plus
-    /// its open days.
-    pub(super) fn window_aggs(&self, set: usize, start: i64) -> Option<Aggs> {
+    /// Everything calendar bucket `start` of set `set` holds, rolled up:
+    /// for a day its own accumulators, for a longer window its folded
+    /// closed days plus its open days.
+    pub(super) fn window_rolled(&self, set: usize, start: i64) -> Option<Rolled> {
         let b = self.state.calendar[set].buckets.get(&start)?;
-        let mut aggs = b.aggs.clone();
+        let mut r = b.folded.clone();
+        r.add(&b.aggs);
         if set != 0 {
             for (_, day) in self.state.calendar[0].buckets.range(start..b.end) {
-                aggs.merge(&day.aggs);
+                r.add(&day.aggs);
             }
         }
-        Some(aggs)
+        Some(r)
     }
 
     fn emit_calendar_bucket(&mut self, set: usize, start: i64, is_final: bool) {
+        if let Some(r) = self.window_rolled(set, start) {
+            self.emit_rolled_bucket(set, start, is_final, &r);
+        }
+    }
+
+    /// Emits calendar bucket `start` of set `set`, whose accumulators
+    /// rolled up are `rolled`.
+    fn emit_rolled_bucket(&mut self, set: usize, start: i64, is_final: bool, rolled: &Rolled) {
         let kind = self.state.calendar[set].kind;
-        let aggs = if set == 0 {
-            // A day is emitted from its own accumulators: no copy.
-            let Some(b) = self.state.calendar[0].buckets.get_mut(&start) else {
-                return;
-            };
-            std::mem::take(&mut b.aggs)
-        } else {
-            let Some(aggs) = self.window_aggs(set, start) else {
-                return;
-            };
-            aggs
-        };
         let b = self.state.calendar[set]
             .buckets
             .get_mut(&start)
@@ -622,12 +611,7 @@ impl Engine {
             is_final,
             info: Default::default(),
         };
-        self.emit_window(&w, Some(kind), &aggs);
-        if set == 0 {
-            if let Some(b) = self.state.calendar[0].buckets.get_mut(&start) {
-                b.aggs = aggs;
-            }
-        }
+        self.emit_window(&w, Some(kind), rolled);
     }
 
     fn emit_rolling(&mut self, set: usize, is_final: bool) {
@@ -639,9 +623,9 @@ impl Engine {
         r.dirty = false;
         let end = crate::window::sub_bucket(self.state.max_time, r.width) + r.width;
         let start = end - r.span;
-        let mut aggs = Aggs::default();
+        let mut rolled = Rolled::default();
         for (_, a) in r.buckets.range(start..end) {
-            aggs.merge(a);
+            rolled.add(a);
         }
         let w = Win {
             kind: rolling_name(r.span),
@@ -652,7 +636,7 @@ impl Engine {
             is_final,
             info: Default::default(),
         };
-        self.emit_window(&w, None, &aggs);
+        self.emit_window(&w, None, &rolled);
     }
 
     /// Cohort conversion of the calendar windows containing a cohort day
@@ -803,17 +787,16 @@ impl Engine {
             if b.end > cutoff {
                 break;
             }
+            // Rolled up once: for its own records and for its longer windows.
+            let rolled = b.aggs.rollup();
             if self.state.calendar[0].emit {
-                self.emit_calendar_bucket(0, start, true);
+                self.emit_rolled_bucket(0, start, true, &rolled);
             }
-            let day = self.state.calendar[0]
-                .buckets
-                .remove(&start)
-                .expect("bucket present");
+            self.state.calendar[0].buckets.remove(&start);
             for set in &mut self.state.calendar[1..] {
                 if let Some((_, w)) = set.buckets.range_mut(..=start).next_back() {
                     if start < w.end {
-                        w.aggs.merge(&day.aggs);
+                        w.folded.merge(&rolled);
                     }
                 }
             }
@@ -831,7 +814,7 @@ impl Engine {
                     .remove(&start)
                     .expect("bucket present");
                 if self.state.calendar[set].kind == CalendarKind::Month {
-                    self.state.last_closed_month = Some((start, b.aggs.revenue_by_scope()));
+                    self.state.last_closed_month = Some((start, b.folded.revenue_by_scope()));
                 }
             }
         }

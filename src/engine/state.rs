@@ -78,30 +78,66 @@ impl<'de> Deserialize<'de> for Aggs {
 }
 
 impl Aggs {
-    /// Merges every cell into its scopes.
-    pub fn rollup(&self) -> FxHashMap<Scope, Acc> {
-        let mut out: FxHashMap<Scope, Acc> = FxHashMap::default();
-        out.entry(ALL).or_default();
-        for (key, acc) in &self.0 {
-            for s in scopes(key) {
-                out.entry(s).or_default().merge(acc);
-            }
-        }
+    /// Merges every cell into its scopes (and price pairs).
+    pub fn rollup(&self) -> Rolled {
+        let mut out = Rolled::default();
+        out.add(self);
         out
-    }
-
-    /// Revenue in cents by scope (for month-over-month growth).
-    pub fn revenue_by_scope<C: FromIterator<(Scope, i64)>>(&self) -> C {
-        self.rollup()
-            .into_iter()
-            .map(|(s, a)| (s, a.revenue_cents))
-            .collect()
     }
 
     pub fn merge(&mut self, o: &Aggs) {
         for (k, a) in &o.0 {
             self.0.entry(*k).or_default().merge(a);
         }
+    }
+}
+
+/// A window's accumulators summed by scope — what its records are made
+/// of — and by (product, competitor) pair, for the price index. Closed
+/// days are folded into their longer windows in this form: a cell per
+/// dimension value instead of one per combination of nine dimensions, so
+/// each cell of a day is rolled up once, not once per window kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rolled {
+    /// Always holds "all" once anything was added.
+    #[serde(with = "as_pairs")]
+    pub scopes: FxHashMap<Scope, Acc>,
+    #[serde(with = "as_pairs")]
+    pub pairs: FxHashMap<(u32, u32), Acc>,
+}
+
+impl Rolled {
+    /// Rolls the cells of `aggs` in.
+    pub fn add(&mut self, aggs: &Aggs) {
+        self.scopes.entry(ALL).or_default();
+        for (key, acc) in &aggs.0 {
+            for s in scopes(key) {
+                self.scopes.entry(s).or_default().merge(acc);
+            }
+            if acc.price_obs > 0 && key[PRODUCT] != 0 && key[COMPETITOR] != 0 {
+                self.pairs
+                    .entry((key[PRODUCT], key[COMPETITOR]))
+                    .or_default()
+                    .merge(acc);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, o: &Rolled) {
+        for (s, a) in &o.scopes {
+            self.scopes.entry(*s).or_default().merge(a);
+        }
+        for (p, a) in &o.pairs {
+            self.pairs.entry(*p).or_default().merge(a);
+        }
+    }
+
+    /// Revenue in cents by scope (for month-over-month growth).
+    pub fn revenue_by_scope<C: FromIterator<(Scope, i64)>>(&self) -> C {
+        self.scopes
+            .iter()
+            .map(|(s, a)| (*s, a.revenue_cents))
+            .collect()
     }
 }
 
@@ -213,10 +249,12 @@ pub struct Bucket {
     /// Changed since it was last emitted (days only: a longer window is
     /// changed when one of its open days is).
     pub dirty: bool,
-    /// For a day, what its events added. For a longer window, the days
-    /// that closed inside it, folded in: its value is these plus its
-    /// open days (see `Engine::window_aggs`).
+    /// For a day, what its events added (empty for a longer window).
     pub aggs: Aggs,
+    /// For a longer window, the days that closed inside it, rolled up:
+    /// its value is these plus its open days (see
+    /// `Engine::window_rolled`). Empty for a day.
+    pub folded: Rolled,
 }
 
 /// Open windows of one calendar kind, by start.
