@@ -935,6 +935,13 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             // now) finishes again with the same finals. Restored from a
             // finished state it would open those windows again with only
             // the partials read after it, and publish wrong finals.
+            // As at every checkpoint, what the saved state has emitted
+            // (windows the last partials closed) is handed out first.
+            if let Some(mg) = merger.as_mut() {
+                ctx.publish(&mut mg.engine, &mut deliveries, &mut report, &alerts)
+                    .await?;
+                mg.changed = true;
+            }
             if !deliveries.is_empty() {
                 ack_tx
                     .send(Ack {
@@ -943,9 +950,6 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                     })
                     .await
                     .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
-            }
-            if let Some(mg) = merger.as_mut() {
-                mg.changed = true;
             }
             ctx.checkpoint(&mut sources, merger.as_mut(), &ack_tx)
                 .await?;
