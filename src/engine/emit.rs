@@ -624,6 +624,8 @@ impl Engine {
         let end = crate::window::sub_bucket(self.state.max_time, r.width) + r.width;
         let start = end - r.span;
         let mut rolled = Rolled::default();
+        // "all" even when no sub-bucket is in the span: zeros, not silence.
+        rolled.scopes.entry(ALL).or_default();
         for (_, a) in r.buckets.range(start..end) {
             rolled.add(a);
         }
