@@ -148,6 +148,25 @@ impl Run {
         }
     }
 
+    /// Messages consumed so far, from the instance's /metrics (once it
+    /// serves them).
+    fn consumed(&self, topic: &str) -> Option<u64> {
+        let log = self.log.lock().unwrap().clone();
+        let addr = log
+            .split("serving http://")
+            .nth(1)?
+            .split('/')
+            .next()?
+            .to_string();
+        let metrics = http_get(&addr, "/metrics")?;
+        let prefix = format!("salespulse_kafka_messages_consumed_total{{topic=\"{topic}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
     fn stop(self, limit: Duration) -> String {
         unsafe_sigterm(self.child.id());
         self.wait(limit)
@@ -428,12 +447,33 @@ async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
     produce(&bs, "term.events", &keyed(&evs)).await;
     let (cfg_path, cfg) = recovery_config(tmp.path(), "");
     let run = start_run(&cfg_path, &bs, "term.events", "term.kpis", &[]);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Mid-stream: once a sixth of the events is consumed.
+    let t0 = Instant::now();
+    while run.consumed("term.events").unwrap_or(0) < 10_000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "consumption did not start:\n{}",
+            run.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let first = run.stop(Duration::from_secs(60));
     assert!(first.contains("stop signal received"), "{first}");
     assert!(
         !first.contains("every window is closed"),
         "stopped mid-stream:\n{first}"
+    );
+    let accepted = |log: &str| -> u64 {
+        log.split("done accepted=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no report:\n{log}"))
+    };
+    let before = accepted(&first);
+    assert!(
+        (10_000..60_000).contains(&before),
+        "stopped mid-stream: {before} of 60,000 events counted before the stop"
     );
     let log =
         start_run(&cfg_path, &bs, "term.events", "term.kpis", &[]).wait(Duration::from_secs(300));
@@ -448,6 +488,8 @@ async fn sigterm_mid_stream_then_restart_gives_the_same_result() {
     if std::env::var_os("TEST_PRINT_LOGS").is_some() {
         eprintln!("first run:\n{first}\nsecond run:\n{log}");
     }
+    // The second run counted the rest, and nothing twice.
+    assert_eq!(before + accepted(&log), 60_000);
     assert_kafka_finals_equal_file_mode(&bs, "term.kpis", &cfg, &evs);
 }
 
