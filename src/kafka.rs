@@ -302,7 +302,20 @@ async fn deliver_all(
 struct Ack {
     deliveries: Vec<DeliveryFuture>,
     barrier: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Progress of the exports among `deliveries`: confirmed once they
+    /// and everything before them are acknowledged.
+    confirms: Vec<Confirm>,
 }
+
+/// A source's progress as of one export: (partition, source generation, progress).
+type Confirm = ((String, i32), u64, Progress);
+
+/// The newest confirmed progress of each source: the progress the next
+/// export sends. The merger thus never learns of a clock (or an end)
+/// before the partials it depends on are in the partials topic, ahead of
+/// the message that tells it, even when a delivery failed and was sent
+/// again after later ones.
+type Confirmed = Arc<Mutex<HashMap<(String, i32), (u64, Progress)>>>;
 
 /// Waits for every delivery (sending again what failed), in order, and
 /// releases barriers. Its bounded channel is the backpressure: a slow
@@ -311,9 +324,16 @@ async fn deliverer(
     mut rx: mpsc::Receiver<Ack>,
     producer: FutureProducer,
     m: Arc<Metrics>,
+    confirmed: Confirmed,
 ) -> anyhow::Result<()> {
     while let Some(ack) = rx.recv().await {
         deliver_all(&producer, ack.deliveries, &m).await?;
+        if !ack.confirms.is_empty() {
+            let mut c = confirmed.lock().expect("confirmed lock");
+            for (k, gen, p) in ack.confirms {
+                c.insert(k, (gen, p));
+            }
+        }
         if let Some(b) = ack.barrier {
             let _ = b.send(());
         }
@@ -364,10 +384,15 @@ struct Src {
     consumed: u64,
     /// Applied something since the last export.
     changed: bool,
+    /// Progress at the last export, and the (confirmed) progress it sent.
     last_progress: Option<Progress>,
+    last_sent: Option<Progress>,
     last_export: Instant,
     /// Seeking back: see [`SeekBack`].
     back: SeekBack,
+    /// Tells this source's confirmations from those of an earlier one
+    /// of the same partition.
+    generation: u64,
 }
 
 impl Src {
@@ -426,6 +451,9 @@ impl SeekBack {
         quiet(self.seen.unwrap_or(since).max(self.last.unwrap_or(since)))
     }
 }
+
+/// Numbers the sources this process creates (see `Src::generation`).
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The merger: the one engine that emits KPI records.
 struct Merger {
@@ -784,7 +812,14 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         m.clone(),
     )?;
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
-    let deliverer = tokio::spawn(deliverer(ack_rx, producer.clone(), m.clone()));
+    let confirmed: Confirmed = Default::default();
+    let deliverer = tokio::spawn(deliverer(
+        ack_rx,
+        producer.clone(),
+        m.clone(),
+        confirmed.clone(),
+    ));
+    let mut confirms: Vec<Confirm> = Vec::new();
     let mut sources: HashMap<(String, i32), Src> = HashMap::new();
     // Assigned partitions waiting for their first message, since when.
     let mut pending: HashMap<(String, i32), Instant> = HashMap::new();
@@ -922,8 +957,16 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                 src.back.seek(&consumer, t, *p, src.next, 16);
             }
         }
-        ctx.export(&mut sources, &mut deliveries, idle, &ends_now, opts.to_end)
-            .await?;
+        ctx.export(
+            &mut sources,
+            &mut deliveries,
+            &mut confirms,
+            &confirmed,
+            idle,
+            &ends_now,
+            opts.to_end,
+        )
+        .await?;
         let mut finished = false;
         if let Some(mg) = merger.as_mut() {
             mg.engine.merge_advance();
@@ -947,6 +990,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                     .send(Ack {
                         deliveries: std::mem::take(&mut deliveries),
                         barrier: None,
+                        confirms: std::mem::take(&mut confirms),
                     })
                     .await
                     .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
@@ -973,6 +1017,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                 .send(Ack {
                     deliveries: std::mem::take(&mut deliveries),
                     barrier: None,
+                    confirms: std::mem::take(&mut confirms),
                 })
                 .await
                 .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
@@ -994,7 +1039,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             let all_end = !sources.is_empty()
                 && sources
                     .values()
-                    .all(|s| s.last_progress.is_some_and(|p| p.at_end))
+                    .all(|s| s.last_sent.is_some_and(|p| p.at_end))
                 && last_message.elapsed() >= k.end_quiet.0;
             if all_end && merger.is_none() {
                 let since = *at_end_since.get_or_insert_with(Instant::now);
@@ -1101,8 +1146,10 @@ impl Shared<'_> {
                     consumed: 0,
                     changed: true,
                     last_progress: None,
+                    last_sent: None,
                     last_export: now,
                     back: SeekBack::default(),
+                    generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 },
             );
         }
@@ -1161,10 +1208,13 @@ impl Shared<'_> {
 
     /// Exports the partials of every source that changed (or whose
     /// progress did, or once a second as a heartbeat).
+    #[allow(clippy::too_many_arguments)]
     async fn export(
         &self,
         sources: &mut HashMap<(String, i32), Src>,
         deliveries: &mut Vec<DeliveryFuture>,
+        confirms: &mut Vec<Confirm>,
+        confirmed: &Confirmed,
         idle: Duration,
         ends: &EndOffsets,
         to_end: bool,
@@ -1187,8 +1237,16 @@ impl Shared<'_> {
                 idle: quiet >= idle && !behind,
                 at_end,
             };
+            let key = (t.clone(), *p);
+            let sent = confirmed
+                .lock()
+                .expect("confirmed lock")
+                .get(&key)
+                .filter(|(g, _)| *g == src.generation)
+                .map(|(_, p)| *p);
             if !src.changed
                 && src.last_progress == Some(progress)
+                && src.last_sent == sent
                 && src.last_export.elapsed() < Duration::from_secs(1)
             {
                 continue;
@@ -1196,7 +1254,7 @@ impl Shared<'_> {
             let name = source_name(t, *p);
             for part in src
                 .engine
-                .export(&name, src.next, progress, crate::changelog::CHUNK)
+                .export(&name, src.next, sent, crate::changelog::CHUNK)
             {
                 deliveries.push(
                     send(
@@ -1217,8 +1275,10 @@ impl Shared<'_> {
                     .with_label_values(&[t.as_str()])
                     .inc_by(std::mem::take(&mut src.consumed));
             }
+            confirms.push((key, src.generation, progress));
             src.changed = false;
             src.last_progress = Some(progress);
+            src.last_sent = sent;
             src.last_export = Instant::now();
         }
         Ok(())
@@ -1302,6 +1362,7 @@ impl Shared<'_> {
             .send(Ack {
                 deliveries: Vec::new(),
                 barrier: Some(tx),
+                confirms: Vec::new(),
             })
             .await
             .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;

@@ -120,7 +120,10 @@ pub struct Partial {
     pub version: i64,
     pub names: Vec<String>,
     pub items: Vec<Item>,
-    /// In the last message of an export only.
+    /// In the last message of an export only, and only once the broker
+    /// has acknowledged the export it describes and every one before it
+    /// (see `kafka::run`): a partial that failed and is sent again must
+    /// not find the merger's clock already past its windows.
     pub progress: Option<Progress>,
 }
 
@@ -302,9 +305,10 @@ impl Engine {
         &mut self,
         source: &str,
         version: i64,
-        progress: Progress,
+        progress: impl Into<Option<Progress>>,
         max_bytes: usize,
     ) -> Vec<Partial> {
+        let progress = progress.into();
         let Some(mut tr) = self.track.take() else {
             return Vec::new();
         };
@@ -413,7 +417,7 @@ impl Engine {
                 version,
                 names: names.clone(),
                 items,
-                progress: (i == last).then_some(progress),
+                progress: if i == last { progress } else { None },
             })
             .collect()
     }
