@@ -14,7 +14,9 @@
 //! provisional records of every open window after every 1,024 events;
 //! `decode`: decode and validation only; `gen`: neither, the setup
 //! alone), number of events,
-//! generated events per day (default 1,000).
+//! generated events per day (default 1,000). With `THROUGHPUT_LINES=FILE`
+//! the events are read from that JSON-lines file instead of generated
+//! (so that a profiler sees the timed part only).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,19 +35,30 @@ fn main() {
     let per_day: u32 = args
         .next()
         .map_or(1000, |s| s.parse().expect("events per day"));
-    let lines: Vec<String> = Generator::new(GenConfig {
-        seed: 42,
-        start: DEFAULT_START,
-        events_per_day: per_day,
-        reps: 12,
-    })
-    .take(n)
-    .map(|e| json::encode(&e))
-    .collect();
-    let mut engine = Engine::from_config(&Config::default());
+    let lines: Vec<String> = match std::env::var_os("THROUGHPUT_LINES") {
+        Some(path) => std::fs::read_to_string(path)
+            .expect("THROUGHPUT_LINES file")
+            .lines()
+            .take(n)
+            .map(str::to_owned)
+            .collect(),
+        None => generated(n, per_day),
+    };
+    let n = lines.len();
+    // The default config, with SALESPULSE_* variables applied.
+    let config = Config::load(None).expect("config");
+    let mut engine = Engine::from_config(&config);
     let t = Instant::now();
     match stage.as_str() {
         "gen" => {}
+        "write" => {
+            // The generated lines, for THROUGHPUT_LINES.
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for l in &lines {
+                writeln!(out, "{l}").unwrap();
+            }
+        }
         "decode" => {
             for l in &lines {
                 let e = json::decode(l.as_bytes()).unwrap();
@@ -78,4 +91,16 @@ fn main() {
         "{stage}: {n} events in {s:.3} s = {:.0} events/s",
         n as f64 / s
     );
+}
+
+fn generated(n: usize, per_day: u32) -> Vec<String> {
+    Generator::new(GenConfig {
+        seed: 42,
+        start: DEFAULT_START,
+        events_per_day: per_day,
+        reps: 12,
+    })
+    .take(n)
+    .map(|e| json::encode(&e))
+    .collect()
 }

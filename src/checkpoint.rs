@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Magic and format version: the last byte is the version.
-const MAGIC: [u8; 8] = *b"SPCKPT\x00\x02";
+const MAGIC: [u8; 8] = *b"SPCKPT\x00\x03";
 
 /// Where the input was when the checkpoint was taken: the next message to read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +91,18 @@ pub fn layout(s: &Settings) -> Vec<(String, String)> {
             format!(
                 "{:?}",
                 s.stages.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+            ),
+        ),
+        (
+            "kpis.dimensions".into(),
+            format!(
+                "{:?}",
+                crate::engine::state::DIMS
+                    .iter()
+                    .zip(s.dims_mask.iter())
+                    .filter(|(_, m)| **m != 0)
+                    .map(|(d, _)| *d)
+                    .collect::<Vec<_>>()
             ),
         ),
     ]

@@ -239,6 +239,13 @@ pub struct TargetsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KpisConfig {
+    /// Dimensions KPIs are broken down by (each KPI is also computed for
+    /// "all"): any of `rep`, `team`, `region`, `channel`, `product`,
+    /// `campaign`, `variant`, `competitor`, `segment`. Leaving one out
+    /// drops its series (and the KPIs that only exist per value of it:
+    /// the A/B test needs `variant`, the price index per competitor needs
+    /// `product` and `competitor`) and makes the engine cheaper.
+    pub dimensions: Vec<String>,
     /// Most series a KPI has per dimension (distinct reps, campaigns…).
     /// Values beyond it are folded into the series `other`, counted in
     /// `salespulse_series_folded_total{dimension}` and logged once.
@@ -255,6 +262,10 @@ pub struct KpisConfig {
 impl Default for KpisConfig {
     fn default() -> Self {
         KpisConfig {
+            dimensions: crate::engine::state::DIMS
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             max_series_per_dimension: 1000,
             leaderboard_size: 10,
             leaderboard_min_sample: 5,
@@ -688,6 +699,28 @@ impl Config {
                         "use the yearly market revenue, a positive number, or remove the key",
                     );
                 }
+            }
+        }
+        if !self.kpis.dimensions.iter().any(|d| d == "rep") {
+            err(
+                "kpis.dimensions",
+                "rep is missing: quota attainment, sales progress and the leaderboards are computed per rep".into(),
+                "keep \"rep\" in the list",
+            );
+        }
+        for (i, d) in self.kpis.dimensions.iter().enumerate() {
+            if !crate::engine::state::DIMS.contains(&d.as_str()) {
+                err(
+                    &format!("kpis.dimensions[{i}]"),
+                    format!("{d:?} is not a dimension"),
+                    "use any of rep, team, region, channel, product, campaign, variant, competitor, segment",
+                );
+            } else if self.kpis.dimensions[..i].contains(d) {
+                err(
+                    &format!("kpis.dimensions[{i}]"),
+                    format!("{d:?} is listed twice"),
+                    "list each dimension once",
+                );
             }
         }
         if self.kpis.max_series_per_dimension == 0 {

@@ -988,3 +988,100 @@ fn every_kpi_and_leaderboard_has_data_in_the_default_demo() {
         );
     }
 }
+
+/// `kpis.dimensions` leaves a dimension's series out and changes no
+/// value of the others: the "all" series and the per-rep series of a run
+/// with five dimensions equal those of the default nine.
+#[test]
+fn dimensions_left_out_drop_their_series_and_change_nothing_else() {
+    use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+    let lines: Vec<Vec<u8>> = Generator::new(GenConfig {
+        seed: 3,
+        start: DEFAULT_START,
+        events_per_day: 1000,
+        reps: 8,
+    })
+    .take(30_000)
+    .map(|e| salespulse::decode::json::encode(&e).into_bytes())
+    .collect();
+    let five = "[kpis]\ndimensions = [\"rep\", \"team\", \"region\", \"channel\", \"product\"]\n";
+    let all = run_all(&mut engine(""), &lines);
+    let some = run_all(&mut engine(five), &lines);
+    let kept = [
+        "rep",
+        "team",
+        "region",
+        "channel",
+        "product",
+        "stage",
+        "activity_kind",
+    ];
+    for r in &some {
+        assert!(
+            r.dimensions.keys().all(|k| kept.contains(&k.as_str())),
+            "{} has {:?}",
+            r.kpi,
+            r.dimensions
+        );
+    }
+    assert!(all
+        .iter()
+        .any(|r| r.dimensions.contains_key("campaign") || r.dimensions.contains_key("variant")));
+    let key = |r: &salespulse::output::KpiRecord| {
+        format!(
+            "{} {} {} {:?} {:?} {:?} {:?} {}",
+            r.kpi,
+            r.window.kind,
+            r.window.start,
+            r.dimensions,
+            r.value,
+            r.numerator,
+            r.denominator,
+            r.is_final
+        )
+    };
+    let shared = |recs: &[salespulse::output::KpiRecord]| -> std::collections::BTreeSet<String> {
+        recs.iter()
+            .filter(|r| {
+                r.dimensions
+                    .keys()
+                    .all(|k| ["rep", "stage", "activity_kind"].contains(&k.as_str()))
+            })
+            .map(key)
+            .collect()
+    };
+    let (a, b) = (shared(&all), shared(&some));
+    assert!(a.len() > 5_000, "{}", a.len());
+    assert_eq!(
+        a.difference(&b).take(5).collect::<Vec<_>>(),
+        Vec::<&String>::new()
+    );
+    assert_eq!(a, b);
+    assert!(some.len() < all.len(), "{} vs {}", some.len(), all.len());
+}
+
+#[test]
+fn kpis_dimensions_are_checked_at_start_up() {
+    let err = |toml: &str| {
+        salespulse::config::Config::from_toml(toml)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[kpis]\ndimensions = [\"rep\", \"colour\"]\n");
+    assert!(
+        e.contains("kpis.dimensions[1]") && e.contains("\"colour\" is not a dimension"),
+        "{e}"
+    );
+    assert!(e.contains("use any of rep, team, region"), "{e}");
+    let e = err("[kpis]\ndimensions = [\"rep\", \"team\", \"team\"]\n");
+    assert!(
+        e.contains("kpis.dimensions[2]") && e.contains("listed twice"),
+        "{e}"
+    );
+    let e = err("[kpis]\ndimensions = [\"channel\"]\n");
+    assert!(
+        e.contains("kpis.dimensions") && e.contains("rep is missing"),
+        "{e}"
+    );
+    assert!(e.contains("keep \"rep\" in the list"), "{e}");
+}

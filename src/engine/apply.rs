@@ -93,7 +93,7 @@ impl Engine {
     fn rep_dims(&mut self, rep: Option<&str>, team: Option<&str>, region: Option<&str>) -> DimKey {
         let (s, max) = (&mut self.state, self.settings.max_series);
         let rep_id = fold_dim(s, max, REP, rep);
-        let mut key = [0; NDIMS];
+        let mut key = NO_DIMS;
         key[REP] = rep_id;
         let cfg = rep.and_then(|r| self.settings.reps.get(r));
         let team = team.or_else(|| cfg.and_then(|c| c.0.as_deref()));
@@ -115,7 +115,14 @@ impl Engine {
 
     /// Adds to the day bucket and the rolling sub-buckets that contain `t`
     /// (longer calendar windows are built from days: see [`CalendarSet`]).
+    /// `key` with the dimensions that are off (`kpis.dimensions`) cleared.
+    fn mask(&self, key: DimKey) -> DimKey {
+        let m = &self.settings.dims_mask;
+        DimKey(std::array::from_fn(|d| key[d] & m[d]))
+    }
+
     fn add(&mut self, t: i64, key: DimKey, f: impl Fn(&mut Acc)) {
+        let key = self.mask(key);
         let day = match self.day_cache {
             Some(b) if b.contains(t) => b,
             _ => {
@@ -133,20 +140,75 @@ impl Engine {
             .expect("day bucket just opened");
         bucket.dirty = true;
         f(bucket.aggs.0.entry(key).or_default());
+        // The newest sub-bucket of the fine set stages the wider sets' events.
+        let staged = self.settings.rolling_fine.filter(|&fine| {
+            let sub = sub_bucket(t, self.state.rolling[fine].width);
+            match self.state.rolling_staged {
+                Some(s) if s == sub => true,
+                Some(s) if s > sub => false,
+                _ => {
+                    self.flush_rolling();
+                    let stage = sub > self.state.rolling_flushed;
+                    if stage {
+                        self.state.rolling_staged = Some(sub);
+                    }
+                    stage
+                }
+            }
+        });
         for (i, set) in self.state.rolling.iter_mut().enumerate() {
             set.dirty = true;
             let sub = sub_bucket(t, set.width);
             if let Some(tr) = self.track.as_mut() {
                 tr.rolling(i, sub);
             }
-            let aggs = set.buckets.entry(sub).or_default();
+            if staged.is_some_and(|fine| fine != i) {
+                continue;
+            }
+            if !set.buckets.contains_key(&sub) {
+                // Sized like the newest sub-bucket: no rehashing of big cells as it fills.
+                let hint = set.buckets.values().next_back().map_or(0, |a| a.0.len());
+                set.buckets.insert(sub, Aggs::with_capacity(hint));
+            }
+            let aggs = set.buckets.get_mut(&sub).expect("sub-bucket just opened");
             f(aggs.0.entry(key).or_default());
         }
+    }
+
+    /// Merges the staged sub-bucket of the fine rolling set into the wider
+    /// sets (see [`State::rolling_staged`]). Called before anything reads
+    /// or drops rolling sub-buckets.
+    pub(super) fn flush_rolling(&mut self) {
+        let (Some(fine), Some(start)) = (self.settings.rolling_fine, self.state.rolling_staged)
+        else {
+            return;
+        };
+        self.state.rolling_staged = None;
+        self.state.rolling_flushed = self.state.rolling_flushed.max(start);
+        let sets = &mut self.state.rolling;
+        let Some(staged) = sets[fine].buckets.remove(&start) else {
+            return;
+        };
+        for (i, set) in sets.iter_mut().enumerate() {
+            if i != fine {
+                set.buckets
+                    .entry(sub_bucket(start, set.width))
+                    .or_default()
+                    .merge(&staged);
+            }
+        }
+        sets[fine].buckets.insert(start, staged);
     }
 
     /// Opens a day bucket and, where missing, the longer windows containing it.
     pub(super) fn open_day(&mut self, day: Bounds) {
         let cal = self.settings.cal;
+        // Sized like the newest open day: no rehashing of big cells as it fills.
+        let hint = self.state.calendar[0]
+            .buckets
+            .values()
+            .next_back()
+            .map_or(0, |b| b.aggs.0.len());
         for set in &mut self.state.calendar {
             let b = cal.bounds(set.kind, day.start);
             let next_close = &mut self.next_close;
@@ -157,7 +219,11 @@ impl Engine {
                     label: cal.label(set.kind, b.start),
                     revision: 0,
                     dirty: false,
-                    aggs: Aggs::default(),
+                    aggs: if set.kind == CalendarKind::Day {
+                        Aggs::with_capacity(hint)
+                    } else {
+                        Aggs::default()
+                    },
                     folded: Rolled::default(),
                 }
             });
@@ -165,6 +231,7 @@ impl Engine {
     }
 
     fn pipeline_add(&mut self, stage: u8, key: DimKey, deals: i64, cents: i64) {
+        let key = self.mask(key);
         let p = self.state.pipeline.entry((stage, key)).or_default();
         p.deals += deals;
         p.amount_cents += cents;
@@ -180,6 +247,7 @@ impl Engine {
 
     /// Counts a conversion in the creation-day cohort of the lead.
     fn cohort_add(&mut self, created: i64, key: DimKey, new_lead: bool) {
+        let key = self.mask(key);
         let day = self.settings.cal.bounds(CalendarKind::Day, created).start;
         match self.state.cohorts.get_mut(&day) {
             Some(c) => {
@@ -277,7 +345,7 @@ impl Engine {
                     }
                     None => {
                         self.unknown(0);
-                        ([0; NDIMS], None)
+                        (NO_DIMS, None)
                     }
                 };
                 self.add(t, key, |a| a.leads_converted += 1);
@@ -354,7 +422,7 @@ impl Engine {
                     }
                     None => {
                         self.unknown(1);
-                        [0; NDIMS]
+                        NO_DIMS
                     }
                 };
                 if d.rep.is_some() || d.team.is_some() || d.region.is_some() {
@@ -424,6 +492,7 @@ impl Engine {
                     },
                 );
                 let key = customer_key(channel, segment);
+                let key = self.mask(key);
                 self.state.ledger.add(t, key, 1);
                 if let Some(tr) = self.track.as_mut() {
                     tr.ledger(t);
@@ -437,9 +506,10 @@ impl Engine {
                     Some(c) => (c.key(), Some((t - c.acquired).max(0))),
                     None => {
                         self.unknown(2);
-                        ([0; NDIMS], None)
+                        (NO_DIMS, None)
                     }
                 };
+                let key = self.mask(key);
                 self.state.ledger.add(t, key, -1);
                 if let Some(tr) = self.track.as_mut() {
                     tr.ledger(t);
@@ -490,7 +560,7 @@ impl Engine {
                     }
                     None => {
                         self.unknown(2);
-                        [0; NDIMS]
+                        NO_DIMS
                     }
                 };
                 let (kind, amount) = (d.kind as usize, cents(d.amount));
@@ -509,7 +579,7 @@ impl Engine {
                     }
                     None => {
                         self.unknown(2);
-                        [0; NDIMS]
+                        NO_DIMS
                     }
                 };
                 let class = match d.nps {
@@ -527,13 +597,13 @@ impl Engine {
                 });
             }
             Payload::SpendRecorded(d) => {
-                let mut key = [0; NDIMS];
+                let mut key = NO_DIMS;
                 key[CHANNEL] = self.dim(CHANNEL, Some(&d.channel));
                 let (cat, amount) = (d.category as usize, cents(d.amount));
                 self.add(t, key, |a| a.spend_cents[cat] += amount);
             }
             Payload::CompetitorPriceObserved(d) => {
-                let mut key = [0; NDIMS];
+                let mut key = NO_DIMS;
                 key[PRODUCT] = self.dim(PRODUCT, Some(&d.product));
                 key[COMPETITOR] = self.dim(COMPETITOR, Some(&d.competitor));
                 let (ours, theirs) = (cents(d.our_price), cents(d.price));

@@ -362,7 +362,12 @@ impl Engine {
     /// Team and region of a rep (config first, then what events said).
     fn rep_scopes(&self, rep: u32) -> [Scope; 3] {
         let info = self.state.rep_info.get(&rep).copied().unwrap_or([0, 0]);
-        [ALL, (TEAM as u8 + 1, info[0]), (REGION as u8 + 1, info[1])]
+        let m = &self.settings.dims_mask;
+        [
+            ALL,
+            (TEAM as u8 + 1, info[0] & m[TEAM]),
+            (REGION as u8 + 1, info[1] & m[REGION]),
+        ]
     }
 
     fn quotas_for(&self, label: &str) -> Vec<(u32, i64)> {
@@ -615,6 +620,7 @@ impl Engine {
     }
 
     fn emit_rolling(&mut self, set: usize, is_final: bool) {
+        self.flush_rolling();
         let r = &mut self.state.rolling[set];
         if r.buckets.is_empty() || self.state.max_time == i64::MIN {
             return;
@@ -743,6 +749,7 @@ impl Engine {
 
     /// Emits provisional records for every window changed since its last emission.
     pub fn emit_updates(&mut self) {
+        self.flush_rolling();
         self.emit_cohorts(false);
         // A window changed if one of its days did.
         let dirty_days: Vec<i64> = self.state.calendar[0]
@@ -783,6 +790,7 @@ impl Engine {
 
     /// Emits and drops every calendar window that ends at or before `cutoff`.
     pub(super) fn close_until(&mut self, cutoff: i64) {
+        self.flush_rolling();
         // Days first: each closed day is folded into the longer windows
         // containing it, which are complete once their own end passes.
         while let Some((&start, b)) = self.state.calendar[0].buckets.first_key_value() {

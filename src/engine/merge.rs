@@ -183,7 +183,7 @@ impl Names<'_> {
         })
     }
     fn key(&mut self, k: &DimKey) -> DimKey {
-        k.map(|v| self.id(v))
+        DimKey(k.map(|v| self.id(v)))
     }
     fn cells(&mut self, a: &Aggs) -> Vec<(DimKey, Acc)> {
         let mut v: Vec<(DimKey, Acc)> = a.0.iter().map(|(k, a)| (self.key(k), a.clone())).collect();
@@ -309,6 +309,7 @@ impl Engine {
         max_bytes: usize,
     ) -> Vec<Partial> {
         let progress = progress.into();
+        self.flush_rolling();
         let Some(mut tr) = self.track.take() else {
             return Vec::new();
         };
@@ -487,7 +488,7 @@ impl Engine {
             .iter()
             .map(|s| self.state.interner.intern(s))
             .collect();
-        let tx = |k: &DimKey| k.map(|v| ids.get(v as usize).copied().unwrap_or(0));
+        let tx = |k: &DimKey| DimKey(k.map(|v| ids.get(v as usize).copied().unwrap_or(0)));
         let to_aggs = |cells: &[(DimKey, Acc)]| {
             Aggs(
                 cells

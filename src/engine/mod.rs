@@ -29,6 +29,10 @@ pub struct Settings {
     pub calendar: Vec<CalendarKind>,
     /// (span, sub-bucket width) in ms.
     pub rolling: Vec<(i64, i64)>,
+    /// The rolling set whose sub-buckets stage events for the others (see
+    /// [`state::State::rolling_staged`]): the narrowest, when its width
+    /// divides every other set's, and there are other sets.
+    pub rolling_fine: Option<usize>,
     pub out_of_orderness: i64,
     pub grace: i64,
     pub entity_ttl: i64,
@@ -43,6 +47,10 @@ pub struct Settings {
     pub alerts: std::sync::Arc<crate::alert::Rules>,
     /// `kpis.max_series_per_dimension`.
     pub max_series: u32,
+    /// `kpis.dimensions` as a mask over a [`state::DimKey`]: all ones for
+    /// a dimension that is on, zero for one that is off (aggregates never
+    /// see its values; entities keep them).
+    pub dims_mask: state::DimKey,
     pub leaderboard_size: usize,
     pub leaderboard_min_sample: u64,
     /// A/B control variant; empty = the alphabetically first.
@@ -55,19 +63,27 @@ pub struct Settings {
     pub product_market_cents: Vec<(String, i64)>,
 }
 
+/// See [`Settings::rolling_fine`].
+pub fn rolling_fine(rolling: &[(i64, i64)]) -> Option<usize> {
+    let (fine, &(_, w)) = rolling.iter().enumerate().min_by_key(|(_, r)| r.1)?;
+    (rolling.len() > 1 && w > 0 && rolling.iter().all(|r| r.1 % w == 0)).then_some(fine)
+}
+
 impl Settings {
     /// Resolves a validated [`Config`].
     pub fn from_config(c: &Config) -> Settings {
         let tz = c.time.zone.parse().expect("validated time zone");
+        let rolling: Vec<(i64, i64)> = c
+            .windows
+            .rolling
+            .iter()
+            .map(|d| (d.ms(), d.ms() / i64::from(c.windows.rolling_buckets)))
+            .collect();
         Settings {
             cal: Calendar::new(tz, c.time.fiscal_year_start_month),
             calendar: c.windows.calendar.clone(),
-            rolling: c
-                .windows
-                .rolling
-                .iter()
-                .map(|d| (d.ms(), d.ms() / i64::from(c.windows.rolling_buckets)))
-                .collect(),
+            rolling_fine: rolling_fine(&rolling),
+            rolling,
             out_of_orderness: c.time.out_of_orderness.ms(),
             grace: c.time.grace.ms(),
             entity_ttl: c.state.entity_ttl.ms(),
@@ -90,6 +106,9 @@ impl Settings {
                 .map(|t| (t * 100.0).round() as i64),
             alerts: std::sync::Arc::new(crate::alert::Rules::new(&c.alerts)),
             max_series: c.kpis.max_series_per_dimension,
+            dims_mask: state::DimKey(
+                state::DIMS.map(|d| u32::from(c.kpis.dimensions.iter().any(|x| x == d)) * u32::MAX),
+            ),
             leaderboard_size: c.kpis.leaderboard_size as usize,
             leaderboard_min_sample: c.kpis.leaderboard_min_sample,
             ab_control: c.kpis.ab_control_variant.clone(),
@@ -190,6 +209,8 @@ impl Engine {
                     dirty: false,
                 })
                 .collect(),
+            rolling_staged: None,
+            rolling_flushed: i64::MIN,
             pipeline: Default::default(),
             gauges_dirty: false,
             gauges_revision: 0,
