@@ -159,9 +159,44 @@ type OptStr<'a> = Option<Cow<'a, str>>;
 pub(crate) fn opt_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<OptStr<'a>, D::Error> {
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
+    use serde::de::{Error, Visitor};
+    use std::fmt;
+    /// A string, borrowed unless it had escapes.
+    struct CowStr;
+    impl<'de> Visitor<'de> for CowStr {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    /// `null` or a string, straight to the string visitor (no newtype
+    /// layer in between: this runs for most fields of every event).
+    struct OptCowStr;
+    impl<'de> Visitor<'de> for OptCowStr {
+        type Value = OptStr<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(CowStr).map(Some)
+        }
+    }
+    d.deserialize_option(OptCowStr)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

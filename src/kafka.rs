@@ -189,7 +189,7 @@ pub fn producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
 /// instance, so a compacted topic keeps the latest value of each.
 pub fn record_key(r: &KpiRecord) -> String {
     let mut k = format!("{}|{}|{}", r.kpi, r.window.kind, r.window.label);
-    for (n, v) in &r.dimensions {
+    for (n, v) in r.dimensions.iter() {
         k.push('|');
         k.push_str(n);
         k.push('=');

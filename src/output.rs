@@ -32,8 +32,9 @@ pub struct KpiRecord {
     pub unit: Cow<'static, str>,
     /// Shared by every record of one window emission.
     pub window: Arc<WindowInfo>,
-    /// Dimension name → value; empty for the "all" series.
-    pub dimensions: BTreeMap<String, String>,
+    /// Dimension name → value; empty for the "all" series. Shared by the
+    /// records of one series in one emission (serialized as a plain map).
+    pub dimensions: Arc<BTreeMap<String, String>>,
     /// `null` when the denominator is zero.
     pub value: Option<f64>,
     pub numerator: Option<f64>,
@@ -51,7 +52,7 @@ impl KpiRecord {
     /// Identity of the series (KPI, window kind and dimensions, not window start).
     pub fn series_key(&self) -> String {
         let mut k = format!("{}|{}", self.kpi, self.window.kind);
-        for (n, v) in &self.dimensions {
+        for (n, v) in self.dimensions.iter() {
             k.push('|');
             k.push_str(n);
             k.push('=');

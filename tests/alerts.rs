@@ -34,10 +34,11 @@ fn rec(d: i64, value: f64, sample: u64, is_final: bool, dims: &[(&str, &str)]) -
             label: format!("2026-03-{:02}", d + 1),
             start_ms: start,
         }),
-        dimensions: dims
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        dimensions: Arc::new(
+            dims.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         value: Some(value),
         numerator: Some(value * sample as f64),
         denominator: Some(sample as f64),

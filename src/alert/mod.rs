@@ -262,7 +262,7 @@ impl Rules {
             .entry(fp.clone())
             .or_insert_with(|| Instance {
                 rule: rule.cfg.name.clone(),
-                dimensions: rec.dimensions.clone(),
+                dimensions: (*rec.dimensions).clone(),
                 phase: Phase::Inactive,
                 active_since: 0,
                 evaluations: 0,
@@ -313,7 +313,7 @@ impl Rules {
             (value, None)
         };
         let note = |st: NoteState, repeat: bool, inst: &Instance| {
-            let mut labels = rec.dimensions.clone();
+            let mut labels = (*rec.dimensions).clone();
             for (k, v) in &rule.cfg.labels {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -326,7 +326,7 @@ impl Rules {
                 kpi: rec.kpi.to_string(),
                 unit: rec.unit.to_string(),
                 labels,
-                dimensions: rec.dimensions.clone(),
+                dimensions: (*rec.dimensions).clone(),
                 condition: rule.cond.name().into(),
                 threshold: rule.cond.threshold(),
                 clear: rule.clear,

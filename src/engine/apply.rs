@@ -248,7 +248,10 @@ impl Engine {
     /// Counts a conversion in the creation-day cohort of the lead.
     fn cohort_add(&mut self, created: i64, key: DimKey, new_lead: bool) {
         let key = self.mask(key);
-        let day = self.settings.cal.bounds(CalendarKind::Day, created).start;
+        let day = match self.day_cache {
+            Some(b) if b.contains(created) => b.start,
+            _ => self.settings.cal.bounds(CalendarKind::Day, created).start,
+        };
         match self.state.cohorts.get_mut(&day) {
             Some(c) => {
                 let cell = c.cells.entry(key).or_default();

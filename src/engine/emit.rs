@@ -91,17 +91,42 @@ impl Engine {
     /// Pushes records for `values` of `scope`; for scopes other than
     /// "all", values with an empty sample are left out.
     fn push(&mut self, w: &Win, scope: Scope, values: &[Value]) {
+        self.push_with_extra(w, scope, values, None)
+    }
+
+    /// [`Engine::push`] with one more label on every record (`stage`,
+    /// `competitor`, `control`). The records of one series share one
+    /// dimension map.
+    fn push_with_extra(
+        &mut self,
+        w: &Win,
+        scope: Scope,
+        values: &[Value],
+        extra: Option<(&'static str, &str)>,
+    ) {
         let info = self.info(w);
+        let mut shared: Option<Arc<BTreeMap<String, String>>> = None;
         for v in values {
             if scope != ALL && v.sample_size == 0 {
                 continue;
             }
-            let extra = v.def.extra_label.zip(v.extra);
+            let dims = |own| {
+                let mut m = self.dims_of(scope, own);
+                if let Some((k, x)) = extra {
+                    m.insert(k.to_string(), x.to_string());
+                }
+                Arc::new(m)
+            };
+            let dimensions = match v.def.extra_label.zip(v.extra) {
+                // A label of the value's own (`activity_kind`).
+                Some(own) => dims(Some(own)),
+                None => shared.get_or_insert_with(|| dims(None)).clone(),
+            };
             self.out.push(KpiRecord {
                 kpi: Cow::Borrowed(v.def.name),
                 unit: Cow::Borrowed(v.def.unit.as_str()),
                 window: info.clone(),
-                dimensions: self.dims_of(scope, extra),
+                dimensions,
                 value: v.value.filter(|x| x.is_finite()),
                 numerator: v.numerator,
                 denominator: v.denominator,
@@ -557,22 +582,6 @@ impl Engine {
                 sample_size: n.max(0) as u64,
             };
             self.push(&w, scope, &[v]);
-        }
-    }
-
-    fn push_with_extra(
-        &mut self,
-        w: &Win,
-        scope: Scope,
-        values: &[Value],
-        extra: Option<(&'static str, &str)>,
-    ) {
-        let start = self.out.len();
-        self.push(w, scope, values);
-        if let Some((k, v)) = extra {
-            for r in &mut self.out[start..] {
-                r.dimensions.insert(k.to_string(), v.to_string());
-            }
         }
     }
 
