@@ -21,7 +21,7 @@ const N: usize = 200_000;
 /// pipeline does after each batch it reads.
 const BATCH: usize = 1024;
 
-fn lines(events_per_day: u32) -> Vec<String> {
+fn generated(events_per_day: u32) -> Vec<String> {
     Generator::new(GenConfig {
         seed: 42,
         start: DEFAULT_START,
@@ -34,7 +34,7 @@ fn lines(events_per_day: u32) -> Vec<String> {
 }
 
 fn bench(c: &mut Criterion) {
-    let lines = lines(1000);
+    let lines = generated(1000);
     let avg = lines.iter().map(String::len).sum::<usize>() / lines.len();
     eprintln!("{N} generated events, {avg} bytes per JSON event on average");
     let cfg = Config::default();
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
     // records are a large part of each event's cost; at 100,000 a day
     // (a CRM big enough to need the throughput) they are not. And the
     // five dimensions of the core KPIs instead of the default nine.
-    let dense = lines(100_000);
+    let dense = generated(100_000);
     let core = Config::from_toml(
         "[kpis]\ndimensions = [\"rep\", \"team\", \"region\", \"channel\", \"product\"]\n",
     )
