@@ -145,18 +145,24 @@ fn data_error(ty: &str, e: serde_json::Error) -> Reject {
 /// [`super::validate`]).
 pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     // UTF-8 is checked once for the whole message, not string by string.
-    let fast = std::str::from_utf8(bytes).map(|text| {
+    // Early returns rather than nested `Result`s: an event is a few
+    // hundred bytes, and every layer it is returned through copies it.
+    if let Ok(text) = std::str::from_utf8(bytes) {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde::Deserializer::deserialize_map(&mut de, FastEnvelope).and_then(|env| {
-            de.end()?;
-            Ok(env)
-        })
-    });
-    let env = match fast {
-        Ok(Ok(env)) => env,
-        _ => serde_json::from_slice(bytes)
-            .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?,
-    };
+        if let Ok(env) = serde::Deserializer::deserialize_map(&mut de, FastEnvelope) {
+            if de.end().is_ok() {
+                return event(env);
+            }
+        }
+    }
+    let env = serde_json::from_slice(bytes)
+        .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?;
+    event(env)
+}
+
+/// The event of a decoded envelope, once its attributes are checked.
+#[inline(always)]
+fn event(env: Envelope<'_>) -> Result<Event<'_>, Reject> {
     let (id, source, ety, time) = required(
         "",
         env.specversion.as_deref(),
