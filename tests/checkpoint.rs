@@ -242,13 +242,13 @@ fn a_damaged_or_incompatible_checkpoint_is_refused_by_name_and_fresh_starts_over
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(err.contains("no salespulse checkpoint header"), "{err}");
 
-    // Written by a salespulse of format 2 (no staged rolling sub-bucket).
+    // Written by a salespulse of format 3 (buckets held cells by dimension combination).
     let mut old = good.clone();
-    old[7] = 2;
+    old[7] = 3;
     std::fs::write(&ckpt, &old).unwrap();
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(
-        err.contains("format version 2 is not the version 3 this salespulse reads"),
+        err.contains("format version 3 is not the version 4 this salespulse reads"),
         "{err}"
     );
     assert!(err.contains("--fresh"), "{err}");

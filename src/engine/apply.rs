@@ -122,6 +122,12 @@ impl Engine {
     }
 
     fn add(&mut self, t: i64, key: DimKey, f: impl Fn(&mut Acc)) {
+        self.add_to(t, key, false, f)
+    }
+
+    /// [`Engine::add`], and with `pair` to the (product, competitor) pair
+    /// of the key too (price observations).
+    fn add_to(&mut self, t: i64, key: DimKey, pair: bool, f: impl Fn(&mut Acc)) {
         let key = self.mask(key);
         let day = match self.day_cache {
             Some(b) if b.contains(t) => b,
@@ -139,7 +145,7 @@ impl Engine {
             .get_mut(&day.start)
             .expect("day bucket just opened");
         bucket.dirty = true;
-        f(bucket.aggs.0.entry(key).or_default());
+        bucket.aggs.update(&key, pair, &f);
         // The newest sub-bucket of the fine set stages the wider sets' events.
         let staged = self.settings.rolling_fine.filter(|&fine| {
             let sub = sub_bucket(t, self.state.rolling[fine].width);
@@ -166,12 +172,16 @@ impl Engine {
                 continue;
             }
             if !set.buckets.contains_key(&sub) {
-                // Sized like the newest sub-bucket: no rehashing of big cells as it fills.
-                let hint = set.buckets.values().next_back().map_or(0, |a| a.0.len());
-                set.buckets.insert(sub, Aggs::with_capacity(hint));
+                // Sized like the newest sub-bucket: no rehashing of big accumulators as it fills.
+                let hint = set
+                    .buckets
+                    .values()
+                    .next_back()
+                    .map_or(0, |a| a.scopes.len());
+                set.buckets.insert(sub, Rolled::with_capacity(hint));
             }
             let aggs = set.buckets.get_mut(&sub).expect("sub-bucket just opened");
-            f(aggs.0.entry(key).or_default());
+            aggs.update(&key, pair, &f);
         }
     }
 
@@ -208,7 +218,7 @@ impl Engine {
             .buckets
             .values()
             .next_back()
-            .map_or(0, |b| b.aggs.0.len());
+            .map_or(0, |b| b.aggs.scopes.len());
         for set in &mut self.state.calendar {
             let b = cal.bounds(set.kind, day.start);
             let next_close = &mut self.next_close;
@@ -220,9 +230,9 @@ impl Engine {
                     revision: 0,
                     dirty: false,
                     aggs: if set.kind == CalendarKind::Day {
-                        Aggs::with_capacity(hint)
+                        Rolled::with_capacity(hint)
                     } else {
-                        Aggs::default()
+                        Rolled::default()
                     },
                     folded: Rolled::default(),
                 }
@@ -610,7 +620,7 @@ impl Engine {
                 key[PRODUCT] = self.dim(PRODUCT, Some(&d.product));
                 key[COMPETITOR] = self.dim(COMPETITOR, Some(&d.competitor));
                 let (ours, theirs) = (cents(d.our_price), cents(d.price));
-                self.add(t, key, |a| {
+                self.add_to(t, key, true, |a| {
                     a.price_obs += 1;
                     a.our_price_cents += ours;
                     a.their_price_cents += theirs;

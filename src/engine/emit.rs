@@ -591,12 +591,13 @@ impl Engine {
     pub(super) fn window_rolled(&self, set: usize, start: i64) -> Option<Rolled> {
         let b = self.state.calendar[set].buckets.get(&start)?;
         let mut r = b.folded.clone();
-        r.add(&b.aggs);
+        r.merge(&b.aggs);
         if set != 0 {
             for (_, day) in self.state.calendar[0].buckets.range(start..b.end) {
-                r.add(&day.aggs);
+                r.merge(&day.aggs);
             }
         }
+        r.scopes.entry(ALL).or_default();
         Some(r)
     }
 
@@ -642,7 +643,7 @@ impl Engine {
         // "all" even when no sub-bucket is in the span: zeros, not silence.
         rolled.scopes.entry(ALL).or_default();
         for (_, a) in r.buckets.range(start..end) {
-            rolled.add(a);
+            rolled.merge(a);
         }
         let w = Win {
             kind: rolling_name(r.span),
@@ -802,12 +803,14 @@ impl Engine {
         self.flush_rolling();
         // Days first: each closed day is folded into the longer windows
         // containing it, which are complete once their own end passes.
-        while let Some((&start, b)) = self.state.calendar[0].buckets.first_key_value() {
-            if b.end > cutoff {
+        while let Some(mut first) = self.state.calendar[0].buckets.first_entry() {
+            if first.get().end > cutoff {
                 break;
             }
-            // Rolled up once: for its own records and for its longer windows.
-            let rolled = b.aggs.rollup();
+            let start = *first.key();
+            // For its own records and for its longer windows.
+            let mut rolled = std::mem::take(&mut first.get_mut().aggs);
+            rolled.scopes.entry(ALL).or_default();
             if self.state.calendar[0].emit {
                 self.emit_rolled_bucket(0, start, true, &rolled);
             }

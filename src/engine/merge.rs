@@ -80,17 +80,25 @@ impl Misc {
     }
 }
 
+/// A bucket's accumulators by scope and by (product, competitor) pair,
+/// sorted, with ids of the partial's name table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cells {
+    pub scopes: Vec<(Scope, Acc)>,
+    pub pairs: Vec<((u32, u32), Acc)>,
+}
+
 /// One aggregate of a source, whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Item {
     Day {
         start: i64,
-        cells: Vec<(DimKey, Acc)>,
+        cells: Cells,
     },
     Rolling {
         set: u8,
         start: i64,
-        cells: Vec<(DimKey, Acc)>,
+        cells: Cells,
     },
     /// Customer changes (15-minute slot, key, net) of one UTC day.
     Ledger {
@@ -185,10 +193,20 @@ impl Names<'_> {
     fn key(&mut self, k: &DimKey) -> DimKey {
         DimKey(k.map(|v| self.id(v)))
     }
-    fn cells(&mut self, a: &Aggs) -> Vec<(DimKey, Acc)> {
-        let mut v: Vec<(DimKey, Acc)> = a.0.iter().map(|(k, a)| (self.key(k), a.clone())).collect();
-        v.sort_unstable_by_key(|c| c.0);
-        v
+    fn cells(&mut self, r: &Rolled) -> Cells {
+        let mut scopes: Vec<(Scope, Acc)> = r
+            .scopes
+            .iter()
+            .map(|((d, v), a)| ((*d, self.id(*v)), a.clone()))
+            .collect();
+        scopes.sort_unstable_by_key(|c| c.0);
+        let mut pairs: Vec<((u32, u32), Acc)> = r
+            .pairs
+            .iter()
+            .map(|((p, c), a)| ((self.id(*p), self.id(*c)), a.clone()))
+            .collect();
+        pairs.sort_unstable_by_key(|c| c.0);
+        Cells { scopes, pairs }
     }
 }
 
@@ -214,8 +232,8 @@ pub struct MergeState {
     /// Sources the merger waits for before its clock moves (every
     /// partition of the input topics).
     pub expected: BTreeSet<String>,
-    pub days: BTreeMap<i64, BySource<Aggs>>,
-    pub rolling: BTreeMap<(u8, i64), BySource<Aggs>>,
+    pub days: BTreeMap<i64, BySource<Rolled>>,
+    pub rolling: BTreeMap<(u8, i64), BySource<Rolled>>,
     pub ledger: BTreeMap<i64, BySource<LedgerDay>>,
     pub cohorts: BTreeMap<i64, BySource<CohortCells>>,
     pub pipeline: BySource<Vec<((u8, DimKey), Pipeline)>>,
@@ -261,8 +279,8 @@ fn put<T>(m: &mut BySource<T>, source: &str, version: i64, v: T) -> bool {
     }
 }
 
-fn merged_aggs(m: &BySource<Aggs>) -> Aggs {
-    let mut out = Aggs::default();
+fn merged_aggs(m: &BySource<Rolled>) -> Rolled {
+    let mut out = Rolled::default();
     for (_, a) in m.values() {
         out.merge(a);
     }
@@ -489,13 +507,18 @@ impl Engine {
             .map(|s| self.state.interner.intern(s))
             .collect();
         let tx = |k: &DimKey| DimKey(k.map(|v| ids.get(v as usize).copied().unwrap_or(0)));
-        let to_aggs = |cells: &[(DimKey, Acc)]| {
-            Aggs(
-                cells
-                    .iter()
-                    .map(|(k, a)| (tx(k), a.clone()))
-                    .collect::<FxHashMap<_, _>>(),
-            )
+        let id = |v: u32| ids.get(v as usize).copied().unwrap_or(0);
+        let to_aggs = |c: &Cells| Rolled {
+            scopes: c
+                .scopes
+                .iter()
+                .map(|((d, v), a)| ((*d, id(*v)), a.clone()))
+                .collect(),
+            pairs: c
+                .pairs
+                .iter()
+                .map(|((p, q), a)| ((id(*p), id(*q)), a.clone()))
+                .collect(),
         };
         let (src, v) = (p.source.as_str(), p.version);
         let late_before = m.late_items;

@@ -6,7 +6,7 @@ use crate::agg::{Acc, Pipeline};
 use crate::intern::{as_pairs, Interner};
 use crate::window::CalendarKind;
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Dimension names, in the order of a [`DimKey`].
@@ -105,45 +105,15 @@ pub fn scopes(key: &DimKey) -> impl Iterator<Item = Scope> + '_ {
     )
 }
 
-/// Accumulators of one bucket, by dimension key.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Aggs(pub FxHashMap<DimKey, Acc>);
-
-impl Serialize for Aggs {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        as_pairs::serialize(&self.0, s)
-    }
-}
-impl<'de> Deserialize<'de> for Aggs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        as_pairs::deserialize(d).map(Aggs)
-    }
-}
-
-impl Aggs {
-    pub fn with_capacity(n: usize) -> Aggs {
-        Aggs(FxHashMap::with_capacity_and_hasher(n, Default::default()))
-    }
-
-    /// Merges every cell into its scopes (and price pairs).
-    pub fn rollup(&self) -> Rolled {
-        let mut out = Rolled::default();
-        out.add(self);
-        out
-    }
-
-    pub fn merge(&mut self, o: &Aggs) {
-        for (k, a) in &o.0 {
-            self.0.entry(*k).or_default().merge(a);
-        }
-    }
-}
-
-/// A window's accumulators summed by scope — what its records are made
-/// of — and by (product, competitor) pair, for the price index. Closed
-/// days are folded into their longer windows in this form: a cell per
-/// dimension value instead of one per combination of nine dimensions, so
-/// each cell of a day is rolled up once, not once per window kind.
+/// A bucket's accumulators by scope — what its records are made of — and
+/// by (product, competitor) pair, for the price index.
+///
+/// An event adds to "all" and to the scope of each of its dimensions
+/// (about ten small-table updates) rather than to one cell per
+/// combination of nine dimensions rolled up when the window closes: the
+/// scopes of a bucket number in the hundreds and stay in cache, whereas
+/// a busy day has tens of thousands of combinations, one cache miss per
+/// event, and rolling them up was as costly as the events themselves.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rolled {
     /// Always holds "all" once anything was added.
@@ -154,19 +124,28 @@ pub struct Rolled {
 }
 
 impl Rolled {
-    /// Rolls the cells of `aggs` in.
-    pub fn add(&mut self, aggs: &Aggs) {
-        self.scopes.entry(ALL).or_default();
-        for (key, acc) in &aggs.0 {
-            for s in scopes(key) {
-                self.scopes.entry(s).or_default().merge(acc);
+    pub fn with_capacity(n: usize) -> Rolled {
+        Rolled {
+            scopes: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            pairs: FxHashMap::default(),
+        }
+    }
+
+    /// Applies `f` to every scope of `key` ("all" and each dimension it
+    /// has), and with `pair` to its (product, competitor) pair if it has both.
+    #[inline]
+    pub fn update(&mut self, key: &DimKey, pair: bool, f: &impl Fn(&mut Acc)) {
+        f(self.scopes.entry(ALL).or_default());
+        for (d, v) in key.iter().enumerate() {
+            if *v != 0 {
+                f(self.scopes.entry(scope(d, *v)).or_default());
             }
-            if acc.price_obs > 0 && key[PRODUCT] != 0 && key[COMPETITOR] != 0 {
-                self.pairs
-                    .entry((key[PRODUCT], key[COMPETITOR]))
-                    .or_default()
-                    .merge(acc);
-            }
+        }
+        if pair && key[PRODUCT] != 0 && key[COMPETITOR] != 0 {
+            f(self
+                .pairs
+                .entry((key[PRODUCT], key[COMPETITOR]))
+                .or_default());
         }
     }
 
@@ -297,7 +276,7 @@ pub struct Bucket {
     /// changed when one of its open days is).
     pub dirty: bool,
     /// For a day, what its events added (empty for a longer window).
-    pub aggs: Aggs,
+    pub aggs: Rolled,
     /// For a longer window, the days that closed inside it, rolled up:
     /// its value is these plus its open days (see
     /// `Engine::window_rolled`). Empty for a day.
@@ -324,7 +303,7 @@ pub struct CalendarSet {
 pub struct RollingSet {
     pub span: i64,
     pub width: i64,
-    pub buckets: BTreeMap<i64, Aggs>,
+    pub buckets: BTreeMap<i64, Rolled>,
     pub revision: u32,
     pub dirty: bool,
 }
