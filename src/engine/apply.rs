@@ -137,18 +137,32 @@ impl Engine {
                 b
             }
         };
-        if !self.state.calendar[0].buckets.contains_key(&day.start) {
-            self.open_day(day);
+        match self.state.calendar[0].buckets.get_mut(&day.start) {
+            Some(bucket) => {
+                bucket.dirty = true;
+                bucket.aggs.update(&key, pair, &f);
+            }
+            None => {
+                self.open_day(day);
+                let bucket = self.state.calendar[0]
+                    .buckets
+                    .get_mut(&day.start)
+                    .expect("day bucket just opened");
+                bucket.dirty = true;
+                bucket.aggs.update(&key, pair, &f);
+            }
         }
-        let bucket = self.state.calendar[0]
-            .buckets
-            .get_mut(&day.start)
-            .expect("day bucket just opened");
-        bucket.dirty = true;
-        bucket.aggs.update(&key, pair, &f);
+        // Sub-bucket starts, by rolling set: most events fall in the same
+        // ones as the event before (no division).
+        for (i, set) in self.state.rolling.iter().enumerate() {
+            let c = &mut self.sub_cache[i];
+            if !(t >= *c && t < c.saturating_add(set.width)) {
+                *c = sub_bucket(t, set.width);
+            }
+        }
         // The newest sub-bucket of the fine set stages the wider sets' events.
         let staged = self.settings.rolling_fine.filter(|&fine| {
-            let sub = sub_bucket(t, self.state.rolling[fine].width);
+            let sub = self.sub_cache[fine];
             match self.state.rolling_staged {
                 Some(s) if s == sub => true,
                 Some(s) if s > sub => false,
@@ -164,7 +178,7 @@ impl Engine {
         });
         for (i, set) in self.state.rolling.iter_mut().enumerate() {
             set.dirty = true;
-            let sub = sub_bucket(t, set.width);
+            let sub = self.sub_cache[i];
             if let Some(tr) = self.track.as_mut() {
                 tr.rolling(i, sub);
             }

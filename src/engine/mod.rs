@@ -155,6 +155,8 @@ pub struct Engine {
     pub state: State,
     /// The day of the last event: most events fall in the same day.
     day_cache: Option<Bounds>,
+    /// The rolling sub-bucket starts of the last event, by rolling set.
+    sub_cache: Vec<i64>,
     /// The clock is driven by [`Engine::advance_clock`], not by events.
     external_clock: bool,
     last_time: i64,
@@ -233,11 +235,13 @@ impl Engine {
 
     /// An engine that continues from a saved state.
     pub fn from_state(settings: Settings, mut state: State) -> Engine {
+        let n_rolling = settings.rolling.len();
         state.dedup.rebuild();
         Engine {
             settings,
             state,
             day_cache: None,
+            sub_cache: vec![i64::MIN; n_rolling],
             external_clock: false,
             last_time: i64::MIN,
             next_close: i64::MIN,
