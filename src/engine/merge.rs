@@ -4,7 +4,7 @@
 //! engine (entities, dedup memory, lateness: everything that needs the
 //! events), wherever the partition is assigned. A source never emits KPI
 //! records: it exports [`Partial`]s, the current value of every
-//! aggregate it changed (a day's cells, a rolling sub-bucket, the
+//! aggregate it changed (a day's series, a rolling sub-bucket, the
 //! customer ledger of a day, a lead cohort, the open pipeline, quotas and
 //! other settings learned from events), stamped with a *version*: the
 //! input offset its state has reached.
