@@ -127,8 +127,8 @@ fn period_labels() {
     }
 }
 
-/// The rolling records of `e` after every `every` lines and at the end,
-/// as comparable strings, by window kind.
+/// The records of `e` after every `every` lines and at the end, as
+/// comparable strings, by window kind.
 fn rolling_records(
     mut e: salespulse::engine::Engine,
     lines: &[String],
@@ -136,10 +136,7 @@ fn rolling_records(
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut keep = |recs: Vec<salespulse::output::KpiRecord>| {
-        for r in recs
-            .into_iter()
-            .filter(|r| r.window.kind.starts_with("rolling"))
-        {
+        for r in recs {
             out.entry(r.window.kind.clone()).or_default().push(format!(
                 "{} {:?} {} {} {:?} {:?} {:?} {} {} {}",
                 r.kpi,
@@ -169,8 +166,10 @@ fn rolling_records(
 
 /// Rolling windows of several spans stage their events in the narrowest
 /// one's newest sub-bucket and merge it into the others later; every
-/// value must be what each window computes on its own (no staging), with
-/// events out of order, late ones, and reads at arbitrary points.
+/// value must be what each window computes on its own (no staging), and
+/// calendar windows what they are with no rolling window at all, with
+/// events out of order, late ones, reads at arbitrary points, and a zone
+/// whose days do not start on the hour (Asia/Kolkata, UTC+5:30).
 #[test]
 fn staged_rolling_windows_equal_each_window_computed_alone() {
     use salespulse::decode::json;
@@ -202,25 +201,36 @@ fn staged_rolling_windows_equal_each_window_computed_alone() {
         let l = lines.remove(i);
         lines.insert(i + 200, l);
     }
-    let conf = |rolling: &str| {
-        common::engine(&format!(
-            "[time]\nout_of_orderness = \"1h\"\ngrace = \"1d\"\n[windows]\ncalendar = [\"day\"]\nrolling = [{rolling}]\n"
-        ))
-    };
-    for every in [97, 4000] {
-        let together = rolling_records(conf("\"24h\", \"7d\", \"30d\""), &lines, every);
-        assert_eq!(together.len(), 3, "{:?}", together.keys());
-        for (span, kind) in [
-            ("24h", "rolling_24h"),
-            ("7d", "rolling_7d"),
-            ("30d", "rolling_30d"),
-        ] {
-            let alone = rolling_records(conf(&format!("\"{span}\"")), &lines, every);
-            assert!(alone[kind].len() > 500, "{kind}: {}", alone[kind].len());
-            assert_eq!(
-                together[kind], alone[kind],
-                "{kind} staged differs from alone"
-            );
+    for zone in ["UTC", "Asia/Kolkata"] {
+        let conf = |rolling: &str| {
+            common::engine(&format!(
+                "[time]\nzone = \"{zone}\"\nout_of_orderness = \"1h\"\ngrace = \"1d\"\n[windows]\ncalendar = [\"day\", \"month\"]\nrolling = [{rolling}]\n"
+            ))
+        };
+        for every in [97, 4000] {
+            let together = rolling_records(conf("\"24h\", \"7d\", \"30d\""), &lines, every);
+            assert_eq!(together.len(), 6, "{:?}", together.keys());
+            for (span, kind) in [
+                ("24h", "rolling_24h"),
+                ("7d", "rolling_7d"),
+                ("30d", "rolling_30d"),
+            ] {
+                let alone = rolling_records(conf(&format!("\"{span}\"")), &lines, every);
+                assert!(alone[kind].len() > 500, "{kind}: {}", alone[kind].len());
+                assert_eq!(
+                    together[kind], alone[kind],
+                    "{zone} {kind} staged differs from alone"
+                );
+            }
+            // No rolling window: every event goes to its day directly.
+            let direct = rolling_records(conf(""), &lines, every);
+            for kind in ["day", "month", "gauge"] {
+                assert!(direct[kind].len() > 10, "{kind}: {}", direct[kind].len());
+                assert_eq!(
+                    together[kind], direct[kind],
+                    "{zone} {kind} staged differs from direct"
+                );
+            }
         }
     }
 }
