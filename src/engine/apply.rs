@@ -113,14 +113,17 @@ impl Engine {
         key
     }
 
-    /// Adds to the day bucket and the rolling sub-buckets that contain `t`
-    /// (longer calendar windows are built from days: see [`CalendarSet`]).
     /// `key` with the dimensions that are off (`kpis.dimensions`) cleared.
     fn mask(&self, key: DimKey) -> DimKey {
         let m = &self.settings.dims_mask;
         DimKey(std::array::from_fn(|d| key[d] & m[d]))
     }
 
+    /// Applies `f` to the series of `key` ("all" and one per dimension) in
+    /// the day bucket and the rolling sub-buckets that contain `t` (longer
+    /// calendar windows are built from days: see [`CalendarSet`]; wider
+    /// rolling windows may get it through the staged sub-bucket: see
+    /// [`State::rolling_staged`]).
     fn add(&mut self, t: i64, key: DimKey, f: impl Fn(&mut Acc)) {
         self.add_to(t, key, false, f)
     }
@@ -227,7 +230,7 @@ impl Engine {
     /// Opens a day bucket and, where missing, the longer windows containing it.
     pub(super) fn open_day(&mut self, day: Bounds) {
         let cal = self.settings.cal;
-        // Sized like the newest open day: no rehashing of big cells as it fills.
+        // Sized like the newest open day: no rehashing of big accumulators as it fills.
         let hint = self.state.calendar[0]
             .buckets
             .values()

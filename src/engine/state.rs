@@ -48,9 +48,9 @@ pub fn entity_key(id: &str) -> u128 {
 /// Interned dimension values of one aggregate cell (0 = none).
 ///
 /// A newtype over the array for speed on the hot path: it is hashed in
-/// five words instead of nine and compared without a `memcmp` call (an
-/// event looks up a cell by it in each bucket it updates). Serialized as
-/// the bare array.
+/// five words instead of nine and compared without a `memcmp` call (lead
+/// cohorts, the open pipeline and the customer ledger are keyed by it).
+/// Serialized as the bare array.
 #[derive(Clone, Copy, Default, Debug, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DimKey(pub [u32; NDIMS]);
