@@ -12,7 +12,8 @@ use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 /// Relative accuracy of the quantile sketch (1 %).
 pub const SKETCH_ALPHA: f64 = 0.01;
 
-fn sketch_config() -> SketchConfig {
+/// The configuration of every [`Dist`] sketch (they must all match to merge).
+pub fn sketch_config() -> SketchConfig {
     SketchConfig::new(SKETCH_ALPHA, 2048, 1e-3)
 }
 
@@ -55,10 +56,8 @@ impl Dist {
             None if self.small.len() < SMALL => self.small.push(ms),
             None => {
                 let mut s = Box::new(DDSketch::new(sketch_config()));
-                for v in self.small.drain(..) {
-                    s.add(seconds(v));
-                }
-                s.add(seconds(ms));
+                self.small.push(ms);
+                add_widest_first(&mut s, &self.small);
                 self.small = Vec::new();
                 self.sketch = Some(s);
             }
@@ -74,9 +73,7 @@ impl Dist {
                 Some(s) => s.merge(os).expect("every sketch has the same config"),
                 None => {
                     let mut s = os.clone();
-                    for v in self.small.drain(..) {
-                        s.add(seconds(v));
-                    }
+                    add_widest_first(&mut s, &self.small);
                     self.small = Vec::new();
                     self.sketch = Some(s);
                 }
@@ -100,13 +97,86 @@ impl Dist {
         match &self.sketch {
             Some(s) => qs.map(|q| s.quantile(q).ok().flatten()),
             None if self.small.is_empty() => [None; N],
+            None if self.small.len() <= SMALL => small_quantiles(&self.small, qs),
             None => {
                 let mut s = DDSketch::new(sketch_config());
-                self.small.iter().for_each(|v| s.add(seconds(*v)));
+                add_widest_first(&mut s, &self.small);
                 qs.map(|q| s.quantile(q).ok().flatten())
             }
         }
     }
+}
+
+/// Adds `values` (ms) to `s`, smallest and largest first: the sketch's
+/// store then takes the whole span at once instead of growing (a
+/// reallocation) and re-centring (a rotation of every bin) for each new
+/// minimum. Bins depend only on the multiset of values, not the order.
+fn add_widest_first(s: &mut DDSketch, values: &[i64]) {
+    let lo = (0..values.len()).min_by_key(|&i| values[i]);
+    let hi = (0..values.len()).max_by_key(|&i| values[i]);
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return;
+    };
+    s.add(seconds(values[lo]));
+    if hi != lo {
+        s.add(seconds(values[hi]));
+    }
+    for (i, v) in values.iter().enumerate() {
+        if i != lo && i != hi {
+            s.add(seconds(*v));
+        }
+    }
+}
+
+/// What [`DDSketch::quantile`] returns for a sketch of `values` (at most
+/// [`SMALL`]), without building one: the same bins (`Config::key`), the
+/// same rank, the same bin value (`Config::value`), zero and negative
+/// values handled as the sketch's zero count and negative store do.
+/// `tests/merge.rs` checks it against a real sketch.
+pub fn small_quantiles<const N: usize>(values: &[i64], qs: [f64; N]) -> [Option<f64>; N] {
+    let c = sketch_config();
+    let min_possible = c.min_possible();
+    let (mut neg, mut pos) = ([0i32; SMALL], [0i32; SMALL]);
+    let (mut n_neg, mut n_pos, mut zero) = (0, 0, 0u64);
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &ms in values {
+        let v = seconds(ms);
+        if v > min_possible {
+            pos[n_pos] = c.key(v);
+            n_pos += 1;
+        } else if v < -min_possible {
+            neg[n_neg] = c.key(-v);
+            n_neg += 1;
+        } else {
+            zero += 1;
+        }
+        min = min.min(v);
+        max = max.max(v);
+    }
+    let (neg, pos) = (&mut neg[..n_neg], &mut pos[..n_pos]);
+    neg.sort_unstable();
+    pos.sort_unstable();
+    let total = values.len() as u64;
+    qs.map(|q| {
+        if !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        if q == 0.0 {
+            return Some(min);
+        }
+        if q == 1.0 {
+            return Some(max);
+        }
+        let rank = (q * (total as f64 - 1.0)) as u64;
+        let n_neg = neg.len() as u64;
+        Some(if rank < n_neg {
+            -c.value(neg[(n_neg - rank - 1) as usize])
+        } else if rank < zero + n_neg {
+            0.0
+        } else {
+            c.value(pos[(rank - zero - n_neg) as usize])
+        })
+    })
 }
 
 impl std::fmt::Debug for Dist {

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use salespulse::agg::{Acc, Dist};
+use salespulse::agg::{sketch_config, small_quantiles, Acc, Dist};
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
 use salespulse::engine::state::State;
@@ -83,6 +83,25 @@ proptest! {
         other.merge(&build(&a));
         other.merge(&build(&b));
         prop_assert_eq!(&other, &build(&whole));
+    }
+
+    /// The quantiles of a short list computed without a sketch are those
+    /// of a real DDSketch fed the values in their order (negative, zero,
+    /// sub-millisecond and huge durations included).
+    #[test]
+    fn small_quantiles_equal_a_real_sketch(
+        xs in proptest::collection::vec(prop_oneof![-5_000i64..5_000, 0i64..2, 1i64..4_000_000_000_000], 1..=16),
+        qs in proptest::collection::vec(prop_oneof![Just(0.0), Just(1.0), Just(0.5), Just(0.9), -0.5f64..1.5], 4),
+    ) {
+        let mut s = sketches_ddsketch::DDSketch::new(sketch_config());
+        xs.iter().for_each(|&x| s.add(x as f64 / 1000.0));
+        let want: Vec<_> = qs.iter().map(|&q| s.quantile(q).ok().flatten()).collect();
+        let got = small_quantiles(&xs, [qs[0], qs[1], qs[2], qs[3]]);
+        prop_assert_eq!(&got[..], &want[..]);
+        // And through a Dist, which keeps up to 16 values without a sketch.
+        let mut d = Dist::default();
+        xs.iter().for_each(|&x| d.add(x));
+        prop_assert_eq!(&d.quantiles_seconds([qs[0], qs[1], qs[2], qs[3]])[..], &want[..]);
     }
 
     #[test]

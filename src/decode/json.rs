@@ -5,6 +5,7 @@
 //! attributes may come in any order), then `data` is decoded into the
 //! typed payload of its `type`. Strings borrow from the input.
 
+use super::fast;
 use super::{parse_time, Reject, RejectReason};
 use crate::event::*;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -43,6 +44,16 @@ enum Data<'a> {
 impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         <&RawValue>::deserialize(d).map(Data::Raw)
+    }
+}
+
+/// The envelope through [`FastEnvelope`], from any deserializer.
+struct EnvelopeSeed;
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed {
+    type Value = Envelope<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Envelope<'de>, D::Error> {
+        d.deserialize_map(FastEnvelope)
     }
 }
 
@@ -147,14 +158,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     // UTF-8 is checked once for the whole message, not string by string.
     // Early returns rather than nested `Result`s: an event is a few
     // hundred bytes, and every layer it is returned through copies it.
+    //
+    // Three tries, each only when the one before gave up: the lean reader
+    // of [`fast`] (plain strings, the common shape), serde_json in one
+    // pass (escapes, any number), serde_json with `data` kept raw until
+    // the type is known (`data` before `type`), which also names the
+    // precise reason of a rejection.
     if let Ok(text) = std::str::from_utf8(bytes) {
+        if let Ok(env) = fast::Reader::new(text).whole(EnvelopeSeed) {
+            return event(env);
+        }
         let mut de = serde_json::Deserializer::from_str(text);
-        if let Ok(env) = serde::Deserializer::deserialize_map(&mut de, FastEnvelope) {
+        if let Ok(env) = EnvelopeSeed.deserialize(&mut de) {
             if de.end().is_ok() {
                 return event(env);
             }
         }
     }
+    decode_serde_json(bytes)
+}
+
+/// [`decode`] without the lean reader: serde_json alone.
+fn decode_serde_json(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     let env = serde_json::from_slice(bytes)
         .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?;
     event(env)
@@ -266,6 +291,11 @@ fn required<'a>(
 /// Decodes the `data` of an event whose type is already known (binary
 /// mode carries it in a header; structured mode in the envelope).
 pub fn decode_data(ety: EventType, data: &[u8]) -> Result<Payload<'_>, Reject> {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(p) = fast::Reader::new(text).whole(PayloadSeed(ety)) {
+            return Ok(p);
+        }
+    }
     let raw: &RawValue = serde_json::from_slice(data)
         .map_err(|e| Reject::new(RejectReason::MalformedJson, format!("data: {e}")))?;
     decode_raw(ety, raw)
@@ -344,4 +374,102 @@ pub fn encode(e: &Event<'_>) -> String {
         data: &e.payload,
     })
     .expect("events serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lean reader of [`fast`] must give exactly what serde_json gives:
+    //! the same event where it succeeds, and where it gives up, serde_json
+    //! decides (the same event or the same rejection).
+    use super::*;
+    use crate::generator::{GenConfig, Generator, DEFAULT_START};
+    use proptest::prelude::*;
+
+    fn lines(n: usize) -> Vec<String> {
+        Generator::new(GenConfig {
+            seed: 7,
+            start: DEFAULT_START,
+            events_per_day: 2000,
+            reps: 12,
+        })
+        .take(n)
+        .map(|e| encode(&e))
+        .collect()
+    }
+
+    /// Whether the lean reader alone decodes `line`.
+    fn fast_takes(line: &str) -> bool {
+        fast::Reader::new(line).whole(EnvelopeSeed).is_ok()
+    }
+
+    #[test]
+    fn generated_events_of_every_type_take_the_fast_path_and_equal_serde_json() {
+        let lines = lines(60_000);
+        let mut types = std::collections::HashSet::new();
+        for l in &lines {
+            assert!(fast_takes(l), "fast path refused {l}");
+            let e = decode(l.as_bytes()).unwrap();
+            assert_eq!(Ok(&e), decode_serde_json(l.as_bytes()).as_ref(), "{l}");
+            types.insert(e.payload.event_type());
+        }
+        // Every type but the market size (a yearly event of the generator).
+        assert!(types.len() >= EventType::ALL.len() - 1, "{types:?}");
+    }
+
+    #[test]
+    fn unusual_but_valid_json_falls_back_to_serde_json() {
+        let cases = [
+            // an escape in a value and in a key
+            r#"{"specversion":"1.0","id":"e\"1","source":"s","type":"crm.lead.created","time":"2026-01-01T00:00:00Z","data":{"lead_id":"l1","channel":"w\u00e9b"}}"#,
+            r#"{"specversion":"1.0","id":"e1","source":"s","type":"crm.lead.created","time":"2026-01-01T00:00:00Z","data":{"lead_\u0069d":"l1","channel":"web"}}"#,
+            // data before type
+            r#"{"data":{"lead_id":"l1","channel":"web"},"specversion":"1.0","id":"e1","source":"s","type":"crm.lead.created","time":"2026-01-01T00:00:00Z"}"#,
+            // a negative and a huge number
+            r#"{"specversion":"1.0","id":"e1","source":"s","type":"crm.deal.won","time":"2026-01-01T00:00:00Z","data":{"deal_id":"d","amount":-5}}"#,
+            r#"{"specversion":"1.0","id":"e1","source":"s","type":"crm.deal.won","time":"2026-01-01T00:00:00Z","data":{"deal_id":"d","amount":123456789012345678901234567890}}"#,
+        ];
+        for c in cases {
+            assert!(!fast_takes(c), "{c}");
+            assert_eq!(decode(c.as_bytes()), decode_serde_json(c.as_bytes()), "{c}");
+            assert!(decode(c.as_bytes()).is_ok(), "{c}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any byte of a generated event replaced, deleted or doubled:
+        /// the result (event or rejection) is serde_json's.
+        #[test]
+        fn mutated_events_decode_as_with_serde_json(
+            which in 0usize..400,
+            at in 0usize..400,
+            byte in prop::sample::select(b"\"\\{}[],:0123456789.eE+- \tnultrfa\x01x".to_vec()),
+            op in 0u8..3,
+        ) {
+            thread_local!(static LINES: Vec<String> = lines(400));
+            let mut b = LINES.with(|l| l[which].clone().into_bytes());
+            let at = at % b.len();
+            match op {
+                0 => b[at] = byte,
+                1 => { b.remove(at); }
+                _ => b.insert(at, byte),
+            }
+            prop_assert_eq!(decode(&b), decode_serde_json(&b));
+        }
+
+        /// Amounts written in any JSON number form decode to the same f64
+        /// on both paths (serde_json runs with `float_roundtrip`).
+        #[test]
+        fn amounts_parse_like_serde_json(mantissa in 0u64..u64::MAX, frac in 0u32..1_000_000, exp in -30i32..30, form in 0u8..4) {
+            let n = match form {
+                0 => format!("{mantissa}"),
+                1 => format!("{mantissa}.{frac}"),
+                2 => format!("{mantissa}.{frac:06}e{exp}"),
+                _ => format!("{}", f64::from_bits(mantissa) .abs()),
+            };
+            let line = format!(r#"{{"specversion":"1.0","id":"e","source":"s","type":"crm.deal.won","time":"2026-01-01T00:00:00Z","data":{{"deal_id":"d","amount":{n}}}}}"#);
+            prop_assert_eq!(decode(line.as_bytes()), decode_serde_json(line.as_bytes()), "{}", line);
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! same [`validate`] checks. A rejection carries a [`RejectReason`] (a
 //! bounded label for metrics) and a human-readable detail.
 
+pub mod fast;
 pub mod json;
 pub mod proto;
 
