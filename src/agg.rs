@@ -56,8 +56,8 @@ impl Dist {
             None if self.small.len() < SMALL => self.small.push(ms),
             None => {
                 let mut s = Box::new(DDSketch::new(sketch_config()));
-                self.small.push(ms);
                 add_widest_first(&mut s, &self.small);
+                s.add(seconds(ms));
                 self.small = Vec::new();
                 self.sketch = Some(s);
             }

@@ -67,6 +67,7 @@ impl<'de> Reader<'de> {
     }
 
     /// Deserializes one value, then requires nothing but whitespace after it.
+    #[inline(always)]
     pub fn whole<T, S: DeserializeSeed<'de, Value = T>>(mut self, seed: S) -> R<T> {
         let v = seed.deserialize(&mut self)?;
         if self.skip_ws() != 0 {
@@ -198,6 +199,7 @@ impl<'de> Reader<'de> {
     }
 
     /// An object at the position, through `v`, which must read all of it.
+    #[inline(always)]
     fn object<V: Visitor<'de>>(&mut self, v: V) -> R<V::Value> {
         self.enter()?;
         let value = v.visit_map(Entries {
@@ -293,6 +295,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         }
     }
 
+    #[inline(always)]
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> R<V::Value> {
         if self.skip_ws() != b'{' {
             return Err(Fallback);

@@ -52,6 +52,7 @@ struct EnvelopeSeed;
 
 impl<'de> DeserializeSeed<'de> for EnvelopeSeed {
     type Value = Envelope<'de>;
+    #[inline(always)]
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Envelope<'de>, D::Error> {
         d.deserialize_map(FastEnvelope)
     }
