@@ -5,7 +5,8 @@
 //! The modules follow the data path:
 //!
 //! - [`event`]: the one typed event model (CloudEvents attributes + typed `data`).
-//! - [`decode`]: bytes → [`event::Event`] for CloudEvents JSON and protobuf,
+//! - [`decode`]: bytes → [`event::Event`] for CloudEvents JSON (a lean
+//!   reader for the common shape, serde_json for the rest) and protobuf,
 //!   validation, and the [`decode::RejectReason`] of every rejection.
 //! - [`window`]: calendar windows in a time zone (DST, ISO weeks, fiscal
 //!   years) and rolling sub-buckets.

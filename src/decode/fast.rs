@@ -14,13 +14,16 @@
 //! succeeds, the input is valid JSON and the visitors have seen exactly
 //! the calls serde_json would make on it (numbers: `visit_u64` for
 //! integers, `visit_f64` for the rest, both correctly rounded — serde_json
-//! runs with `float_roundtrip`), which `tests/input.rs` checks against
-//! serde_json on generated and mutated events.
+//! runs with `float_roundtrip`). The tests of `json.rs` check this against
+//! serde_json on generated events of every type and on random mutations
+//! of them.
 //!
 //! Why: serde_json is general (escapes, positions for error messages, a
-//! scratch buffer, a reader abstraction); on a 230-byte CloudEvent this
-//! reader does the same work in about half the instructions, and JSON
-//! decoding was two thirds of the per-event cost of the engine.
+//! scratch buffer, a reader abstraction); on the 230-byte events of the
+//! benchmarks this reader brings decode + validation from about 6,200 to
+//! 4,700 instructions, most of it in finding where strings end (eight
+//! bytes at a time), and JSON decoding was two thirds of the per-event
+//! cost at high event rates.
 
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde::forward_to_deserialize_any;
@@ -174,7 +177,11 @@ impl<'de> Reader<'de> {
             }
             v.visit_u64(n)
         } else {
+            // serde_json refuses what overflows an f64 ("number out of range").
             let f: f64 = self.text[start..i].parse().map_err(|_| Fallback)?;
+            if !f.is_finite() {
+                return Err(Fallback);
+            }
             v.visit_f64(f)
         }
     }

@@ -434,6 +434,21 @@ mod tests {
             assert_eq!(decode(c.as_bytes()), decode_serde_json(c.as_bytes()), "{c}");
             assert!(decode(c.as_bytes()).is_ok(), "{c}");
         }
+        // Numbers at the edges of f64: the same event or the same rejection.
+        for n in [
+            "1e400",
+            "1e-400",
+            "1.7976931348623157e308",
+            "4.9e-324",
+            "0.000",
+            "0e0",
+            "1E2",
+        ] {
+            let c = format!(
+                r#"{{"specversion":"1.0","id":"e1","source":"s","type":"crm.deal.won","time":"2026-01-01T00:00:00Z","data":{{"deal_id":"d","amount":{n},"x":{n}}}}}"#
+            );
+            assert_eq!(decode(c.as_bytes()), decode_serde_json(c.as_bytes()), "{c}");
+        }
     }
 
     proptest! {
