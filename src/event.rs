@@ -150,7 +150,9 @@ impl Payload<'_> {
     }
 }
 
-type Str<'a> = Cow<'a, str>;
+// Required strings are written `Cow<'a, str>`, not through an alias:
+// serde's derive borrows a `#[serde(borrow)]` field only when it can see
+// that its type is `Cow<str>`, and allocates a `String` otherwise.
 type OptStr<'a> = Option<Cow<'a, str>>;
 
 /// Deserializes an optional string borrowed from the input when it has no
@@ -202,9 +204,9 @@ pub(crate) fn opt_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadCreated<'a> {
     #[serde(borrow)]
-    pub lead_id: Str<'a>,
+    pub lead_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub channel: Str<'a>,
+    pub channel: Cow<'a, str>,
     #[serde(
         borrow,
         default,
@@ -260,22 +262,22 @@ pub enum Level {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadQualified<'a> {
     #[serde(borrow)]
-    pub lead_id: Str<'a>,
+    pub lead_id: Cow<'a, str>,
     pub level: Level,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadContacted<'a> {
     #[serde(borrow)]
-    pub lead_id: Str<'a>,
+    pub lead_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub rep: Str<'a>,
+    pub rep: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadConverted<'a> {
     #[serde(borrow)]
-    pub lead_id: Str<'a>,
+    pub lead_id: Cow<'a, str>,
     #[serde(
         borrow,
         default,
@@ -295,12 +297,12 @@ pub struct LeadConverted<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DealCreated<'a> {
     #[serde(borrow)]
-    pub deal_id: Str<'a>,
+    pub deal_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub rep: Str<'a>,
+    pub rep: Cow<'a, str>,
     pub amount: f64,
     #[serde(borrow)]
-    pub stage: Str<'a>,
+    pub stage: Cow<'a, str>,
     #[serde(
         borrow,
         default,
@@ -362,11 +364,11 @@ pub struct DealCreated<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DealStageChanged<'a> {
     #[serde(borrow)]
-    pub deal_id: Str<'a>,
+    pub deal_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub from: Str<'a>,
+    pub from: Cow<'a, str>,
     #[serde(borrow)]
-    pub to: Str<'a>,
+    pub to: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<f64>,
 }
@@ -376,7 +378,7 @@ pub struct DealStageChanged<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DealClosed<'a> {
     #[serde(borrow)]
-    pub deal_id: Str<'a>,
+    pub deal_id: Cow<'a, str>,
     pub amount: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_price: Option<f64>,
@@ -444,9 +446,9 @@ pub enum OrderKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced<'a> {
     #[serde(borrow)]
-    pub order_id: Str<'a>,
+    pub order_id: Cow<'a, str>,
     #[serde(borrow)]
-    pub customer_id: Str<'a>,
+    pub customer_id: Cow<'a, str>,
     pub amount: f64,
     pub kind: OrderKind,
 }
@@ -454,7 +456,7 @@ pub struct OrderPlaced<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerAcquired<'a> {
     #[serde(borrow)]
-    pub customer_id: Str<'a>,
+    pub customer_id: Cow<'a, str>,
     #[serde(
         borrow,
         default,
@@ -474,7 +476,7 @@ pub struct CustomerAcquired<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerCancelled<'a> {
     #[serde(borrow)]
-    pub customer_id: Str<'a>,
+    pub customer_id: Cow<'a, str>,
     #[serde(
         borrow,
         default,
@@ -514,7 +516,7 @@ impl ActivityKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActivityLogged<'a> {
     #[serde(borrow)]
-    pub rep: Str<'a>,
+    pub rep: Cow<'a, str>,
     pub kind: ActivityKind,
     #[serde(
         borrow,
@@ -535,7 +537,7 @@ pub struct ActivityLogged<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SurveyAnswered<'a> {
     #[serde(borrow)]
-    pub customer_id: Str<'a>,
+    pub customer_id: Cow<'a, str>,
     /// Kept wide so that 11 or -1 reach validation and get a precise reason.
     pub nps: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -553,7 +555,7 @@ pub enum SpendCategory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendRecorded<'a> {
     #[serde(borrow)]
-    pub channel: Str<'a>,
+    pub channel: Cow<'a, str>,
     pub amount: f64,
     pub category: SpendCategory,
 }
@@ -561,11 +563,11 @@ pub struct SpendRecorded<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotaSet<'a> {
     #[serde(borrow)]
-    pub rep: Str<'a>,
+    pub rep: Cow<'a, str>,
     /// `2026-11` (month), `2026-Q4` (quarter) or `2026` (year); fiscal
     /// periods use the labels of [`crate::window`].
     #[serde(borrow)]
-    pub period: Str<'a>,
+    pub period: Cow<'a, str>,
     pub amount: f64,
 }
 
@@ -584,9 +586,9 @@ pub struct HeadcountSet<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompetitorPriceObserved<'a> {
     #[serde(borrow)]
-    pub product: Str<'a>,
+    pub product: Cow<'a, str>,
     #[serde(borrow)]
-    pub competitor: Str<'a>,
+    pub competitor: Cow<'a, str>,
     pub price: f64,
     pub our_price: f64,
 }

@@ -321,6 +321,12 @@ fn attribute_order_does_not_matter_and_plain_strings_are_borrowed() {
         panic!("wrong payload {:?}", a.payload)
     };
     assert!(matches!(d.rep, Some(Cow::Borrowed("Ana"))), "{:?}", d.rep);
+    assert!(matches!(d.deal_id, Cow::Borrowed("d1")), "{:?}", d.deal_id);
+    // The same through serde_json (data before type takes that path).
+    let salespulse::event::Payload::DealWon(d) = &b.payload else {
+        panic!("wrong payload {:?}", b.payload)
+    };
+    assert!(matches!(d.deal_id, Cow::Borrowed("d1")), "{:?}", d.deal_id);
     // An escaped string cannot be borrowed but decodes the same.
     let escaped = br#"{"specversion":"1.0","id":"e\u0031","source":"crm","type":"crm.deal.won","time":"2026-11-02T10:00:00Z","data":{"deal_id":"d1","amount":120.5,"rep":"An\u0061","product":"GTX"}}"#;
     assert_eq!(cej::decode(escaped).unwrap(), a);
