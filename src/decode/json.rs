@@ -71,6 +71,7 @@ impl<'de> Visitor<'de> for FastEnvelope {
         f.write_str("a CloudEvent object")
     }
 
+    #[inline(always)]
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
         #[derive(Deserialize)]
         struct S<'a>(#[serde(borrow, deserialize_with = "opt_str")] Option<Cow<'a, str>>);
@@ -155,6 +156,7 @@ fn data_error(ty: &str, e: serde_json::Error) -> Reject {
 
 /// Decodes one structured-mode CloudEvent (not yet range-validated: see
 /// [`super::validate`]).
+#[inline]
 pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     // UTF-8 is checked once for the whole message, not string by string.
     // Early returns rather than nested `Result`s: an event is a few
