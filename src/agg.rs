@@ -7,7 +7,7 @@
 //! integer milliseconds.
 
 use serde::{Deserialize, Serialize};
-use sketches_ddsketch::{Config as SketchConfig, DDSketch};
+use sketches_ddsketch::Config as SketchConfig;
 
 /// Relative accuracy of the quantile sketch (1 %).
 pub const SKETCH_ALPHA: f64 = 0.01;
@@ -20,6 +20,12 @@ pub fn sketch_config() -> SketchConfig {
 /// Values a [`Dist`] keeps as they are before it builds a sketch.
 const SMALL: usize = 16;
 
+/// The sketch configuration, built once (its constructor takes logarithms).
+fn cfg() -> &'static SketchConfig {
+    static CFG: std::sync::OnceLock<SketchConfig> = std::sync::OnceLock::new();
+    CFG.get_or_init(sketch_config)
+}
+
 /// Distribution of durations: exact count and sum, quantiles from a
 /// DDSketch (relative error ≤ 1 %) over seconds.
 ///
@@ -28,6 +34,10 @@ const SMALL: usize = 16;
 /// folding a handful of values into a scope is far cheaper than merging
 /// a sketch. A DDSketch's bins depend only on the multiset of values, so
 /// quantiles are the same whichever way the values arrived.
+///
+/// A value can also be taken out again ([`Dist::remove`]: a win that a
+/// reopen withdraws takes its sales cycle with it), which is why the
+/// sketch is [`Sketch`], DDSketch's bins kept here, not the crate's type.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Dist {
     pub count: u64,
@@ -35,7 +45,7 @@ pub struct Dist {
     pub sum_ms: i128,
     /// The values (ms) while there is no sketch.
     small: Vec<i64>,
-    sketch: Option<Box<DDSketch>>,
+    sketch: Option<Box<Sketch>>,
 }
 
 fn seconds(ms: i64) -> f64 {
@@ -49,13 +59,38 @@ impl Dist {
         self.insert(ms);
     }
 
+    /// Takes one value `ms` out again (it must have been added): count,
+    /// sum and every quantile strictly between 0 and 1 are then those of
+    /// the remaining values. Returns false, changing nothing, when no
+    /// such value is held.
+    pub fn remove(&mut self, ms: i64) -> bool {
+        let found = match &mut self.sketch {
+            Some(s) => s.remove(seconds(ms)),
+            None => match self.small.iter().position(|v| *v == ms) {
+                Some(i) => {
+                    self.small.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+        };
+        if found {
+            self.count -= 1;
+            self.sum_ms -= i128::from(ms);
+            if self.count == 0 {
+                *self = Dist::default();
+            }
+        }
+        found
+    }
+
     /// Adds a value to the small list or the sketch (not to count and sum).
     fn insert(&mut self, ms: i64) {
         match &mut self.sketch {
             Some(s) => s.add(seconds(ms)),
             None if self.small.len() < SMALL => self.small.push(ms),
             None => {
-                let mut s = Box::new(DDSketch::new(sketch_config()));
+                let mut s = Box::<Sketch>::default();
                 add_widest_first(&mut s, &self.small);
                 s.add(seconds(ms));
                 self.small = Vec::new();
@@ -70,7 +105,7 @@ impl Dist {
         match &o.sketch {
             None => o.small.iter().for_each(|v| self.insert(*v)),
             Some(os) => match &mut self.sketch {
-                Some(s) => s.merge(os).expect("every sketch has the same config"),
+                Some(s) => s.merge(os),
                 None => {
                     let mut s = os.clone();
                     add_widest_first(&mut s, &self.small);
@@ -95,23 +130,205 @@ impl Dist {
     /// its sketch once for all of them.
     pub fn quantiles_seconds<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
         match &self.sketch {
-            Some(s) => qs.map(|q| s.quantile(q).ok().flatten()),
+            Some(s) => qs.map(|q| s.quantile(q)),
             None if self.small.is_empty() => [None; N],
-            None if self.small.len() <= SMALL => small_quantiles(&self.small, qs),
-            None => {
-                let mut s = DDSketch::new(sketch_config());
-                add_widest_first(&mut s, &self.small);
-                qs.map(|q| s.quantile(q).ok().flatten())
-            }
+            None => small_quantiles(&self.small, qs),
         }
     }
 }
 
-/// Adds `values` (ms) to `s`, smallest and largest first: the sketch's
-/// store then takes the whole span at once instead of growing (a
-/// reallocation) and re-centring (a rotation of every bin) for each new
-/// minimum. Bins depend only on the multiset of values, not the order.
-fn add_widest_first(s: &mut DDSketch, values: &[i64]) {
+/// The bins of one sign of a [`Sketch`]: counts by DDSketch key, dense
+/// from `offset`.
+#[derive(Clone, Default, Debug, PartialEq, Serialize, Deserialize)]
+struct Bins {
+    offset: i32,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Bins {
+    /// Adds `n` (possibly 0: the key's bin then just exists) to the bin of `key`.
+    fn add(&mut self, key: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.offset = key;
+            self.counts.push(0);
+        } else if key < self.offset {
+            let grow = (self.offset - key) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = key;
+        }
+        let i = (key - self.offset) as usize;
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += n;
+        self.total += n;
+    }
+
+    fn remove(&mut self, key: i32) -> bool {
+        let Some(c) = usize::try_from(key - self.offset)
+            .ok()
+            .and_then(|i| self.counts.get_mut(i))
+            .filter(|c| **c > 0)
+        else {
+            return false;
+        };
+        *c -= 1;
+        self.total -= 1;
+        true
+    }
+
+    fn merge(&mut self, o: &Bins) {
+        if o.total == 0 {
+            return;
+        }
+        // Both ends first: the range grows once.
+        self.add(o.offset, 0);
+        self.add(o.offset + o.counts.len() as i32 - 1, 0);
+        for (i, c) in o.counts.iter().enumerate() {
+            self.counts[(o.offset - self.offset) as usize + i] += c;
+        }
+        self.total += o.total;
+    }
+
+    /// The key holding the value of rank `rank` (from 0, ascending).
+    fn key_at_rank(&self, rank: u64) -> i32 {
+        let mut n = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            n += c;
+            if n > rank {
+                return self.offset + i as i32;
+            }
+        }
+        self.offset + self.counts.len() as i32 - 1
+    }
+
+    fn lowest(&self) -> Option<i32> {
+        let i = self.counts.iter().position(|c| *c > 0)?;
+        Some(self.offset + i as i32)
+    }
+
+    fn highest(&self) -> Option<i32> {
+        let i = self.counts.iter().rposition(|c| *c > 0)?;
+        Some(self.offset + i as i32)
+    }
+}
+
+/// A DDSketch with the bins, keys and quantile rule of
+/// `sketches_ddsketch` (so its quantiles are that crate's: tested in
+/// `tests/merge.rs`), which can also take a value out. Unlike the
+/// crate's store it never collapses its lowest bins: durations between
+/// a millisecond and a century need about 1,600 bins at 1 % accuracy.
+///
+/// The minimum and maximum (quantiles 0 and 1) are exact as long as no
+/// value was removed; after a removal of the minimum or maximum they are
+/// the value of the remaining extreme bin (within 1 %).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Sketch {
+    pos: Bins,
+    neg: Bins,
+    zero: u64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Sketch {
+    fn default() -> Sketch {
+        Sketch {
+            pos: Bins::default(),
+            neg: Bins::default(),
+            zero: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Sketch {
+    fn total(&self) -> u64 {
+        self.pos.total + self.neg.total + self.zero
+    }
+
+    fn add(&mut self, v: f64) {
+        let c = cfg();
+        if v > c.min_possible() {
+            self.pos.add(c.key(v), 1);
+        } else if v < -c.min_possible() {
+            self.neg.add(c.key(-v), 1);
+        } else {
+            self.zero += 1;
+        }
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    fn remove(&mut self, v: f64) -> bool {
+        let c = cfg();
+        let found = if v > c.min_possible() {
+            self.pos.remove(c.key(v))
+        } else if v < -c.min_possible() {
+            self.neg.remove(c.key(-v))
+        } else if self.zero > 0 {
+            self.zero -= 1;
+            true
+        } else {
+            false
+        };
+        if found && (v == self.min || v == self.max) {
+            let low = self.neg.highest().map(|k| -c.value(k));
+            let low = low.or((self.zero > 0).then_some(0.0));
+            let low = low.or(self.pos.lowest().map(|k| c.value(k)));
+            let high = self.pos.highest().map(|k| c.value(k));
+            let high = high.or((self.zero > 0).then_some(0.0));
+            let high = high.or(self.neg.lowest().map(|k| -c.value(k)));
+            if v == self.min {
+                self.min = low.unwrap_or(f64::INFINITY);
+            }
+            if v == self.max {
+                self.max = high.unwrap_or(f64::NEG_INFINITY);
+            }
+        }
+        found
+    }
+
+    fn merge(&mut self, o: &Sketch) {
+        self.pos.merge(&o.pos);
+        self.neg.merge(&o.neg);
+        self.zero += o.zero;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+
+    /// `DDSketch::quantile`, with `None` for an empty sketch or a `q`
+    /// outside [0, 1].
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.total();
+        if !(0.0..=1.0).contains(&q) || total == 0 {
+            return None;
+        }
+        if q == 0.0 {
+            return Some(self.min);
+        }
+        if q == 1.0 {
+            return Some(self.max);
+        }
+        let c = cfg();
+        let rank = (q * (total as f64 - 1.0)) as u64;
+        let n_neg = self.neg.total;
+        Some(if rank < n_neg {
+            -c.value(self.neg.key_at_rank(n_neg - rank - 1))
+        } else if rank < self.zero + n_neg {
+            0.0
+        } else {
+            c.value(self.pos.key_at_rank(rank - self.zero - n_neg))
+        })
+    }
+}
+
+/// Adds `values` (ms) to `s`, smallest and largest first: the bins then
+/// take the whole span at once instead of growing at the front for each
+/// new minimum. Bins depend only on the multiset of values, not the order.
+fn add_widest_first(s: &mut Sketch, values: &[i64]) {
     let lo = (0..values.len()).min_by_key(|&i| values[i]);
     let hi = (0..values.len()).max_by_key(|&i| values[i]);
     let (Some(lo), Some(hi)) = (lo, hi) else {
@@ -128,13 +345,13 @@ fn add_widest_first(s: &mut DDSketch, values: &[i64]) {
     }
 }
 
-/// What [`DDSketch::quantile`] returns for a sketch of `values` (at most
+/// What `DDSketch::quantile` returns for a sketch of `values` (at most
 /// [`SMALL`]), without building one: the same bins (`Config::key`), the
 /// same rank, the same bin value (`Config::value`), zero and negative
 /// values handled as the sketch's zero count and negative store do.
 /// `tests/merge.rs` checks it against a real sketch.
 pub fn small_quantiles<const N: usize>(values: &[i64], qs: [f64; N]) -> [Option<f64>; N] {
-    let c = sketch_config();
+    let c = cfg();
     let min_possible = c.min_possible();
     let (mut neg, mut pos) = ([0i32; SMALL], [0i32; SMALL]);
     let (mut n_neg, mut n_pos, mut zero) = (0, 0, 0u64);
@@ -211,6 +428,9 @@ pub struct Acc {
     pub response: Dist,
     pub deals_won: u64,
     pub deals_lost: u64,
+    /// Open deals closed by `pipeline.max_open_age`, and their amount in cents.
+    pub deals_expired: u64,
+    pub expired_cents: i64,
     /// Σ amount of won deals, in cents.
     pub revenue_cents: i64,
     /// Sales cycle lengths (won − deal creation).
@@ -291,6 +511,8 @@ impl Acc {
         self.response.merge(&o.response);
         self.deals_won += o.deals_won;
         self.deals_lost += o.deals_lost;
+        self.deals_expired += o.deals_expired;
+        self.expired_cents += o.expired_cents;
         self.revenue_cents += o.revenue_cents;
         self.cycle.merge(&o.cycle);
         if self.stage_moves.len() < o.stage_moves.len() {
@@ -329,6 +551,14 @@ impl Acc {
         }
         self.stage_moves[i][0] += 1;
         self.stage_moves[i][1] += u64::from(advanced);
+    }
+
+    /// Takes back a [`Acc::stage_exit`] (a withdrawn outcome).
+    pub fn stage_unexit(&mut self, from: u8, advanced: bool) {
+        if let Some(m) = self.stage_moves.get_mut(from as usize) {
+            m[0] -= 1;
+            m[1] -= u64::from(advanced);
+        }
     }
 }
 

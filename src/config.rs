@@ -182,6 +182,13 @@ pub struct PipelineConfig {
     /// Open-deal stages in pipeline order, with win probabilities. A deal
     /// event naming another stage is dead-lettered with `unknown_stage`.
     pub stages: Vec<StageConfig>,
+    /// An open deal with no event for this long (no stage change, update
+    /// or activity naming it) is expired: it leaves the pipeline gauges
+    /// and counts in `deals_expired` / `expired_pipeline_value` at that
+    /// moment. Unset (the default): an open deal stays open until it is
+    /// won or lost, however long that takes.
+    #[serde(default)]
+    pub max_open_age: Option<Dur>,
 }
 
 impl Default for PipelineConfig {
@@ -201,6 +208,7 @@ impl Default for PipelineConfig {
                     probability: *p,
                 })
                 .collect(),
+            max_open_age: None,
         }
     }
 }
@@ -655,6 +663,19 @@ impl Config {
                 "no stage is configured".into(),
                 "list the open stages of your pipeline in order",
             );
+        }
+        if let Some(age) = self.pipeline.max_open_age {
+            let lateness = self.time.out_of_orderness.ms() + self.time.grace.ms();
+            if age.ms() <= lateness {
+                err(
+                    "pipeline.max_open_age",
+                    format!(
+                        "{age} is not longer than time.out_of_orderness + time.grace ({} + {}): a deal could expire before its own late events arrive",
+                        self.time.out_of_orderness, self.time.grace
+                    ),
+                    "use a span longer than your stalest healthy deal, e.g. \"180d\", or leave it unset",
+                );
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.pipeline.stages.iter().enumerate() {

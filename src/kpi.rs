@@ -63,6 +63,8 @@ kpis! {
     CYCLE_AVG = "sales_cycle_seconds_avg", Seconds, None, "Mean of won time − deal creation.";
     CYCLE_P50 = "sales_cycle_seconds_p50", Seconds, None, "Median of won time − deal creation (±1 %).";
     CYCLE_P90 = "sales_cycle_seconds_p90", Seconds, None, "90th percentile of won time − deal creation (±1 %).";
+    DEALS_EXPIRED = "deals_expired", Count, None, "Open deals closed by pipeline.max_open_age (no event for that long), at their expiry time.";
+    EXPIRED_VALUE = "expired_pipeline_value", Currency, None, "Σ amount of the deals expired by pipeline.max_open_age.";
     PIPELINE_VALUE = "pipeline_value", Currency, Some("stage"), "Σ amount of open deals (stage \"\" = all stages).";
     PIPELINE_WEIGHTED = "pipeline_value_weighted", Currency, Some("stage"), "Σ amount × stage win probability of open deals.";
     QUOTA_ATTAINMENT = "quota_attainment_ratio", Ratio, None, "Revenue of reps with a quota ÷ their quota for the period.";
@@ -184,12 +186,25 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
         closed,
     ));
     out.push(total(DEALS_WON, a.deals_won as f64, a.deals_won));
-    out.push(total(REVENUE, money(a.revenue_cents), a.deals_won));
+    // A correction of a win whose window is final moves revenue without a
+    // deal: its window's series still shows it.
+    let revenue_sample = a.deals_won.max(u64::from(a.revenue_cents != 0));
+    out.push(total(REVENUE, money(a.revenue_cents), revenue_sample));
     out.push(ratio(
         AVERAGE_DEAL_SIZE,
         money(a.revenue_cents),
         a.deals_won as f64,
         a.deals_won,
+    ));
+    out.push(total(
+        DEALS_EXPIRED,
+        a.deals_expired as f64,
+        a.deals_expired,
+    ));
+    out.push(total(
+        EXPIRED_VALUE,
+        money(a.expired_cents),
+        a.deals_expired,
     ));
     let c = &a.cycle;
     out.push(ratio(

@@ -9,7 +9,7 @@
 //! lead, deal or customer id is ever a label.
 
 use crate::decode::RejectReason;
-use crate::engine::state::{Stats, DIMS, ENTITY_NAMES};
+use crate::engine::state::{Stats, DIMS, DUPLICATE_REASONS, ENTITY_NAMES, REVISION_KINDS};
 use crate::engine::Engine;
 use crate::event::EventType;
 use crate::kpi::CATALOGUE;
@@ -30,7 +30,9 @@ pub struct Metrics {
     events_in: IntCounterVec,
     rejected: IntCounterVec,
     late: IntCounter,
-    duplicates: IntCounter,
+    duplicates: IntCounterVec,
+    outcomes_revised: IntCounterVec,
+    deals_expired: IntCounter,
     unknown_entity: IntCounterVec,
     evicted: IntCounterVec,
     dedup_evicted: IntCounter,
@@ -296,9 +298,25 @@ impl Metrics {
             "salespulse_events_late_total",
             "Events older than watermark − grace (also in rejected{reason=\"late\"}).",
         );
-        let duplicates = counter(
+        let duplicates = counter_vec(
             "salespulse_events_duplicate_total",
-            "Events with an already counted source + id, ignored.",
+            "Events not counted because they repeat what was: reason \"id\" (same source + id) or \"repeated_transition\" (the same lifecycle step of the same lead, deal or customer, e.g. a re-sent webhook).",
+            "reason",
+        );
+        for r in DUPLICATE_REASONS {
+            duplicates.with_label_values(&[r]);
+        }
+        let outcomes_revised = counter_vec(
+            "salespulse_deal_outcomes_revised_total",
+            "Deal outcomes replaced by a later one (reopen or correction): \"withdrawn\" from a window still open, or \"kept_final\" by a window already final.",
+            "revision",
+        );
+        for r in REVISION_KINDS {
+            outcomes_revised.with_label_values(&[r]);
+        }
+        let deals_expired = counter(
+            "salespulse_deals_expired_total",
+            "Open deals closed by pipeline.max_open_age (also the deals_expired KPI).",
         );
         let unknown_entity = counter_vec(
             "salespulse_unknown_entity_total",
@@ -307,7 +325,7 @@ impl Metrics {
         );
         let evicted = counter_vec(
             "salespulse_entities_evicted_total",
-            "Entities forgotten after state.entity_ttl.",
+            "Entities forgotten after state.entity_ttl: leads, closed deals, cancelled customers (open deals and active customers never are).",
             "entity",
         );
         let dedup_evicted = counter(
@@ -406,6 +424,8 @@ impl Metrics {
             rejected,
             late,
             duplicates,
+            outcomes_revised,
+            deals_expired,
             unknown_entity,
             evicted,
             dedup_evicted,
@@ -462,7 +482,18 @@ impl Metrics {
                 self.late.inc_by(n);
             }
         }
-        self.duplicates.inc_by(d(s.duplicates, last.duplicates));
+        for (i, r) in DUPLICATE_REASONS.iter().enumerate() {
+            self.duplicates
+                .with_label_values(&[r])
+                .inc_by(d(s.duplicates[i], last.duplicates[i]));
+        }
+        for (i, r) in REVISION_KINDS.iter().enumerate() {
+            self.outcomes_revised
+                .with_label_values(&[r])
+                .inc_by(d(s.outcomes_revised[i], last.outcomes_revised[i]));
+        }
+        self.deals_expired
+            .inc_by(d(s.deals_expired, last.deals_expired));
         for (i, name) in ENTITY_NAMES.iter().enumerate() {
             self.unknown_entity
                 .with_label_values(&[name])

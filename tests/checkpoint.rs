@@ -242,13 +242,14 @@ fn a_damaged_or_incompatible_checkpoint_is_refused_by_name_and_fresh_starts_over
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(err.contains("no salespulse checkpoint header"), "{err}");
 
-    // Written by a salespulse of format 3 (buckets held cells by dimension combination).
+    // Written by a salespulse of format 4 (closed deals and cancelled
+    // customers were forgotten at once, without their lifecycle).
     let mut old = good.clone();
-    old[7] = 3;
+    old[7] = 4;
     std::fs::write(&ckpt, &old).unwrap();
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(
-        err.contains("format version 3 is not the version 4 this salespulse reads"),
+        err.contains("format version 4 is not the version 5 this salespulse reads"),
         "{err}"
     );
     assert!(err.contains("--fresh"), "{err}");

@@ -162,12 +162,22 @@ fn duplicates_count_once_and_dedup_memory_is_bounded() {
     };
     assert_eq!(e.process_json(&line("1")).unwrap(), Outcome::Counted);
     assert_eq!(e.process_json(&line("1")).unwrap(), Outcome::Duplicate);
-    // same id from another source is another event
+    // same id from another source is another event (here of another lead)
     let other = String::from_utf8(line("1"))
         .unwrap()
         .replace("\"test\"", "\"other\"");
-    assert_eq!(e.process_json(other.as_bytes()).unwrap(), Outcome::Counted);
-    assert_eq!(e.state.stats.duplicates, 1);
+    let other_lead = other.replace("\"lead_id\":\"1\"", "\"lead_id\":\"1b\"");
+    assert_ne!(other, other_lead);
+    assert_eq!(e.process_json(other_lead.as_bytes()).unwrap(), Outcome::Counted);
+    // the same lead created again under another id: a repeated transition
+    let again = ce(
+        "1-again",
+        "crm.lead.created",
+        "2026-11-01T00:00:00Z",
+        json!({"lead_id": "1", "channel": "web"}),
+    );
+    assert_eq!(e.process_json(&again).unwrap(), Outcome::Duplicate);
+    assert_eq!(e.state.stats.duplicates, [1, 1]);
     for i in 2..10 {
         e.process_json(&line(&i.to_string())).unwrap();
     }

@@ -37,6 +37,8 @@ ROWS = [
     ("Pipeline", [
         ("Open pipeline by stage", "pipeline_value", "currencyUSD", "gauge"),
         ("Weighted pipeline by stage", "pipeline_value_weighted", "currencyUSD", "gauge"),
+        ("Deals expired (pipeline.max_open_age)", "deals_expired", "short", None),
+        ("Expired pipeline value", "expired_pipeline_value", "currencyUSD", None),
     ]),
     ("Customers", [
         ("Churn rate", "churn_rate", "percentunit", None),

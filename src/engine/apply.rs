@@ -8,6 +8,13 @@ use crate::decode::{Reject, RejectReason};
 use crate::event::{Event, Payload};
 use crate::window::{sub_bucket, Bounds, CalendarKind};
 
+/// Adds `d` (±1 or 0) to a count; a withdrawal only takes back what was added.
+fn bump(x: &mut u64, d: i64) {
+    *x = x
+        .checked_add_signed(d)
+        .expect("a withdrawal takes back only what was counted");
+}
+
 fn cents(v: f64) -> i64 {
     (v * 100.0).round() as i64
 }
@@ -125,12 +132,14 @@ impl Engine {
     /// rolling windows may get it through the staged sub-bucket: see
     /// [`State::rolling_staged`]).
     fn add(&mut self, t: i64, key: DimKey, f: impl Fn(&mut Acc)) {
-        self.add_to(t, key, false, f)
+        self.add_to(t, key, false, false, f)
     }
 
     /// [`Engine::add`], and with `pair` to the (product, competitor) pair
-    /// of the key too (price observations).
-    fn add_to(&mut self, t: i64, key: DimKey, pair: bool, f: impl Fn(&mut Acc)) {
+    /// of the key too (price observations). With `existing`, only buckets
+    /// that exist are updated (a withdrawal: what it takes back is in
+    /// them, and a bucket that is gone must not come back).
+    fn add_to(&mut self, t: i64, key: DimKey, pair: bool, existing: bool, f: impl Fn(&mut Acc)) {
         let key = self.mask(key);
         let day = match self.day_cache {
             Some(b) if b.contains(t) => b,
@@ -145,6 +154,7 @@ impl Engine {
                 bucket.dirty = true;
                 bucket.aggs.update(&key, pair, &f);
             }
+            None if existing => {}
             None => {
                 self.open_day(day);
                 let bucket = self.state.calendar[0]
@@ -180,13 +190,20 @@ impl Engine {
             }
         });
         for (i, set) in self.state.rolling.iter_mut().enumerate() {
-            set.dirty = true;
             let sub = self.sub_cache[i];
+            if staged.is_some_and(|fine| fine != i) {
+                set.dirty = true;
+                if let Some(tr) = self.track.as_mut() {
+                    tr.rolling(i, sub);
+                }
+                continue;
+            }
+            if existing && !set.buckets.contains_key(&sub) {
+                continue;
+            }
+            set.dirty = true;
             if let Some(tr) = self.track.as_mut() {
                 tr.rolling(i, sub);
-            }
-            if staged.is_some_and(|fine| fine != i) {
-                continue;
             }
             if !set.buckets.contains_key(&sub) {
                 // Sized like the newest sub-bucket: no rehashing of big accumulators as it fills.
@@ -301,37 +318,184 @@ impl Engine {
         }
     }
 
-    pub(super) fn apply_payload(&mut self, e: &Event<'_>, stage: Option<u8>) {
+    /// Counts (or, with `withdraw`, takes back) a deal outcome in the
+    /// window of its time. A withdrawal only touches buckets that exist:
+    /// the caller checked that the outcome's window is still open.
+    fn count_outcome(&mut self, c: &Closed, withdraw: bool) {
+        let Closed {
+            kind,
+            amount_cents: amount,
+            list_cents: list,
+            competitor,
+            cycle,
+            exit,
+            counted,
+            ..
+        } = *c;
+        let s: i64 = if withdraw { -1 } else { 1 };
+        let f = move |a: &mut Acc| {
+            match kind {
+                CloseKind::Won => {
+                    a.revenue_cents += s * amount;
+                    if let Some(l) = list {
+                        bump(&mut a.priced_won, s);
+                        a.list_cents += s * l;
+                        a.priced_amount_cents += s * amount;
+                    }
+                }
+                CloseKind::Lost => {}
+                CloseKind::Expired => {
+                    bump(&mut a.deals_expired, s);
+                    a.expired_cents += s * amount;
+                }
+            }
+            if !counted {
+                return;
+            }
+            match kind {
+                CloseKind::Won => {
+                    bump(&mut a.deals_won, s);
+                    bump(&mut a.won_vs_competitor, s * i64::from(competitor));
+                    match cycle {
+                        Some(c) if withdraw => {
+                            a.cycle.remove(c);
+                        }
+                        Some(c) => a.cycle.add(c),
+                        None => {}
+                    }
+                }
+                CloseKind::Lost => {
+                    bump(&mut a.deals_lost, s);
+                    bump(&mut a.lost_vs_competitor, s * i64::from(competitor));
+                }
+                CloseKind::Expired => {}
+            }
+            match exit {
+                Some((st, adv)) if withdraw => a.stage_unexit(st, adv),
+                Some((st, adv)) => a.stage_exit(st, adv),
+                None => {}
+            }
+        };
+        self.add_to(c.at, c.key, false, withdraw, f);
+    }
+
+    /// A deal's new outcome `new` replaces its earlier one (a reopen or a
+    /// correction): the earlier is withdrawn from its window if that is
+    /// still open; a final window keeps it.
+    fn replace_outcome(&mut self, old: Option<Box<Closed>>) -> bool {
+        let Some(old) = old else {
+            return true;
+        };
+        if old.at >= self.cutoff() {
+            self.count_outcome(&old, true);
+            self.state.stats.outcomes_revised[0] += 1;
+            true
+        } else {
+            self.state.stats.outcomes_revised[1] += 1;
+            false
+        }
+    }
+
+    /// Opens or closes a deal in the pipeline gauges: they are the sum of
+    /// the open deals' (stage, amount), changed only here, with the deal.
+    fn pipeline_move(&mut self, from: Option<(u8, DimKey, i64)>, to: Option<(u8, DimKey, i64)>) {
+        if from == to {
+            return;
+        }
+        if let Some((st, k, a)) = from {
+            self.pipeline_add(st, k, -1, -a);
+        }
+        if let Some((st, k, a)) = to {
+            self.pipeline_add(st, k, 1, a);
+        }
+    }
+
+    /// Closes open deals with no event for `pipeline.max_open_age` by the
+    /// watermark, each at its deadline, or at `open_from` (the oldest
+    /// instant whose windows are still open) if that is later: out of the
+    /// pipeline gauges, into `deals_expired`.
+    pub(super) fn expire_deals(&mut self, open_from: i64) {
+        let Some(age) = self.settings.max_open_age else {
+            return;
+        };
+        let wm = self.watermark();
+        let mut next = i64::MAX;
+        let mut due: Vec<(i64, u128)> = Vec::new();
+        for (k, d) in &self.state.deals {
+            if d.is_open() {
+                let deadline = d.seen.saturating_add(age);
+                if deadline <= wm {
+                    due.push((deadline, *k));
+                } else {
+                    next = next.min(deadline);
+                }
+            }
+        }
+        self.state.next_expiry = next;
+        due.sort_unstable();
+        for (deadline, k) in due {
+            let d = self.state.deals.get_mut(&k).expect("due deal");
+            let c = Box::new(Closed {
+                kind: CloseKind::Expired,
+                at: deadline.max(open_from),
+                key: d.dims,
+                amount_cents: d.amount_cents,
+                list_cents: None,
+                competitor: false,
+                cycle: None,
+                exit: None,
+                counted: true,
+            });
+            d.closed = Some(c.clone());
+            let from = (d.stage, d.dims, d.amount_cents);
+            self.pipeline_move(Some(from), None);
+            self.count_outcome(&c, false);
+            self.state.stats.deals_expired += 1;
+        }
+    }
+
+    /// Notes that an open deal seen at `t` expires no earlier than `t + max_open_age`.
+    fn expiry_from(&mut self, t: i64) {
+        if let Some(age) = self.settings.max_open_age {
+            let n = &mut self.state.next_expiry;
+            *n = (*n).min(t.saturating_add(age));
+        }
+    }
+
+    /// Applies one event to entity state and aggregates. Returns false
+    /// when it repeats a lifecycle transition already counted (a re-sent
+    /// webhook): nothing was counted (docs/entities.md).
+    pub(super) fn apply_payload(&mut self, e: &Event<'_>, stage: Option<u8>) -> bool {
         let t = e.time;
         match &e.payload {
             Payload::LeadCreated(d) => {
+                let id = entity_key(&d.lead_id);
+                if let Some(l) = self.state.leads.get_mut(&id) {
+                    l.seen = l.seen.max(t);
+                    return false;
+                }
                 let mut key =
                     self.rep_dims(d.rep.as_deref(), d.team.as_deref(), d.region.as_deref());
                 key[CHANNEL] = self.dim(CHANNEL, Some(&d.channel));
                 key[CAMPAIGN] = self.dim(CAMPAIGN, d.campaign.as_deref());
                 key[VARIANT] = self.dim(VARIANT, d.variant.as_deref());
                 key[SEGMENT] = self.dim(SEGMENT, d.segment.as_deref());
-                let fresh = self
-                    .state
-                    .leads
-                    .insert(
-                        entity_key(&d.lead_id),
-                        Lead {
-                            created: t,
-                            seen: t,
-                            dims: key,
-                            flags: 0,
-                        },
-                    )
-                    .is_none();
-                if fresh {
-                    self.add(t, key, |a| a.leads_created += 1);
-                    self.cohort_add(t, key, true);
-                }
+                self.state.leads.insert(
+                    id,
+                    Lead {
+                        created: t,
+                        seen: t,
+                        dims: key,
+                        flags: 0,
+                    },
+                );
+                self.add(t, key, |a| a.leads_created += 1);
+                self.cohort_add(t, key, true);
             }
             Payload::LeadQualified(d) => {
                 let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
-                    return self.unknown(0);
+                    self.unknown(0);
+                    return true;
                 };
                 l.seen = l.seen.max(t);
                 let reached = match d.level {
@@ -341,20 +505,22 @@ impl Engine {
                 let new = reached & !l.flags;
                 l.flags |= reached;
                 let key = l.dims;
-                if new != 0 {
-                    self.add(t, key, |a| {
-                        a.leads_mql += u64::from(new & MQL != 0);
-                        a.leads_sql += u64::from(new & SQL != 0);
-                    });
+                if new == 0 {
+                    return false;
                 }
+                self.add(t, key, |a| {
+                    a.leads_mql += u64::from(new & MQL != 0);
+                    a.leads_sql += u64::from(new & SQL != 0);
+                });
             }
             Payload::LeadContacted(d) => {
                 let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
-                    return self.unknown(0);
+                    self.unknown(0);
+                    return true;
                 };
                 l.seen = l.seen.max(t);
                 if l.flags & CONTACTED != 0 {
-                    return;
+                    return false;
                 }
                 l.flags |= CONTACTED;
                 let (created, lead_key) = (l.created, l.dims);
@@ -367,7 +533,10 @@ impl Engine {
             }
             Payload::LeadConverted(d) => {
                 let (key, created) = match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
-                    Some(l) if l.flags & CONVERTED != 0 => return,
+                    Some(l) if l.flags & CONVERTED != 0 => {
+                        l.seen = l.seen.max(t);
+                        return false;
+                    }
                     Some(l) => {
                         l.flags |= CONVERTED;
                         l.seen = l.seen.max(t);
@@ -384,6 +553,23 @@ impl Engine {
                 }
             }
             Payload::DealCreated(d) => {
+                let id = entity_key(&d.deal_id);
+                let stage = stage.expect("checked stage");
+                let amount = cents(d.amount);
+                if let Some(deal) = self.state.deals.get_mut(&id) {
+                    // Known: a re-sync. An open deal takes the stage and
+                    // amount it names; otherwise nothing changes.
+                    deal.seen = deal.seen.max(t);
+                    if !deal.is_open() || (deal.stage == stage && deal.amount_cents == amount) {
+                        return false;
+                    }
+                    let from = (deal.stage, deal.dims, deal.amount_cents);
+                    deal.stage = stage;
+                    deal.amount_cents = amount;
+                    let to = (stage, deal.dims, amount);
+                    self.pipeline_move(Some(from), Some(to));
+                    return true;
+                }
                 let mut key = self.rep_dims(Some(&d.rep), d.team.as_deref(), d.region.as_deref());
                 let lead = d
                     .lead_id
@@ -406,53 +592,72 @@ impl Engine {
                         key[dim] = self.dim(dim, v);
                     }
                 }
-                let stage = stage.expect("checked stage");
-                let amount = cents(d.amount);
-                let old = self.state.deals.insert(
-                    entity_key(&d.deal_id),
+                self.state.deals.insert(
+                    id,
                     Deal {
-                        created: t,
+                        created: Some(t),
                         seen: t,
                         dims: key,
                         stage,
                         amount_cents: amount,
+                        closed: None,
                     },
                 );
-                if let Some(o) = old {
-                    // Re-created (a CRM re-sync): the newer record replaces the older.
-                    self.pipeline_add(o.stage, o.dims, -1, -o.amount_cents);
-                }
-                self.pipeline_add(stage, key, 1, amount);
+                self.pipeline_move(None, Some((stage, key, amount)));
+                self.expiry_from(t);
             }
             Payload::DealStageChanged(d) => {
                 let Some(deal) = self.state.deals.get_mut(&entity_key(&d.deal_id)) else {
-                    return self.unknown(1);
+                    self.unknown(1);
+                    return true;
                 };
-                let (old_stage, old_amount, key) = (deal.stage, deal.amount_cents, deal.dims);
+                let new_stage = stage.expect("checked stage");
+                let new_amount = d.amount.map(cents).unwrap_or(deal.amount_cents);
                 deal.seen = deal.seen.max(t);
-                deal.stage = stage.expect("checked stage");
-                if let Some(a) = d.amount {
-                    deal.amount_cents = cents(a);
+                if deal.is_open() && deal.stage == new_stage && deal.amount_cents == new_amount {
+                    return false;
                 }
-                let (new_stage, new_amount) = (deal.stage, deal.amount_cents);
-                self.pipeline_add(old_stage, key, -1, -old_amount);
-                self.pipeline_add(new_stage, key, 1, new_amount);
-                if new_stage != old_stage {
+                let (old_stage, key) = (deal.stage, deal.dims);
+                let from = deal
+                    .is_open()
+                    .then_some((deal.stage, deal.dims, deal.amount_cents));
+                // A closed deal that changes stage is reopened.
+                let reopened = deal.closed.take();
+                deal.stage = new_stage;
+                deal.amount_cents = new_amount;
+                self.pipeline_move(from, Some((new_stage, key, new_amount)));
+                if reopened.is_some() {
+                    self.expiry_from(t);
+                    self.replace_outcome(reopened);
+                } else if new_stage != old_stage {
                     let next = new_stage == old_stage + 1;
                     self.add(t, key, |a| a.stage_exit(old_stage, next));
                 }
             }
             Payload::DealWon(d) | Payload::DealLost(d) => {
                 let won = matches!(e.payload, Payload::DealWon(_));
-                let deal = self.state.deals.remove(&entity_key(&d.deal_id));
-                let mut key = match &deal {
+                let kind = if won { CloseKind::Won } else { CloseKind::Lost };
+                let amount = cents(d.amount);
+                let id = entity_key(&d.deal_id);
+                let (mut key, previous, open_at, created) = match self.state.deals.get_mut(&id) {
                     Some(deal) => {
-                        self.pipeline_add(deal.stage, deal.dims, -1, -deal.amount_cents);
-                        deal.dims
+                        deal.seen = deal.seen.max(t);
+                        let (dims, created) = (deal.dims, deal.created);
+                        match &deal.closed {
+                            // The same outcome again (a re-sent webhook).
+                            Some(c) if c.kind == kind && (!won || deal.amount_cents == amount) => {
+                                return false;
+                            }
+                            Some(_) => (dims, deal.closed.take(), None, created),
+                            None => {
+                                let open = (deal.stage, dims, deal.amount_cents);
+                                (dims, None, Some(open), created)
+                            }
+                        }
                     }
                     None => {
                         self.unknown(1);
-                        NO_DIMS
+                        (NO_DIMS, None, None, None)
                     }
                 };
                 if d.rep.is_some() || d.team.is_some() || d.region.is_some() {
@@ -472,53 +677,97 @@ impl Engine {
                         key[dim] = self.dim(dim, v);
                     }
                 }
-                let amount = cents(d.amount);
-                let list = d.list_price.map(cents);
-                let competitor = d.competitor.as_deref().is_some_and(|c| !c.is_empty());
                 let last_stage = self.settings.stages.len().saturating_sub(1) as u8;
-                let exit = deal.as_ref().map(|deal| deal.stage);
-                let cycle = deal.map(|deal| (t - deal.created).max(0));
-                if won {
-                    self.add(t, key, |a| {
-                        a.deals_won += 1;
-                        a.revenue_cents += amount;
-                        if let Some(c) = cycle {
-                            a.cycle.add(c);
+                // The stage it leaves: the open stage, or for a reopened
+                // deal the last stage it was open in.
+                let exit = match (open_at, created, self.state.deals.get(&id)) {
+                    (Some((s, _, _)), _, _) => Some(s),
+                    (None, Some(_), Some(deal)) => Some(deal.stage),
+                    _ => None,
+                };
+                let mut c = Closed {
+                    kind,
+                    at: t,
+                    key,
+                    amount_cents: amount,
+                    list_cents: d.list_price.map(cents),
+                    competitor: d.competitor.as_deref().is_some_and(|c| !c.is_empty()),
+                    cycle: created.map(|c| (t - c).max(0)),
+                    exit: exit.map(|s| (s, won && s == last_stage)),
+                    counted: true,
+                };
+                self.pipeline_move(open_at, None);
+                let old_amount = self.state.deals.get(&id).map_or(0, |d| d.amount_cents);
+                match previous {
+                    // A correction of a win's amount: the same win, revised.
+                    Some(p) if p.kind == CloseKind::Won && won => {
+                        if self.replace_outcome(Some(p.clone())) {
+                            // in place, at the time (and cycle) of the win
+                            c.at = p.at;
+                            c.cycle = p.cycle;
+                            c.exit = p.exit;
+                            c.counted = p.counted;
+                            c.amount_cents = amount - (old_amount - p.amount_cents);
+                        } else {
+                            // its window is final: this window gets the difference
+                            c.counted = false;
+                            c.list_cents = None;
+                            c.amount_cents = amount - old_amount;
                         }
-                        a.won_vs_competitor += u64::from(competitor);
-                        if let Some(l) = list {
-                            a.priced_won += 1;
-                            a.list_cents += l;
-                            a.priced_amount_cents += amount;
-                        }
-                        if let Some(s) = exit {
-                            a.stage_exit(s, s == last_stage);
-                        }
-                    });
-                } else {
-                    self.add(t, key, |a| {
-                        a.deals_lost += 1;
-                        a.lost_vs_competitor += u64::from(competitor);
-                        if let Some(s) = exit {
-                            a.stage_exit(s, false);
-                        }
-                    });
+                    }
+                    p => {
+                        self.replace_outcome(p);
+                    }
+                }
+                let c = Box::new(c);
+                self.count_outcome(&c, false);
+                match self.state.deals.get_mut(&id) {
+                    Some(deal) => {
+                        deal.amount_cents = amount;
+                        deal.closed = Some(c);
+                    }
+                    None => {
+                        self.state.deals.insert(
+                            id,
+                            Deal {
+                                created: None,
+                                seen: t,
+                                dims: key,
+                                stage: 0,
+                                amount_cents: amount,
+                                closed: Some(c),
+                            },
+                        );
+                    }
                 }
             }
             Payload::CustomerAcquired(d) => {
-                if let Some(c) = self.state.customers.get_mut(&entity_key(&d.customer_id)) {
-                    c.seen = c.seen.max(t);
-                    return;
-                }
-                let channel = self.dim(CHANNEL, d.channel.as_deref());
-                let segment = self.dim(SEGMENT, d.segment.as_deref());
+                let id = entity_key(&d.customer_id);
+                let channel = d.channel.as_deref();
+                let segment = d.segment.as_deref();
+                let (channel, segment) = match self.state.customers.get_mut(&id) {
+                    Some(c) if c.cancelled.is_none() => {
+                        c.seen = c.seen.max(t);
+                        return false;
+                    }
+                    // Reactivation: a new acquisition, with the dimensions
+                    // it names, else those it had.
+                    Some(c) => (
+                        channel.map_or(Ok(c.channel), Err),
+                        segment.map_or(Ok(c.segment), Err),
+                    ),
+                    None => (Err(channel.unwrap_or("")), Err(segment.unwrap_or(""))),
+                };
+                let channel = channel.unwrap_or_else(|v| self.dim(CHANNEL, Some(v)));
+                let segment = segment.unwrap_or_else(|v| self.dim(SEGMENT, Some(v)));
                 self.state.customers.insert(
-                    entity_key(&d.customer_id),
+                    id,
                     Customer {
-                        acquired: t,
+                        acquired: Some(t),
                         seen: t,
                         channel,
                         segment,
+                        cancelled: None,
                     },
                 );
                 let key = customer_key(channel, segment);
@@ -531,20 +780,45 @@ impl Engine {
                 self.add(t, key, |a| a.customers_acquired += 1);
             }
             Payload::CustomerCancelled(d) => {
-                let (key, lifetime) = match self.state.customers.remove(&entity_key(&d.customer_id))
-                {
-                    Some(c) => (c.key(), Some((t - c.acquired).max(0))),
+                let id = entity_key(&d.customer_id);
+                let (key, lifetime) = match self.state.customers.get_mut(&id) {
+                    Some(c) if c.cancelled.is_some() => {
+                        c.seen = c.seen.max(t);
+                        return false;
+                    }
+                    Some(c) => {
+                        c.cancelled = Some(t);
+                        c.seen = c.seen.max(t);
+                        let lifetime = c.acquired.map(|a| (t - a).max(0));
+                        let key = c.key();
+                        let key = self.mask(key);
+                        // Active customers follow the known customers' state only.
+                        self.state.ledger.add(t, key, -1);
+                        if let Some(tr) = self.track.as_mut() {
+                            tr.ledger(t);
+                        }
+                        self.state.gauges_dirty = true;
+                        (key, lifetime)
+                    }
                     None => {
+                        // Unknown (acquired before the stream began, or
+                        // forgotten): counted in "all", remembered as
+                        // cancelled, never below the known customers'
+                        // active count.
                         self.unknown(2);
+                        self.state.customers.insert(
+                            id,
+                            Customer {
+                                acquired: None,
+                                seen: t,
+                                channel: 0,
+                                segment: 0,
+                                cancelled: Some(t),
+                            },
+                        );
                         (NO_DIMS, None)
                     }
                 };
-                let key = self.mask(key);
-                self.state.ledger.add(t, key, -1);
-                if let Some(tr) = self.track.as_mut() {
-                    tr.ledger(t);
-                }
-                self.state.gauges_dirty = true;
                 self.add(t, key, |a| {
                     a.customers_cancelled += 1;
                     if let Some(l) = lifetime {
@@ -555,19 +829,22 @@ impl Engine {
             }
             Payload::ActivityLogged(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
+                // An activity keeps its deal (or lead) from going stale.
                 if let Some(deal) = d
                     .deal_id
                     .as_deref()
-                    .and_then(|id| self.state.deals.get(&entity_key(id)))
+                    .and_then(|id| self.state.deals.get_mut(&entity_key(id)))
                 {
+                    deal.seen = deal.seen.max(t);
                     for dim in [CHANNEL, PRODUCT, CAMPAIGN, SEGMENT] {
                         key[dim] = deal.dims[dim];
                     }
                 } else if let Some(lead) = d
                     .lead_id
                     .as_deref()
-                    .and_then(|id| self.state.leads.get(&entity_key(id)))
+                    .and_then(|id| self.state.leads.get_mut(&entity_key(id)))
                 {
+                    lead.seen = lead.seen.max(t);
                     for dim in [CHANNEL, CAMPAIGN, SEGMENT] {
                         key[dim] = lead.dims[dim];
                     }
@@ -637,7 +914,7 @@ impl Engine {
                 key[PRODUCT] = self.dim(PRODUCT, Some(&d.product));
                 key[COMPETITOR] = self.dim(COMPETITOR, Some(&d.competitor));
                 let (ours, theirs) = (cents(d.our_price), cents(d.price));
-                self.add_to(t, key, true, |a| {
+                self.add_to(t, key, true, false, |a| {
                     a.price_obs += 1;
                     a.our_price_cents += ours;
                     a.their_price_cents += theirs;
@@ -652,5 +929,6 @@ impl Engine {
                 self.state.market_size.insert(product, cents(d.amount));
             }
         }
+        true
     }
 }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub out_of_orderness: i64,
     pub grace: i64,
     pub entity_ttl: i64,
+    /// `pipeline.max_open_age` (ms).
+    pub max_open_age: Option<i64>,
     pub dedup_horizon: i64,
     pub dedup_max: usize,
     /// Lower-cased stage names and win probabilities, in pipeline order.
@@ -87,6 +89,7 @@ impl Settings {
             out_of_orderness: c.time.out_of_orderness.ms(),
             grace: c.time.grace.ms(),
             entity_ttl: c.state.entity_ttl.ms(),
+            max_open_age: c.pipeline.max_open_age.map(|d| d.ms()),
             dedup_horizon: c.state.dedup_horizon.ms(),
             dedup_max: c.state.dedup_max_entries,
             stages: c
@@ -142,7 +145,9 @@ pub fn event_key(source: &str, id: &str) -> u128 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Counted,
-    /// Same `source` + `id` as an event already counted: ignored.
+    /// Same `source` + `id` as an event already counted, or the same
+    /// lifecycle transition of its entity as one already counted (a
+    /// re-sent webhook): ignored.
     Duplicate,
 }
 
@@ -186,6 +191,8 @@ impl Engine {
             max_time: i64::MIN,
             clock: i64::MIN,
             last_sweep: i64::MIN,
+            last_expiry: i64::MIN,
+            next_expiry: i64::MAX,
             calendar: std::iter::once(CalendarKind::Day)
                 .chain(
                     settings
@@ -278,8 +285,9 @@ impl Engine {
     /// the windows the new watermark passes.
     pub fn advance_clock(&mut self, t: i64) {
         if t > self.state.clock {
+            let before = self.cutoff();
             self.state.clock = t;
-            self.on_time_advance();
+            self.on_time_advance(before);
         }
     }
 
@@ -349,7 +357,7 @@ impl Engine {
         let h = event_key(&e.source, &e.id);
         self.last_time = e.time;
         if self.state.dedup.contains(h) {
-            self.state.stats.duplicates += 1;
+            self.state.stats.duplicates[DUP_ID] += 1;
             return Ok(Outcome::Duplicate);
         }
         let cutoff = self.cutoff();
@@ -365,17 +373,38 @@ impl Engine {
         }
         self.state.dedup.insert(h, e.time);
         self.state.stats.events_in[e.payload.event_type() as usize] += 1;
-        self.apply_payload(e, stage);
+        let counted = self.apply_payload(e, stage);
+        if !counted {
+            self.state.stats.duplicates[DUP_TRANSITION] += 1;
+        }
         if e.time > self.state.max_time {
             self.state.max_time = e.time;
         }
         if !self.external_clock {
             self.advance_clock(e.time);
         }
-        Ok(Outcome::Counted)
+        Ok(if counted {
+            Outcome::Counted
+        } else {
+            Outcome::Duplicate
+        })
     }
 
-    fn on_time_advance(&mut self) {
+    /// `before`: the cutoff before the clock moved (windows ending after
+    /// it are still open).
+    fn on_time_advance(&mut self, before: i64) {
+        // Deals that went stale expire before windows close, so that each
+        // counts in the window of its deadline while that window is open.
+        if let Some(age) = self.settings.max_open_age {
+            let step = (age / SWEEPS_PER_TTL)
+                .min(self.settings.grace / 2)
+                .max(60_000);
+            let wm = self.watermark();
+            if wm >= self.state.next_expiry && wm >= self.state.last_expiry.saturating_add(step) {
+                self.state.last_expiry = wm;
+                self.expire_deals(before);
+            }
+        }
         let cutoff = self.cutoff();
         // A source keeps closed windows until it has exported them.
         if cutoff >= self.next_close && self.track.is_none() {
@@ -402,7 +431,10 @@ impl Engine {
         }
     }
 
-    /// Forgets entities past their TTL.
+    /// Forgets entities past their TTL: leads, closed deals and cancelled
+    /// customers with no event for `state.entity_ttl`. Open deals and
+    /// active customers stay until they close (or expire by
+    /// `pipeline.max_open_age`): the gauges are their sums.
     fn sweep(&mut self) {
         // The clock, not the newest event: with several partitions, one
         // that runs ahead must not expire entities a slower one still
@@ -412,8 +444,9 @@ impl Engine {
         let s = &mut self.state;
         let before = [s.leads.len(), s.deals.len(), s.customers.len()];
         s.leads.retain(|_, l| l.seen >= horizon);
-        s.deals.retain(|_, d| d.seen >= horizon);
-        s.customers.retain(|_, c| c.seen >= horizon);
+        s.deals.retain(|_, d| d.is_open() || d.seen >= horizon);
+        s.customers
+            .retain(|_, c| c.cancelled.is_none() || c.seen >= horizon);
         let after = [s.leads.len(), s.deals.len(), s.customers.len()];
         for i in 0..3 {
             s.stats.evicted[i] += (before[i] - after[i]) as u64;

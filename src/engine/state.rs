@@ -187,27 +187,76 @@ pub struct Lead {
     pub flags: u8,
 }
 
-/// What is remembered of an open deal.
+/// What is remembered of a deal: while it is open, and once closed (won,
+/// lost, expired) for `state.entity_ttl` after its last event, so that a
+/// re-sent outcome is recognised as such and a reopen can move it
+/// (docs/entities.md). An open deal is never forgotten by inactivity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deal {
-    /// Creation time (ms), for the sales cycle.
-    pub created: i64,
+    /// Creation time (ms), for the sales cycle; `None` when its
+    /// creation was never seen (closed while unknown).
+    pub created: Option<i64>,
     pub seen: i64,
     pub dims: DimKey,
     /// Index into the configured stages.
     pub stage: u8,
     pub amount_cents: i64,
+    /// How it closed, as counted; `None` while open.
+    pub closed: Option<Box<Closed>>,
 }
 
-/// What is remembered of an active customer.
+impl Deal {
+    pub fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+}
+
+/// How a deal closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseKind {
+    Won,
+    Lost,
+    /// Open longer than `pipeline.max_open_age` without an event.
+    Expired,
+}
+
+/// A deal's outcome as it was counted: what a later outcome withdraws
+/// from the window that still holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Closed {
+    pub kind: CloseKind,
+    /// Event time it was counted at.
+    pub at: i64,
+    /// The dimensions it was counted with (before `kpis.dimensions`).
+    pub key: DimKey,
+    pub amount_cents: i64,
+    pub list_cents: Option<i64>,
+    pub competitor: bool,
+    /// Sales cycle (ms), when the creation was seen.
+    pub cycle: Option<i64>,
+    /// Stage exit counted: (stage, advanced).
+    pub exit: Option<(u8, bool)>,
+    /// Whether the deal itself was counted (won / lost count, cycle,
+    /// competitor, stage exit); false for a change of a won amount whose
+    /// first win is in a final window: then only the difference of
+    /// amount (in `amount_cents`) was counted.
+    pub counted: bool,
+}
+
+/// What is remembered of a customer: while active, and once cancelled
+/// for `state.entity_ttl` after its last event. An active customer is
+/// never forgotten by inactivity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Customer {
-    pub acquired: i64,
+    /// Acquisition time (ms); `None` when it was never seen (cancelled while unknown).
+    pub acquired: Option<i64>,
     pub seen: i64,
     /// Acquisition channel (interned).
     pub channel: u32,
     /// Segment (interned).
     pub segment: u32,
+    /// Cancellation time (ms); `None` while active.
+    pub cancelled: Option<i64>,
 }
 
 impl Customer {
@@ -411,10 +460,18 @@ pub struct Stats {
     pub events_in: Vec<u64>,
     /// Rejections by [`crate::decode::RejectReason`] index (including `late`).
     pub rejected: Vec<u64>,
-    pub duplicates: u64,
+    /// Events not counted because they repeat what was counted, by
+    /// [`DUPLICATE_REASONS`] index: the same `source` + `id`, or the same
+    /// lifecycle transition of an entity (a re-sent webhook).
+    pub duplicates: [u64; 2],
+    /// Deal outcomes replaced by a later one (a reopen or a correction):
+    /// withdrawn from a window still open, or kept by a final one.
+    pub outcomes_revised: [u64; 2],
+    /// Open deals closed by `pipeline.max_open_age`.
+    pub deals_expired: u64,
     /// Events naming a lead / deal / customer that is not (or no longer) known.
     pub unknown_entity: [u64; 3],
-    /// Entities forgotten by TTL: lead, deal, customer.
+    /// Entities forgotten by TTL: lead, closed deal, cancelled customer.
     pub evicted: [u64; 3],
     /// Event ids forgotten because `state.dedup_max_entries` was reached.
     pub dedup_evicted: u64,
@@ -427,6 +484,16 @@ pub struct Stats {
 }
 
 pub const ENTITY_NAMES: [&str; 3] = ["lead", "deal", "customer"];
+
+/// Label values of `salespulse_events_duplicate_total{reason}`.
+pub const DUPLICATE_REASONS: [&str; 2] = ["id", "repeated_transition"];
+pub const DUP_ID: usize = 0;
+pub const DUP_TRANSITION: usize = 1;
+
+/// Label values of `salespulse_deal_outcomes_revised_total{window}`:
+/// the earlier outcome was withdrawn from its open window, or its window
+/// was final and keeps it.
+pub const REVISION_KINDS: [&str; 2] = ["withdrawn", "kept_final"];
 
 /// Everything the engine knows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -454,6 +521,10 @@ pub struct State {
     pub clock: i64,
     /// Event time of the last TTL sweep.
     pub last_sweep: i64,
+    /// Watermark of the last `pipeline.max_open_age` pass.
+    pub last_expiry: i64,
+    /// No open deal is due to expire before this instant (a lower bound).
+    pub next_expiry: i64,
     pub calendar: Vec<CalendarSet>,
     pub rolling: Vec<RollingSet>,
     /// A sub-bucket start of the fine rolling set (`Settings::rolling_fine`)
