@@ -168,7 +168,10 @@ fn duplicates_count_once_and_dedup_memory_is_bounded() {
         .replace("\"test\"", "\"other\"");
     let other_lead = other.replace("\"lead_id\":\"1\"", "\"lead_id\":\"1b\"");
     assert_ne!(other, other_lead);
-    assert_eq!(e.process_json(other_lead.as_bytes()).unwrap(), Outcome::Counted);
+    assert_eq!(
+        e.process_json(other_lead.as_bytes()).unwrap(),
+        Outcome::Counted
+    );
     // the same lead created again under another id: a repeated transition
     let again = ce(
         "1-again",
