@@ -225,12 +225,9 @@ impl Model {
                             new.counted = false;
                         }
                     }
-                    Some(p) => {
-                        if p.at >= cutoff {
-                            self.count(p.at, rep, &p, -1);
-                        }
-                    }
-                    None => {}
+                    // a reopen: the earlier outcome leaves its window if open
+                    Some(p) if p.at >= cutoff => self.count(p.at, rep, &p, -1),
+                    Some(_) | None => {}
                 }
                 let d = self.deals.get_mut(&deal).unwrap();
                 d.amount = amount;
