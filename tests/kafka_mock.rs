@@ -550,3 +550,165 @@ kind = "kafka"
         2
     );
 }
+
+/// Lifecycles across partitions keyed by entity (docs/entities.md): re-sent
+/// wins and cancellations, reopens and corrections within grace, and after
+/// the earlier window is final, over a busy generated stream: the KPI topic
+/// holds file mode's finals, gauges included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycles_through_three_partitions_equal_file_mode() {
+    use serde_json::json;
+    let mock = MockCluster::new(3).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("replay.partials", 1, 1).unwrap();
+    mock.create_topic("replay.changelog", 3, 1).unwrap();
+    mock.create_topic("kpis", 8, 1).unwrap();
+    mock.create_topic("dlq", 1, 1).unwrap();
+
+    // (time, key, line): the generated stream, and lifecycles on top
+    let mut evs: Vec<(i64, String, String)> = events(4000)
+        .iter()
+        .map(|e| (e.time, e.partition_key().to_string(), cej::encode(e)))
+        .collect();
+    let t0 = ms("2026-03-01T10:00:00Z");
+    let (h, d) = (3_600_000i64, 86_400_000i64);
+    let mut n = 0;
+    let mut add = |at: i64, ty: &str, key: &str, data: serde_json::Value| {
+        n += 1;
+        let line = String::from_utf8(ce_at(&format!("lc-{n}"), ty, at, data)).unwrap();
+        evs.push((at, key.to_string(), line));
+    };
+    for i in 0..12 {
+        let at = t0 + i * 6 * h;
+        let deal = |s: &str| format!("LC{i}{s}");
+        let created =
+            json!({"rep": "Ava", "amount": 1000.0, "stage": "proposal", "channel": "web"});
+        for s in ["a", "b", "c", "d", "e"] {
+            let mut c = created.clone();
+            c["deal_id"] = json!(deal(s));
+            add(at, "crm.deal.created", &deal(s), c);
+        }
+        // a: won, the webhook re-sent five minutes later
+        for dt in [2 * h, 2 * h + 300_000] {
+            add(
+                at + dt,
+                "crm.deal.won",
+                &deal("a"),
+                json!({"deal_id": deal("a"), "amount": 1000.0}),
+            );
+        }
+        // b: lost, then won an hour later (reopened within grace)
+        add(
+            at + 2 * h,
+            "crm.deal.lost",
+            &deal("b"),
+            json!({"deal_id": deal("b"), "amount": 1000.0}),
+        );
+        add(
+            at + 3 * h,
+            "crm.deal.won",
+            &deal("b"),
+            json!({"deal_id": deal("b"), "amount": 1100.0}),
+        );
+        // c: won, its amount corrected the same hour and again four days later
+        add(
+            at + 2 * h,
+            "crm.deal.won",
+            &deal("c"),
+            json!({"deal_id": deal("c"), "amount": 1000.0}),
+        );
+        add(
+            at + 2 * h + 1_800_000,
+            "crm.deal.won",
+            &deal("c"),
+            json!({"deal_id": deal("c"), "amount": 1200.0}),
+        );
+        add(
+            at + 4 * d,
+            "crm.deal.won",
+            &deal("c"),
+            json!({"deal_id": deal("c"), "amount": 1250.0}),
+        );
+        // d: lost, reopened four days later (back in the pipeline), won a day after
+        add(
+            at + 2 * h,
+            "crm.deal.lost",
+            &deal("d"),
+            json!({"deal_id": deal("d"), "amount": 1000.0}),
+        );
+        add(
+            at + 4 * d,
+            "crm.deal.stage_changed",
+            &deal("d"),
+            json!({"deal_id": deal("d"), "from": "proposal", "to": "negotiation"}),
+        );
+        add(
+            at + 5 * d,
+            "crm.deal.won",
+            &deal("d"),
+            json!({"deal_id": deal("d"), "amount": 1000.0}),
+        );
+        // e: stays open; customers: acquired, cancelled twice; an unknown one cancelled
+        let cust = format!("LCC{i}");
+        add(
+            at,
+            "crm.customer.acquired",
+            &cust,
+            json!({"customer_id": cust, "channel": "web"}),
+        );
+        for dt in [3 * h, 3 * h + 600_000] {
+            add(
+                at + dt,
+                "crm.customer.cancelled",
+                &cust,
+                json!({"customer_id": cust}),
+            );
+        }
+        let ghost = format!("LCX{i}");
+        add(
+            at + h,
+            "crm.customer.cancelled",
+            &ghost,
+            json!({"customer_id": ghost}),
+        );
+    }
+    evs.sort_by_key(|e| e.0);
+    let lines: Vec<String> = evs.iter().map(|e| e.2.clone()).collect();
+    let msgs: Vec<Out> = evs
+        .iter()
+        .map(|(_, k, l)| Out::plain(k, l.clone().into_bytes()))
+        .collect();
+    produce(&bs, "crm.events", &msgs).await;
+
+    let cfg = config(&bs, "replay");
+    let mut fm = Engine::from_config(&cfg);
+    for l in &lines {
+        fm.process_json(l.as_bytes()).unwrap();
+    }
+    fm.finish();
+    let file_recs = fm.take_records();
+    // the lifecycles did what the table says, in file mode
+    let s = &fm.state.stats;
+    assert_eq!(
+        s.duplicates[salespulse::engine::state::DUP_TRANSITION],
+        12 * 2
+    );
+    assert_eq!(
+        s.outcomes_revised,
+        [24, 24],
+        "b and c within grace, c and d after"
+    );
+    let active = find(&file_recs, "active_customers", "gauge", "current", &[]);
+    assert!(active.unwrap().value.unwrap() >= 0.0);
+
+    let (report, _) = run_to_end(&cfg).await;
+    assert_eq!(
+        report.duplicates, 24,
+        "re-sent steps are duplicates in Kafka mode too"
+    );
+    assert_eq!((report.accepted + report.duplicates) as usize, lines.len());
+    let got = finals(&kpi_records(&bs));
+    let want = finals(&file_recs);
+    assert_same_finals(&got, &want);
+}
