@@ -662,3 +662,39 @@ fn a_max_open_age_within_lateness_is_refused_with_the_field_named() {
     .to_string();
     assert!(err.contains("pipeline.max_open_age"), "{err}");
 }
+
+/// Issue's case with the default configuration (grace 1 day): lost on
+/// Jan 4, won on Jan 5 — the loss is withdrawn from the open Jan 4.
+#[test]
+fn lost_one_day_and_won_the_next_counts_one_win_with_the_default_config() {
+    let mut s = Stream::new();
+    for id in ["A", "B"] {
+        s.push(
+            "crm.deal.created",
+            "2026-01-02T09:00:00Z",
+            json!({"deal_id": id, "rep": "Ann", "amount": 500.0, "stage": "proposal"}),
+        );
+    }
+    s.push(
+        "crm.deal.lost",
+        "2026-01-04T10:00:00Z",
+        json!({"deal_id": "A", "amount": 500.0}),
+    )
+    .push(
+        "crm.deal.won",
+        "2026-01-04T15:00:00Z",
+        json!({"deal_id": "B", "amount": 500.0}),
+    )
+    .push(
+        "crm.deal.won",
+        "2026-01-05T09:00:00Z",
+        json!({"deal_id": "A", "amount": 500.0}),
+    );
+    let (e, recs) = run("", &s);
+    let wr = find(&recs, "win_rate", "month", "2026-01", &[]).unwrap();
+    assert_eq!((wr.numerator, wr.denominator), (Some(2.0), Some(2.0)));
+    let day4 = find(&recs, "win_rate", "day", "2026-01-04", &[]).unwrap();
+    assert_eq!((day4.numerator, day4.denominator), (Some(1.0), Some(1.0)));
+    assert!(day4.is_final);
+    assert_eq!(e.state.stats.outcomes_revised, [1, 0]);
+}
