@@ -394,8 +394,43 @@ pub struct KafkaConfig {
     /// "SCRAM-SHA-512"`, `"sasl.username"`, `"sasl.password"`,
     /// `"ssl.ca.location"`. In the environment, write the dots as
     /// underscores: `SALESPULSE_KAFKA__PROPERTIES__SASL_PASSWORD`. Values
-    /// are never logged.
+    /// are never logged. Numbers and booleans are taken as their text
+    /// (`SALESPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS=6000`, or
+    /// `"session.timeout.ms" = 6000` in TOML).
+    #[serde(deserialize_with = "scalar_map")]
     pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// A property value as TOML or the environment gives it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// A map of librdkafka properties: every value as text, whatever type the
+/// TOML file or the environment (which figment parses: `6000` is a
+/// number there) gave it.
+fn scalar_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let m = std::collections::BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Text(s) => s,
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Uint(u) => u.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 impl KafkaConfig {

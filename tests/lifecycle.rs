@@ -698,3 +698,58 @@ fn lost_one_day_and_won_the_next_counts_one_win_with_the_default_config() {
     assert!(day4.is_final);
     assert_eq!(e.state.stats.outcomes_revised, [1, 0]);
 }
+
+/// Expiry by `pipeline.max_open_age` survives a checkpoint: an engine
+/// restored mid-stream (its expiry index rebuilt from the open deals)
+/// emits what an uninterrupted one does, and deals do expire.
+#[test]
+fn expiry_is_the_same_after_a_restore() {
+    use salespulse::engine::state::State;
+    use salespulse::engine::Settings;
+    use salespulse::generator::{GenConfig, Generator};
+    let cfg = salespulse::config::Config::from_toml(
+        "[pipeline]\nmax_open_age = \"3d\"\n[windows]\nrolling = [\"7d\"]\n",
+    )
+    .unwrap();
+    let lines: Vec<String> = Generator::new(GenConfig {
+        seed: 5,
+        start: ms("2026-01-01T00:00:00Z"),
+        events_per_day: 300,
+        reps: 6,
+    })
+    .take(40_000)
+    .map(|e| salespulse::decode::json::encode(&e))
+    .collect();
+    let mut straight = Engine::from_config(&cfg);
+    for l in &lines {
+        straight.process_json(l.as_bytes()).unwrap();
+    }
+    straight.finish();
+    let want = straight.take_records();
+    assert!(
+        straight.state.stats.deals_expired > 10,
+        "{}",
+        straight.state.stats.deals_expired
+    );
+
+    let mut first = Engine::from_config(&cfg);
+    let mut got = Vec::new();
+    for l in &lines[..23_000] {
+        first.process_json(l.as_bytes()).unwrap();
+    }
+    got.extend(first.take_records());
+    let saved = postcard::to_stdvec(&first.state).unwrap();
+    drop(first);
+    let state: State = postcard::from_bytes(&saved).unwrap();
+    let mut second = Engine::from_state(Settings::from_config(&cfg), state);
+    for l in &lines[23_000..] {
+        second.process_json(l.as_bytes()).unwrap();
+    }
+    second.finish();
+    got.extend(second.take_records());
+    assert_eq!(
+        second.state.stats.deals_expired,
+        straight.state.stats.deals_expired
+    );
+    assert_eq!(got, want);
+}

@@ -15,6 +15,8 @@ fn bump(x: &mut u64, d: i64) {
         .expect("a withdrawal takes back only what was counted");
 }
 
+const DAY_MS: i64 = 86_400_000;
+
 fn cents(v: f64) -> i64 {
     (v * 100.0).round() as i64
 }
@@ -413,28 +415,55 @@ impl Engine {
     /// Closes open deals with no event for `pipeline.max_open_age` by the
     /// watermark, each at its deadline, or at `open_from` (the oldest
     /// instant whose windows are still open) if that is later: out of the
-    /// pipeline gauges, into `deals_expired`.
+    /// pipeline gauges, into `deals_expired`. Visits only the deals
+    /// indexed under a deadline day that has begun (see
+    /// [`State::expiry_index`]).
     pub(super) fn expire_deals(&mut self, open_from: i64) {
         let Some(age) = self.settings.max_open_age else {
             return;
         };
         let wm = self.watermark();
-        let mut next = i64::MAX;
+        let today = wm.div_euclid(DAY_MS) * DAY_MS;
+        let days: Vec<i64> = self
+            .state
+            .expiry_index
+            .range(..=today)
+            .map(|(d, _)| *d)
+            .collect();
         let mut due: Vec<(i64, u128)> = Vec::new();
-        for (k, d) in &self.state.deals {
-            if d.is_open() {
+        for day in days {
+            let keys = self.state.expiry_index.remove(&day).unwrap_or_default();
+            let mut keep = Vec::new();
+            for k in keys {
+                let Some(d) = self.state.deals.get(&k).filter(|d| d.is_open()) else {
+                    continue;
+                };
                 let deadline = d.seen.saturating_add(age);
                 if deadline <= wm {
-                    due.push((deadline, *k));
-                } else {
-                    next = next.min(deadline);
+                    due.push((deadline, k));
+                } else if deadline.div_euclid(DAY_MS) * DAY_MS == day {
+                    keep.push(k);
                 }
+                // else: indexed again under its later deadline day
+            }
+            if !keep.is_empty() {
+                self.state.expiry_index.insert(day, keep);
             }
         }
-        self.state.next_expiry = next;
+        self.state.next_expiry = self
+            .state
+            .expiry_index
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(i64::MAX);
         due.sort_unstable();
+        due.dedup();
         for (deadline, k) in due {
             let d = self.state.deals.get_mut(&k).expect("due deal");
+            if !d.is_open() {
+                continue;
+            }
             let c = Box::new(Closed {
                 kind: CloseKind::Expired,
                 at: deadline.max(open_from),
@@ -454,11 +483,17 @@ impl Engine {
         }
     }
 
-    /// Notes that an open deal seen at `t` expires no earlier than `t + max_open_age`.
-    fn expiry_from(&mut self, t: i64) {
-        if let Some(age) = self.settings.max_open_age {
-            let n = &mut self.state.next_expiry;
-            *n = (*n).min(t.saturating_add(age));
+    /// Indexes open deal `id` under the day of its expiry deadline when
+    /// its last event moved from `old` (`None`: newly open) to `new`.
+    pub(super) fn index_expiry(&mut self, id: u128, old: Option<i64>, new: i64) {
+        let Some(age) = self.settings.max_open_age else {
+            return;
+        };
+        let day = |seen: i64| seen.saturating_add(age).div_euclid(DAY_MS) * DAY_MS;
+        let d = day(new);
+        if old.map(day) != Some(d) {
+            self.state.expiry_index.entry(d).or_default().push(id);
+            self.state.next_expiry = self.state.next_expiry.min(d);
         }
     }
 
@@ -559,7 +594,12 @@ impl Engine {
                 if let Some(deal) = self.state.deals.get_mut(&id) {
                     // Known: a re-sync. An open deal takes the stage and
                     // amount it names; otherwise nothing changes.
+                    let seen = (deal.is_open(), deal.seen);
                     deal.seen = deal.seen.max(t);
+                    if seen.0 {
+                        self.index_expiry(id, Some(seen.1), t);
+                    }
+                    let deal = self.state.deals.get_mut(&id).expect("known deal");
                     if !deal.is_open() || (deal.stage == stage && deal.amount_cents == amount) {
                         return false;
                     }
@@ -604,16 +644,22 @@ impl Engine {
                     },
                 );
                 self.pipeline_move(None, Some((stage, key, amount)));
-                self.expiry_from(t);
+                self.index_expiry(id, None, t);
             }
             Payload::DealStageChanged(d) => {
-                let Some(deal) = self.state.deals.get_mut(&entity_key(&d.deal_id)) else {
+                let id = entity_key(&d.deal_id);
+                let Some(deal) = self.state.deals.get_mut(&id) else {
                     self.unknown(1);
                     return true;
                 };
                 let new_stage = stage.expect("checked stage");
                 let new_amount = d.amount.map(cents).unwrap_or(deal.amount_cents);
+                // open: its last event; reopened: none (indexed afresh)
+                let seen = deal.is_open().then_some(deal.seen);
                 deal.seen = deal.seen.max(t);
+                let new_seen = deal.seen;
+                self.index_expiry(id, seen, new_seen);
+                let deal = self.state.deals.get_mut(&id).expect("known deal");
                 if deal.is_open() && deal.stage == new_stage && deal.amount_cents == new_amount {
                     return false;
                 }
@@ -627,7 +673,6 @@ impl Engine {
                 deal.amount_cents = new_amount;
                 self.pipeline_move(from, Some((new_stage, key, new_amount)));
                 if reopened.is_some() {
-                    self.expiry_from(t);
                     self.replace_outcome(reopened);
                 } else if new_stage != old_stage {
                     let next = new_stage == old_stage + 1;
@@ -830,14 +875,17 @@ impl Engine {
             Payload::ActivityLogged(d) => {
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
                 // An activity keeps its deal (or lead) from going stale.
-                if let Some(deal) = d
-                    .deal_id
-                    .as_deref()
-                    .and_then(|id| self.state.deals.get_mut(&entity_key(id)))
+                let deal_id = d.deal_id.as_deref().map(entity_key);
+                if let Some((id, deal)) =
+                    deal_id.and_then(|id| Some(id).zip(self.state.deals.get_mut(&id)))
                 {
+                    let seen = deal.is_open().then_some(deal.seen);
                     deal.seen = deal.seen.max(t);
                     for dim in [CHANNEL, PRODUCT, CAMPAIGN, SEGMENT] {
                         key[dim] = deal.dims[dim];
+                    }
+                    if let Some(old) = seen {
+                        self.index_expiry(id, Some(old), old.max(t));
                     }
                 } else if let Some(lead) = d
                     .lead_id

@@ -193,6 +193,7 @@ impl Engine {
             last_sweep: i64::MIN,
             last_expiry: i64::MIN,
             next_expiry: i64::MAX,
+            expiry_index: Default::default(),
             calendar: std::iter::once(CalendarKind::Day)
                 .chain(
                     settings
@@ -244,6 +245,16 @@ impl Engine {
     pub fn from_state(settings: Settings, mut state: State) -> Engine {
         let n_rolling = settings.rolling.len();
         state.dedup.rebuild();
+        // The expiry index is not checkpointed: rebuilt from the open deals.
+        state.expiry_index.clear();
+        state.next_expiry = i64::MAX;
+        if let Some(age) = settings.max_open_age {
+            for (k, d) in state.deals.iter().filter(|(_, d)| d.is_open()) {
+                let day = d.seen.saturating_add(age).div_euclid(86_400_000) * 86_400_000;
+                state.expiry_index.entry(day).or_default().push(*k);
+                state.next_expiry = state.next_expiry.min(day);
+            }
+        }
         Engine {
             settings,
             state,
@@ -396,6 +407,8 @@ impl Engine {
         // Deals that went stale expire before windows close, so that each
         // counts in the window of its deadline while that window is open.
         if let Some(age) = self.settings.max_open_age {
+            // Passes are cheap (they visit the deals due) but not free:
+            // at most twice per grace, and at least every 1/64 of the age.
             let step = (age / SWEEPS_PER_TTL)
                 .min(self.settings.grace / 2)
                 .max(60_000);

@@ -523,8 +523,16 @@ pub struct State {
     pub last_sweep: i64,
     /// Watermark of the last `pipeline.max_open_age` pass.
     pub last_expiry: i64,
-    /// No open deal is due to expire before this instant (a lower bound).
+    /// No open deal is due to expire before this instant (a lower bound):
+    /// the first day of [`State::expiry_index`].
     pub next_expiry: i64,
+    /// Open deals by the UTC day of their `pipeline.max_open_age`
+    /// deadline, when it is on: a deal is added under its new day when
+    /// an event moves its deadline to another day (stale entries are
+    /// skipped when their day comes), so an expiry pass visits the deals
+    /// due, not every deal. Rebuilt from the deals at restore.
+    #[serde(skip)]
+    pub expiry_index: BTreeMap<i64, Vec<u128>>,
     pub calendar: Vec<CalendarSet>,
     pub rolling: Vec<RollingSet>,
     /// A sub-bucket start of the fine rolling set (`Settings::rolling_fine`)
