@@ -389,6 +389,17 @@ pub struct KafkaConfig {
     /// and no message came for this long (some brokers, e.g. tansu 0.6,
     /// report end offsets short of what they hold: raise it for them).
     pub end_quiet: Dur,
+    /// Static group membership (KIP-345): this instance's
+    /// `group.instance.id`, stable across restarts (e.g. the pod name of
+    /// a StatefulSet). A restarted instance then takes its partitions
+    /// back without a rebalance, as long as it is back within
+    /// `session.timeout.ms`. Empty (default): dynamic membership. Two
+    /// running instances must never share one.
+    pub instance_id: String,
+    /// A WARN is logged when the instance has been in the group without
+    /// any input partition for this long (more instances than partitions,
+    /// or a rebalance that does not end).
+    pub unassigned_warn_after: Dur,
     /// Extra librdkafka properties for the consumer and the producers,
     /// e.g. `"security.protocol" = "SASL_SSL"`, `"sasl.mechanisms" =
     /// "SCRAM-SHA-512"`, `"sasl.username"`, `"sasl.password"`,
@@ -471,6 +482,8 @@ impl Default for KafkaConfig {
             changelog_topic: String::new(),
             internal_replication: -1,
             end_quiet: Dur(std::time::Duration::from_secs(2)),
+            instance_id: String::new(),
+            unassigned_warn_after: Dur(std::time::Duration::from_secs(30)),
             properties: Default::default(),
         }
     }
@@ -506,6 +519,8 @@ impl fmt::Debug for KafkaConfig {
             .field("changelog_topic", &self.changelog_topic)
             .field("internal_replication", &self.internal_replication)
             .field("end_quiet", &self.end_quiet)
+            .field("instance_id", &self.instance_id)
+            .field("unassigned_warn_after", &self.unassigned_warn_after)
             .field(
                 "properties",
                 &self
@@ -924,6 +939,23 @@ impl Config {
                         "use kafka.brokers / kafka.group_id; offsets are always committed by salespulse after processing",
                     );
                 }
+                if norm == "group.instance.id" {
+                    err(
+                        &format!("kafka.properties.{key}"),
+                        "is set by salespulse itself".into(),
+                        "use kafka.instance_id (static membership of both of salespulse's consumer groups)",
+                    );
+                }
+            }
+            if k.instance_id.trim() != k.instance_id
+                || k.instance_id.len() > 249
+                || k.instance_id.chars().any(|c| c.is_control())
+            {
+                err(
+                    "kafka.instance_id",
+                    format!("{:?} is not a usable group.instance.id", k.instance_id),
+                    "use a short stable name without spaces at the ends, e.g. the pod name \"salespulse-0\"",
+                );
             }
         }
         if !self.checkpoint.path.as_os_str().is_empty() && self.checkpoint.interval.0.is_zero() {

@@ -60,6 +60,31 @@ pub struct Ctx {
     assigned: Mutex<HashSet<(String, i32)>>,
     /// Readiness follows this consumer's assignment (the input one).
     drives_ready: bool,
+    /// When the current rebalance began (joining the group, or a
+    /// revocation), until the next assignment.
+    rebalance_start: Mutex<Option<Instant>>,
+    /// Since when the consumer has held no partition (`None`: it holds some).
+    unassigned_since: Mutex<Option<Instant>>,
+}
+
+impl Ctx {
+    fn new(metrics: Arc<Metrics>, drives_ready: bool) -> Ctx {
+        Ctx {
+            metrics,
+            assigned: Mutex::new(HashSet::new()),
+            drives_ready,
+            rebalance_start: Mutex::new(Some(Instant::now())),
+            unassigned_since: Mutex::new(Some(Instant::now())),
+        }
+    }
+
+    /// How long the consumer has held no partition, if it holds none.
+    pub fn unassigned_for(&self) -> Option<Duration> {
+        self.unassigned_since
+            .lock()
+            .expect("assignment lock")
+            .map(|t| t.elapsed())
+    }
 }
 
 impl ClientContext for Ctx {
@@ -90,9 +115,14 @@ impl ConsumerContext for Ctx {
                 for e in tpl.elements() {
                     a.insert((e.topic().to_string(), e.partition()));
                 }
-                tracing::info!(partitions = ?names(tpl), "partitions assigned");
-                if self.drives_ready {
-                    self.metrics.set_ready(true);
+                tracing::info!(partitions = ?names(tpl), assigned = a.len(), "partitions assigned");
+                if let Some(t0) = self.rebalance_start.lock().expect("lock").take() {
+                    if self.drives_ready {
+                        self.metrics
+                            .kafka
+                            .rebalance_seconds
+                            .observe(t0.elapsed().as_secs_f64());
+                    }
                 }
                 "assign"
             }
@@ -100,10 +130,11 @@ impl ConsumerContext for Ctx {
                 for e in tpl.elements() {
                     a.remove(&(e.topic().to_string(), e.partition()));
                 }
-                tracing::info!(partitions = ?names(tpl), "partitions revoked");
-                if a.is_empty() && self.drives_ready {
-                    self.metrics.set_ready(false);
-                }
+                tracing::info!(partitions = ?names(tpl), assigned = a.len(), "partitions revoked");
+                self.rebalance_start
+                    .lock()
+                    .expect("lock")
+                    .get_or_insert_with(Instant::now);
                 "revoke"
             }
             Rebalance::Error(e) => {
@@ -111,7 +142,20 @@ impl ConsumerContext for Ctx {
                 "error"
             }
         };
+        {
+            let mut since = self.unassigned_since.lock().expect("lock");
+            match (a.is_empty(), *since) {
+                (true, None) => *since = Some(Instant::now()),
+                (false, Some(_)) => *since = None,
+                _ => {}
+            }
+        }
         if self.drives_ready {
+            self.metrics.kafka.assigned.set(a.len() as i64);
+            if a.is_empty() {
+                // Ready again once partitions are assigned and restored.
+                self.metrics.set_ready(false);
+            }
             self.metrics
                 .kafka
                 .rebalances
@@ -129,6 +173,31 @@ fn names(tpl: &TopicPartitionList) -> Vec<String> {
 }
 
 type Consumer_ = StreamConsumer<Ctx>;
+
+/// Consumer settings for fast failover, unless `kafka.properties` sets
+/// them (docs/operations.md, "Failover"):
+/// - a crashed member is dropped from the group after 6 s without a
+///   heartbeat (librdkafka's default is 45 s; 6 s is the smallest a Kafka
+///   broker accepts by default): raise it on a network that loses
+///   seconds at a time, at the price of slower failover;
+/// - heartbeats every second, so the live members learn of a rebalance
+///   within a second;
+/// - `max.poll.interval.ms` 2 min: the longest salespulse may go without
+///   polling (a restore from the changelog or a checkpoint in between
+///   polls take seconds, not minutes); it is also how long a rebalance
+///   waits for a member that stopped polling;
+/// - the cooperative-sticky assignor: a member that joins or leaves
+///   moves only the partitions that change hands, the others keep
+///   consuming. Every instance of a group must use the same strategy.
+///
+/// With `group.protocol = consumer` (KIP-848) the broker decides these:
+/// none is set.
+pub const FAILOVER_DEFAULTS: [(&str, &str); 4] = [
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("max.poll.interval.ms", "120000"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+];
 
 /// Sets `key` unless `kafka.properties` already did.
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
@@ -162,12 +231,20 @@ fn group_consumer(
         .set("enable.auto.offset.store", "false");
     set_default(&mut c, "auto.offset.reset", "earliest");
     set_default(&mut c, "statistics.interval.ms", "5000");
+    // The next-generation protocol (KIP-848, `group.protocol = consumer`)
+    // sets timeouts and assignment on the broker: librdkafka refuses them.
+    let classic = c.get("group.protocol").is_none_or(|p| p == "classic");
+    if classic {
+        for (k, v) in FAILOVER_DEFAULTS {
+            set_default(&mut c, k, v);
+        }
+    }
+    if !cfg.kafka.instance_id.is_empty() {
+        c.set("group.instance.id", &cfg.kafka.instance_id);
+    }
+
     let consumer: Consumer_ = c
-        .create_with_context(Ctx {
-            metrics,
-            assigned: Mutex::new(HashSet::new()),
-            drives_ready,
-        })
+        .create_with_context(Ctx::new(metrics, drives_ready))
         .context("cannot create the Kafka consumer (check kafka.brokers and kafka.properties)")?;
     consumer
         .subscribe(topics)
@@ -847,6 +924,8 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let mut t_batch = Instant::now();
     let mut last_message = Instant::now();
     let mut at_end_since: Option<Instant> = None;
+    // When the last "no partition" warning was logged.
+    let mut warned: Option<Instant> = None;
     let ctx = Shared {
         cfg,
         m: &m,
@@ -948,6 +1027,21 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         }
         ctx.sync_sources(&mut sources, &mut pending, None).await?;
         ctx.sync_merger(&mut merger, None).await?;
+        match consumer.context().unassigned_for() {
+            Some(d)
+                if d >= k.unassigned_warn_after.0
+                    && warned.is_none_or(|w| w.elapsed() >= k.unassigned_warn_after.0) =>
+            {
+                tracing::warn!(
+                    seconds = d.as_secs(),
+                    group = %k.group_id,
+                    "in the consumer group without any input partition: more instances than partitions, or a rebalance that does not end (docs/operations.md, Failover)"
+                );
+                warned = Some(Instant::now());
+            }
+            Some(_) => {}
+            None => warned = None,
+        }
         let ends_now = ends.lock().expect("ends lock").clone();
         for ((t, p), src) in sources.iter_mut() {
             let Some(&(low, high)) = ends_now.get(&(t.clone(), *p)) else {
@@ -1153,6 +1247,18 @@ impl Shared<'_> {
                 },
             );
         }
+        // Ready (`/readyz`) once every assigned partition is restored.
+        let assigned = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assignment lock")
+            .clone();
+        let restored = assigned.iter().filter(|k| sources.contains_key(*k)).count();
+        self.m.kafka.restored.set(restored as i64);
+        self.m
+            .set_ready(!assigned.is_empty() && restored == assigned.len());
         Ok(())
     }
 

@@ -88,6 +88,10 @@ enum Cmd {
         /// Kafka consumer group (`kafka.group_id`).
         #[arg(long, value_name = "ID")]
         group_id: Option<String>,
+        /// Kafka static group membership: this instance's stable id
+        /// (`kafka.instance_id`, e.g. the pod name of a StatefulSet).
+        #[arg(long, value_name = "ID")]
+        instance_id: Option<String>,
         /// Kafka: consume every assigned partition to its current end, close
         /// every window, commit and exit (a replay or backfill).
         #[arg(long)]
@@ -326,6 +330,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             alert_topic,
             dlq_topic,
             group_id,
+            instance_id,
             to_end,
             checkpoint,
             fresh,
@@ -346,6 +351,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 (alert_topic, &mut k.alert_topic),
                 (dlq_topic, &mut k.dlq_topic),
                 (group_id, &mut k.group_id),
+                (instance_id, &mut k.instance_id),
             ] {
                 if let Some(v) = v {
                     *slot = v;

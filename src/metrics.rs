@@ -77,6 +77,13 @@ pub struct KafkaMetrics {
     pub produce_retries: IntCounterVec,
     /// Partition assignments and revocations.
     pub rebalances: IntCounterVec,
+    /// Input partitions assigned to this instance.
+    pub assigned: IntGauge,
+    /// Input partitions assigned and restored (consuming).
+    pub restored: IntGauge,
+    /// From the start of a rebalance (joining the group, or partitions
+    /// revoked) to the next assignment.
+    pub rebalance_seconds: Histogram,
 }
 
 impl KafkaMetrics {
@@ -114,7 +121,33 @@ impl KafkaMetrics {
         .expect("metric");
         r.register(Box::new(commit_errors.clone()))
             .expect("register");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            r.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let assigned = gauge(
+            "salespulse_kafka_assigned_partitions",
+            "Input partitions assigned to this instance by the consumer group.",
+        );
+        let restored = gauge(
+            "salespulse_kafka_restored_partitions",
+            "Input partitions assigned and restored from the changelog (consuming); /readyz answers ready when it equals the assigned ones and is not 0.",
+        );
+        let rebalance_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "salespulse_kafka_rebalance_seconds",
+                "Time from the start of a rebalance (joining the group, or partitions revoked) to the next assignment.",
+            )
+            .buckets(vec![0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]),
+        )
+        .expect("metric");
+        r.register(Box::new(rebalance_seconds.clone()))
+            .expect("register");
         KafkaMetrics {
+            assigned,
+            restored,
+            rebalance_seconds,
             consumed: cv(
                 "salespulse_kafka_messages_consumed_total",
                 "Kafka messages consumed, by topic.",

@@ -235,23 +235,49 @@ fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
 #[test]
 fn kubernetes_manifests_are_consistent() {
     let docs = yaml(&root().join("deploy/k8s/salespulse.yaml"));
-    let by_kind: BTreeMap<String, &Yaml> = docs.iter().map(|d| (s(&d["kind"]), d)).collect();
+    // the members' headless service is looked up by name, the others by kind
+    let members = docs
+        .iter()
+        .find(|d| s(&d["kind"]) == "Service" && d["spec"]["clusterIP"].as_str() == Some("None"))
+        .expect("a headless service for the StatefulSet");
+    let by_kind: BTreeMap<String, &Yaml> = docs
+        .iter()
+        .filter(|d| !std::ptr::eq(*d, members))
+        .map(|d| (s(&d["kind"]), d))
+        .collect();
     for k in [
         "ConfigMap",
-        "Deployment",
+        "StatefulSet",
         "Service",
         "PodDisruptionBudget",
         "ServiceMonitor",
     ] {
         assert!(by_kind.contains_key(k), "no {k}");
     }
-    let dep = by_kind["Deployment"];
+    let dep = by_kind["StatefulSet"];
+    assert_eq!(
+        s(&dep["spec"]["serviceName"]),
+        s(&members["metadata"]["name"])
+    );
     let labels = &dep["spec"]["template"]["metadata"]["labels"];
     assert_eq!(dep["spec"]["selector"]["matchLabels"], *labels);
     assert_eq!(by_kind["Service"]["spec"]["selector"], *labels);
+    assert_eq!(members["spec"]["selector"], *labels);
     assert_eq!(
         by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
         *labels
+    );
+    // each pod's name is its static group membership id
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_vec()
+        .unwrap();
+    let id = env
+        .iter()
+        .find(|e| s(&e["name"]) == "SALESPULSE_KAFKA__INSTANCE_ID")
+        .expect("kafka.instance_id from the pod name");
+    assert_eq!(
+        s(&id["valueFrom"]["fieldRef"]["fieldPath"]),
+        "metadata.name"
     );
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(s(&c["livenessProbe"]["httpGet"]["path"]), "/healthz");

@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/kafka.rs"]
 mod kafka_util;
+#[path = "common/tansu.rs"]
+mod tansu_util;
 
 use common::*;
 use kafka_util::*;
@@ -18,179 +20,16 @@ use salespulse::engine::Engine;
 use salespulse::event::Event;
 use salespulse::generator::{GenConfig, Generator};
 use salespulse::output::KpiRecord;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tansu_util::*;
 
 const QUIET: &str = "[kafka]\nend_quiet = \"8s\"\n";
-
-/// A tansu broker on a free port, killed on drop.
-struct Tansu {
-    child: Child,
-    url: String,
-    bootstrap: String,
-}
-
-impl Tansu {
-    fn start() -> Tansu {
-        let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {bin}: {e} (run ./scripts/install-tansu.sh, or ./scripts/test.sh which does)")
-            });
-        let bootstrap = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Tansu {
-            child,
-            url,
-            bootstrap,
-        }
-    }
-
-    fn topic(&self, name: &str, partitions: u32) {
-        let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        let st = Command::new(bin)
-            .args(["topic", "create", name, "--broker", &self.url])
-            .args(["--partitions", &partitions.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "tansu topic create {name}");
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn roster_toml(reps: u32) -> String {
     salespulse::generator::roster(reps)
         .iter()
         .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
-        .collect()
-}
-
-/// The binary, consuming from Kafka with the given extra arguments; its
-/// stderr is collected in the background.
-struct Run {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-fn salespulse(config: &Path, args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_salespulse"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "salespulse=info".into()),
-        )
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut s = l.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    Run { child, log }
-}
-
-impl Run {
-    fn wait(mut self, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                let log = self.log.lock().unwrap().clone();
-                assert!(st.success(), "salespulse failed: {st}\n{log}");
-                return log;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("salespulse did not finish\n{}", self.log.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Messages consumed so far, from the instance's /metrics (once it
-    /// serves them).
-    fn consumed(&self, topic: &str) -> Option<u64> {
-        let log = self.log.lock().unwrap().clone();
-        let addr = log
-            .split("serving http://")
-            .nth(1)?
-            .split('/')
-            .next()?
-            .to_string();
-        let metrics = http_get(&addr, "/metrics")?;
-        let prefix = format!("salespulse_kafka_messages_consumed_total{{topic=\"{topic}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    }
-
-    fn stop(self, limit: Duration) -> String {
-        unsafe_sigterm(self.child.id());
-        self.wait(limit)
-    }
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let st = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn records(bootstrap: &str, topic: &str) -> Vec<KpiRecord> {
-    read_topic(bootstrap, topic)
-        .iter()
-        .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
         .collect()
 }
 
@@ -323,16 +162,6 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     }
 }
 
-/// A killed instance leaves the consumer group after 6 s.
-const FAST_FAILOVER: &str =
-    "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
-
-fn sigkill(run: Run) {
-    let mut child = run.child;
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Config of the recovery tests: reps listed (every partition knows a
 /// rep's team), checkpoints every second, tansu's quiet period.
 fn recovery_config(dir: &Path, extra: &str) -> (PathBuf, Config) {
@@ -403,8 +232,9 @@ async fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     }
     let evs = generated(200_000, 21);
     produce(&bs, "crash.events", &keyed(&evs)).await;
-    // The killed members leave the group after session.timeout.ms.
-    let (cfg_path, cfg) = recovery_config(tmp.path(), FAST_FAILOVER);
+    // The killed members leave the group after session.timeout.ms (6 s
+    // by default: docs/operations.md).
+    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
     let mut rng = fastrand::Rng::with_seed(6);
     let mut kills = 0;
     for _ in 0..4 {
@@ -506,7 +336,7 @@ async fn rebalance_with_a_killed_and_a_joining_instance_equals_file_mode() {
     }
     let evs = generated(60_000, 23);
     produce(&bs, "group.events", &keyed(&evs)).await;
-    let (cfg_path, cfg) = recovery_config(tmp.path(), FAST_FAILOVER);
+    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
     let start = || start_run(&cfg_path, &bs, "group.events", "group.kpis", &[]);
     let a = start();
     let b = start();

@@ -1,0 +1,198 @@
+//! A tansu broker and the salespulse binary as child processes, for the
+//! end-to-end tests on a real Kafka-protocol broker. Needs the test
+//! crate's `common` and `kafka_util` modules.
+#![allow(dead_code)]
+
+use crate::common::http_get;
+use crate::kafka_util::read_topic;
+use salespulse::output::KpiRecord;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A tansu broker on a free port, killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub url: String,
+    pub bootstrap: String,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin}: {e} (run ./scripts/install-tansu.sh, or ./scripts/test.sh which does)")
+            });
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu {
+            child,
+            url,
+            bootstrap,
+        }
+    }
+
+    pub fn topic(&self, name: &str, partitions: u32) {
+        let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
+        let st = Command::new(bin)
+            .args(["topic", "create", name, "--broker", &self.url])
+            .args(["--partitions", &partitions.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tansu topic create {name}");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary, consuming from Kafka with the given extra arguments; its
+/// stderr is collected in the background.
+pub struct Run {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+pub fn salespulse(config: &Path, args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_salespulse"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "salespulse=info".into()),
+        )
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut s = l.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    Run { child, log }
+}
+
+impl Run {
+    pub fn wait(mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let log = self.log.lock().unwrap().clone();
+                assert!(st.success(), "salespulse failed: {st}\n{log}");
+                return log;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("salespulse did not finish\n{}", self.log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The address of the instance's HTTP server, once it logged it.
+    pub fn addr(&self) -> Option<String> {
+        let log = self.log.lock().unwrap().clone();
+        Some(
+            log.split("serving http://")
+                .nth(1)?
+                .split('/')
+                .next()?
+                .to_string(),
+        )
+    }
+
+    /// The value of one series of the instance's /metrics (`series` is
+    /// the name with its labels, as exposed), once it serves them.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let metrics = http_get(&self.addr()?, "/metrics")?;
+        let prefix = format!("{series} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    }
+
+    /// Messages consumed so far, from the instance's /metrics (once it
+    /// serves them).
+    pub fn consumed(&self, topic: &str) -> Option<u64> {
+        self.metric(&format!(
+            "salespulse_kafka_messages_consumed_total{{topic=\"{topic}\"}}"
+        ))
+        .map(|v| v as u64)
+    }
+
+    /// Whether `/readyz` answers ready.
+    pub fn ready(&self) -> bool {
+        self.addr().and_then(|a| http_get(&a, "/readyz")).is_some()
+    }
+
+    pub fn stop(self, limit: Duration) -> String {
+        unsafe_sigterm(self.child.id());
+        self.wait(limit)
+    }
+}
+
+pub fn unsafe_sigterm(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn records(bootstrap: &str, topic: &str) -> Vec<KpiRecord> {
+    read_topic(bootstrap, topic)
+        .iter()
+        .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
+        .collect()
+}
+
+pub fn sigkill(run: Run) {
+    let mut child = run.child;
+    let _ = child.kill();
+    let _ = child.wait();
+}
