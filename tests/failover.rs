@@ -169,6 +169,16 @@ async fn a_killed_instance_restarted_at_once_consumes_again_within_seconds() {
         let t0 = Instant::now();
         current = run();
         let r = &current;
+        // Up, but not ready: its partitions are not assigned before the
+        // dead member's session (6 s) ends, nor restored.
+        until(Duration::from_secs(30), "serving HTTP", r, || {
+            r.addr().is_some_and(|a| http_get(&a, "/healthz").is_some())
+        })
+        .await;
+        assert!(
+            !r.ready(),
+            "ready before its partitions are assigned and restored"
+        );
         until(
             Duration::from_secs(60),
             "consuming after the restart",

@@ -23,6 +23,17 @@ calendar = ["day", "month"]
 rolling = []
 "#;
 
+/// The same with rolling windows: 24 h in 1 h sub-buckets stages events
+/// for 7 d in 7 h ones.
+const CFG_ROLLING: &str = r#"
+[time]
+out_of_orderness = "1m"
+grace = "1h"
+[windows]
+calendar = ["day", "month"]
+rolling = ["24h", "7d"]
+"#;
+
 const DAY: i64 = 86_400_000;
 const CUTOFF_LAG: i64 = 60_000 + 3_600_000;
 const STAGES: [&str; 3] = ["prospecting", "proposal", "negotiation"];
@@ -117,6 +128,7 @@ struct Model {
     deals: BTreeMap<u16, Deal>,
     /// Customer → (channel, active).
     customers: BTreeMap<u16, (&'static str, bool)>,
+    /// (event time, rep or "") → [won, lost, revenue] counted there.
     cells: BTreeMap<(i64, &'static str), [i64; 3]>,
     churn: BTreeMap<i64, i64>,
     repeats: u64,
@@ -125,9 +137,8 @@ struct Model {
 
 impl Model {
     fn count(&mut self, at: i64, rep: Option<&'static str>, o: &Outcome, sign: i64) {
-        let day = at.div_euclid(DAY) * DAY;
         for r in std::iter::once("").chain(rep) {
-            let c = self.cells.entry((day, r)).or_default();
+            let c = self.cells.entry((at, r)).or_default();
             match o.kind {
                 Kind::Won => {
                     c[0] += sign * i64::from(o.counted);
@@ -259,6 +270,19 @@ impl Model {
         }
     }
 
+    /// [won, lost, revenue] counted in [start, end) for `rep` ("" = all).
+    fn sum(&self, start: i64, end: i64, rep: &str) -> [i64; 3] {
+        let mut out = [0; 3];
+        for ((_, r), v) in self.cells.range((start, "")..(end, "")) {
+            if *r == rep {
+                for i in 0..3 {
+                    out[i] += v[i];
+                }
+            }
+        }
+        out
+    }
+
     fn pipeline(&self, rep: Option<&str>) -> i64 {
         self.deals
             .values()
@@ -337,7 +361,10 @@ fn line(i: usize, t: i64, op: &Op) -> Vec<u8> {
 /// Won, lost and revenue (cents) by (kind, window label, rep or "") from final records.
 fn deal_cells(recs: &[KpiRecord]) -> BTreeMap<(String, String, String), [i64; 3]> {
     let mut out: BTreeMap<(String, String, String), [i64; 3]> = BTreeMap::new();
-    for r in recs.iter().filter(|r| r.is_final) {
+    for r in recs
+        .iter()
+        .filter(|r| r.is_final && !r.window.kind.starts_with("rolling"))
+    {
         let rep = match (r.dimensions.len(), r.dimensions.get("rep")) {
             (0, _) => String::new(),
             (1, Some(rep)) => rep.clone(),
@@ -363,12 +390,13 @@ fn deal_cells(recs: &[KpiRecord]) -> BTreeMap<(String, String, String), [i64; 3]
 fn model_cells(m: &Model, e: &Engine) -> BTreeMap<(String, String, String), [i64; 3]> {
     let cal = e.settings.cal;
     let mut out: BTreeMap<(String, String, String), [i64; 3]> = BTreeMap::new();
-    for ((day, rep), v) in &m.cells {
+    for ((at, rep), v) in &m.cells {
+        let day = at.div_euclid(DAY) * DAY;
         for kind in [
             salespulse::window::CalendarKind::Day,
             salespulse::window::CalendarKind::Month,
         ] {
-            let b = cal.bounds(kind, *day);
+            let b = cal.bounds(kind, day);
             let label = cal.label(kind, b.start);
             let k = if kind == salespulse::window::CalendarKind::Day {
                 "day"
@@ -385,6 +413,43 @@ fn model_cells(m: &Model, e: &Engine) -> BTreeMap<(String, String, String), [i64
     }
     out.retain(|_, v| *v != [0; 3]);
     out
+}
+
+/// Every rolling record of `recs` (deals won, win rate, revenue for "all"
+/// and each rep) equals the model's sum over the record's own bounds.
+fn check_rolling(recs: &[KpiRecord], m: &Model) -> Result<(), TestCaseError> {
+    for r in recs.iter().filter(|r| r.window.kind.starts_with("rolling")) {
+        let rep = match (r.dimensions.len(), r.dimensions.get("rep")) {
+            (0, _) => "",
+            (1, Some(rep)) => rep.as_str(),
+            _ => continue,
+        };
+        let end = ms(&r.window.end);
+        let want = m.sum(r.window.start_ms, end, rep);
+        let num = r.numerator.unwrap_or(0.0).round() as i64;
+        let got = match &*r.kpi {
+            "deals_won" => Some((num, want[0])),
+            "win_rate" => Some((r.denominator.unwrap_or(0.0) as i64, want[0] + want[1])),
+            "revenue" => Some((
+                (r.numerator.unwrap_or(0.0) * 100.0).round() as i64,
+                want[2] * 100,
+            )),
+            _ => None,
+        };
+        if let Some((g, w)) = got {
+            prop_assert_eq!(
+                g,
+                w,
+                "{} {} {:?} [{}, {})",
+                r.kpi,
+                r.window.kind,
+                rep,
+                r.window.start,
+                r.window.end
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The newest value of each gauge series ("" rep = all), from emissions so far.
@@ -415,8 +480,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_follows_the_lifecycle_table(ops in proptest::collection::vec((step(), op()), 1..120)) {
-        let mut e = engine(CFG);
+    fn engine_follows_the_lifecycle_table(ops in proptest::collection::vec((step(), op()), 1..120), rolling in any::<bool>()) {
+        let mut e = engine(if rolling { CFG_ROLLING } else { CFG });
         let mut m = Model::default();
         let mut gauges = Gauges::default();
         let mut recs = Vec::new();
@@ -428,6 +493,7 @@ proptest! {
             m.clock = t;
             e.emit_updates();
             let out = e.take_records();
+            check_rolling(&out, &m)?;
             gauges.take(&out);
             recs.extend(out);
             for r in gauges.latest.iter() {
