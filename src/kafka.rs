@@ -185,18 +185,16 @@ type Consumer_ = StreamConsumer<Ctx>;
 /// - `max.poll.interval.ms` 2 min: the longest salespulse may go without
 ///   polling (a restore from the changelog or a checkpoint in between
 ///   polls take seconds, not minutes); it is also how long a rebalance
-///   waits for a member that stopped polling;
-/// - the cooperative-sticky assignor: a member that joins or leaves
-///   moves only the partitions that change hands, the others keep
-///   consuming. Every instance of a group must use the same strategy.
+///   waits for a member that stopped polling.
 ///
-/// With `group.protocol = consumer` (KIP-848) the broker decides these:
-/// none is set.
-pub const FAILOVER_DEFAULTS: [(&str, &str); 4] = [
+/// The assignor stays librdkafka's eager default: with cooperative-sticky
+/// a two-instance failover test on tansu lost events intermittently
+/// (docs/operations.md). With `group.protocol = consumer` (KIP-848) the
+/// broker decides all of this: none is set.
+pub const FAILOVER_DEFAULTS: [(&str, &str); 3] = [
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1000"),
     ("max.poll.interval.ms", "120000"),
-    ("partition.assignment.strategy", "cooperative-sticky"),
 ];
 
 /// Sets `key` unless `kafka.properties` already did.
@@ -235,6 +233,12 @@ fn group_consumer(
     // sets timeouts and assignment on the broker: librdkafka refuses them.
     let classic = c.get("group.protocol").is_none_or(|p| p == "classic");
     if classic {
+        // librdkafka wants max.poll.interval.ms ≥ session.timeout.ms: a
+        // session raised above the default poll interval raises it too.
+        let session: Option<u64> = c.get("session.timeout.ms").and_then(|v| v.parse().ok());
+        if let Some(s) = session.filter(|s| *s > 120_000) {
+            set_default(&mut c, "max.poll.interval.ms", &s.to_string());
+        }
         for (k, v) in FAILOVER_DEFAULTS {
             set_default(&mut c, k, v);
         }
