@@ -104,6 +104,51 @@ proptest! {
         prop_assert_eq!(&d.quantiles_seconds([qs[0], qs[1], qs[2], qs[3]])[..], &want[..]);
     }
 
+    /// Beyond 16 values a Dist keeps DDSketch's bins itself: its
+    /// quantiles are those of a real DDSketch fed the same values (no
+    /// collapsing happens at these spans).
+    #[test]
+    fn dist_bins_equal_a_real_sketch(
+        xs in proptest::collection::vec(prop_oneof![0i64..2, 1i64..5_000, 1i64..40_000_000_000], 17..300),
+        qs in proptest::collection::vec(prop_oneof![Just(0.0), Just(1.0), Just(0.5), Just(0.9), 0.0f64..1.0], 4),
+    ) {
+        let mut s = sketches_ddsketch::DDSketch::new(sketch_config());
+        let mut d = Dist::default();
+        for &x in &xs {
+            s.add(x as f64 / 1000.0);
+            d.add(x);
+        }
+        let want: Vec<_> = qs.iter().map(|&q| s.quantile(q).ok().flatten()).collect();
+        prop_assert_eq!(&d.quantiles_seconds([qs[0], qs[1], qs[2], qs[3]])[..], &want[..]);
+    }
+
+    /// Taking values out (a withdrawn win's cycle) leaves the count, the
+    /// sum and every quantile strictly between 0 and 1 of the values left.
+    #[test]
+    fn dist_remove_equals_never_added(
+        xs in proptest::collection::vec(prop_oneof![0i64..2, 1i64..5_000, 1i64..40_000_000_000], 1..120),
+        gone in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
+        qs in proptest::collection::vec(0.001f64..0.999, 4),
+    ) {
+        let mut d = Dist::default();
+        xs.iter().for_each(|&x| d.add(x));
+        let mut left = xs.clone();
+        for g in &gone {
+            if left.is_empty() {
+                break;
+            }
+            let x = left.swap_remove(g.index(left.len()));
+            prop_assert!(d.remove(x));
+        }
+        prop_assert!(!d.remove(-7), "a value never added is not removed");
+        let mut fresh = Dist::default();
+        left.iter().for_each(|&x| fresh.add(x));
+        prop_assert_eq!(d.count, fresh.count);
+        prop_assert_eq!(d.sum_ms, fresh.sum_ms);
+        let q = [qs[0], qs[1], qs[2], qs[3]];
+        prop_assert_eq!(d.quantiles_seconds(q), fresh.quantiles_seconds(q));
+    }
+
     #[test]
     fn dist_quantiles_merge_exactly(xs in proptest::collection::vec(0i64..1_000_000_000, 1..200), split in 0usize..200) {
         let split = split.min(xs.len());
