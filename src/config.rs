@@ -106,6 +106,16 @@ pub struct TimeConfig {
     /// How long after the watermark passes a window's end that window still
     /// accepts events; later ones are dead-lettered with reason `late`.
     pub grace: Dur,
+    /// Events dated more than this after the wall clock are dead-lettered
+    /// with reason `future` (`0s` = no limit).
+    pub max_future_skew: Dur,
+    /// An event more than this ahead of the event-time clock (and not
+    /// near the wall clock) is held as a suspected outlier instead of
+    /// moving the clock (`0s` = off). See docs/time.md.
+    pub max_jump: Dur,
+    /// Held events in a row, with no event moving the clock in between,
+    /// that confirm a jump as genuine: the clock then moves on.
+    pub jump_confirmations: u32,
 }
 
 impl Default for TimeConfig {
@@ -115,6 +125,9 @@ impl Default for TimeConfig {
             fiscal_year_start_month: 1,
             out_of_orderness: Dur::from_str_static("1h"),
             grace: Dur::from_str_static("1d"),
+            max_future_skew: Dur::from_str_static("1h"),
+            max_jump: Dur::from_str_static("30d"),
+            jump_confirmations: 32,
         }
     }
 }
@@ -154,6 +167,10 @@ pub struct StateConfig {
     pub dedup_horizon: Dur,
     /// Most event ids remembered for duplicate detection; the oldest go first.
     pub dedup_max_entries: usize,
+    /// Most events waiting for the lead, deal or customer they name (an
+    /// event that arrived before its entity); beyond it the oldest is
+    /// counted at once with unknown dimensions.
+    pub max_waiting: usize,
 }
 
 impl Default for StateConfig {
@@ -162,6 +179,7 @@ impl Default for StateConfig {
             entity_ttl: Dur::from_str_static("400d"),
             dedup_horizon: Dur::from_str_static("2d"),
             dedup_max_entries: 5_000_000,
+            max_waiting: 1_000_000,
         }
     }
 }
@@ -309,6 +327,9 @@ pub struct OutputConfig {
     pub update_interval: Dur,
     /// In live mode, how often the terminal summary is printed (`0s` = never).
     pub summary_interval: Dur,
+    /// Most bytes of a rejected message kept in its dead letter; a longer
+    /// one keeps this many, plus its length and a hash of the whole.
+    pub dead_letter_max_bytes: usize,
 }
 
 impl Default for OutputConfig {
@@ -317,6 +338,7 @@ impl Default for OutputConfig {
             dead_letter: PathBuf::from("salespulse-dlq.jsonl"),
             update_interval: Dur::from_str_static("1s"),
             summary_interval: Dur::from_str_static("2s"),
+            dead_letter_max_bytes: 1 << 20,
         }
     }
 }
@@ -674,6 +696,34 @@ impl Config {
                     self.state.entity_ttl
                 ),
                 "raise state.entity_ttl above your longest sales cycle (default 400d)",
+            );
+        }
+        let jump = self.time.max_jump.ms();
+        if jump != 0 && jump < self.time.out_of_orderness.ms() {
+            err(
+                "time.max_jump",
+                format!(
+                    "{} is shorter than time.out_of_orderness ({}): ordinary disorder would be held as outliers",
+                    self.time.max_jump, self.time.out_of_orderness
+                ),
+                "use a span longer than the stream's quiet periods, e.g. \"7d\", or \"0s\" to turn the outlier hold off",
+            );
+        }
+        if self.time.jump_confirmations == 0 {
+            err(
+                "time.jump_confirmations",
+                "0 events cannot confirm a jump".into(),
+                "use a positive number, e.g. 32",
+            );
+        }
+        if self.output.dead_letter_max_bytes < 1024 {
+            err(
+                "output.dead_letter_max_bytes",
+                format!(
+                    "{} bytes is too little to show what was rejected",
+                    self.output.dead_letter_max_bytes
+                ),
+                "use at least 1024, e.g. 1048576 (1 MiB)",
             );
         }
         if self.state.dedup_max_entries == 0 {

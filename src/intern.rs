@@ -1,9 +1,15 @@
 //! Interning of dimension values (rep, team, channel, product…) into small
 //! integer ids, so that aggregate keys are fixed-size arrays of `u32`.
-//! Id 0 is reserved for "none".
+//! Id 0 is reserved for "none"; [`UNKNOWN`] is the series of events that
+//! lack a dimension (the value `unknown` maps to it too).
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// The id of the `unknown` series of a dimension: the events without a
+/// value for it (docs/time.md), so that "all" is the sum of the series.
+pub const UNKNOWN: u32 = u32::MAX;
+pub const UNKNOWN_NAME: &str = "unknown";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Interner {
@@ -48,6 +54,9 @@ impl Interner {
         if s.is_empty() {
             return 0;
         }
+        if s == UNKNOWN_NAME {
+            return UNKNOWN;
+        }
         if let Some(&id) = self.ids.get(s) {
             return id;
         }
@@ -63,10 +72,16 @@ impl Interner {
 
     /// The id of `s` if it was interned before.
     pub fn get(&self, s: &str) -> Option<u32> {
+        if s == UNKNOWN_NAME {
+            return Some(UNKNOWN);
+        }
         self.ids.get(s).copied()
     }
 
     pub fn name(&self, id: u32) -> &str {
+        if id == UNKNOWN {
+            return UNKNOWN_NAME;
+        }
         &self.names[id as usize]
     }
 

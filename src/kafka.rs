@@ -974,7 +974,14 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
                                             if k.dlq_topic.is_empty() {
                                                 tracing::warn!(reason = rej.reason.as_str(), detail = %rej.detail, topic = orig.topic(), partition = orig.partition(), offset = orig.offset(), "rejected message (no kafka.dlq_topic)");
                                             } else {
-                                                deliveries.push(send(&producer, &k.dlq_topic, None, orig.key().unwrap_or_default(), orig.payload().unwrap_or_default(), Some(headers)).await?);
+                                                let (value, cut) = crate::output::clip_raw(orig.payload().unwrap_or_default(), cfg.output.dead_letter_max_bytes);
+                                                let headers = match &cut {
+                                                    Some((len, hash)) => headers
+                                                        .insert(Header { key: "salespulse.original_length", value: Some(&len.to_string()) })
+                                                        .insert(Header { key: "salespulse.original_xxh3", value: Some(hash.as_str()) }),
+                                                    None => headers,
+                                                };
+                                                deliveries.push(send(&producer, &k.dlq_topic, None, orig.key().unwrap_or_default(), value, Some(headers)).await?);
                                             }
                                         }
                                     }
@@ -1339,6 +1346,12 @@ impl Shared<'_> {
             // Quiet too: some brokers (tansu 0.6) report end offsets
             // short of what they hold.
             let at_end = to_end && quiet >= self.cfg.kafka.end_quiet.0 && end.is_some() && !behind;
+            if at_end && src.engine.waiting_counts() != [0, 0] {
+                // End of input (`--to-end`): what still waits counts now,
+                // as in file mode.
+                src.engine.end_of_input();
+                src.changed = true;
+            }
             let progress = Progress {
                 clock: src.engine.state.clock,
                 max_time: src.engine.state.max_time,

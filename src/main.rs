@@ -380,6 +380,11 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cfg.validate()
                 .map_err(salespulse::config::LoadError::Invalid)?;
             let live = input.is_none();
+            if live && !kafka {
+                // The demo generator runs on simulated time, which soon
+                // passes the wall clock: no `future` guard for it.
+                cfg.time.max_future_skew = salespulse::config::Dur(std::time::Duration::ZERO);
+            }
             let source = match input {
                 Some(p) => Source::File(p),
                 None => Source::Generator {

@@ -9,7 +9,9 @@
 //! lead, deal or customer id is ever a label.
 
 use crate::decode::RejectReason;
-use crate::engine::state::{Stats, DIMS, DUPLICATE_REASONS, ENTITY_NAMES, REVISION_KINDS};
+use crate::engine::state::{
+    Stats, DIMS, DUPLICATE_REASONS, ENTITY_NAMES, OUTLIER_OUTCOMES, REVISION_KINDS, WAIT_OUTCOMES,
+};
 use crate::engine::Engine;
 use crate::event::EventType;
 use crate::kpi::CATALOGUE;
@@ -33,6 +35,11 @@ pub struct Metrics {
     duplicates: IntCounterVec,
     outcomes_revised: IntCounterVec,
     deals_expired: IntCounter,
+    waited: IntCounterVec,
+    outliers: IntCounter,
+    outliers_released: IntCounterVec,
+    jumps: IntCounter,
+    waiting: IntGaugeVec,
     unknown_entity: IntCounterVec,
     evicted: IntCounterVec,
     dedup_evicted: IntCounter,
@@ -351,6 +358,30 @@ impl Metrics {
             "salespulse_deals_expired_total",
             "Open deals closed by pipeline.max_open_age (also the deals_expired KPI).",
         );
+        let waited = counter_vec(
+            "salespulse_waited_events_total",
+            "Events that waited for the lead, deal or customer they name: \"attributed\" (it came in time: counted with its dimensions) or \"unknown\" (it did not: counted in the dimensions' \"unknown\" series).",
+            "outcome",
+        );
+        for o in WAIT_OUTCOMES {
+            waited.with_label_values(&[o]);
+        }
+        let outliers = counter(
+            "salespulse_time_outliers_total",
+            "Events held because they were more than time.max_jump ahead of the event-time clock.",
+        );
+        let outliers_released = counter_vec(
+            "salespulse_time_outliers_released_total",
+            "Held outliers that counted: \"jump_confirmed\" (time.jump_confirmations events confirmed the jump), \"caught_up\" (the clock came within time.max_jump), \"alone\" (end of input: in their own windows, the clock unmoved).",
+            "outcome",
+        );
+        for o in OUTLIER_OUTCOMES {
+            outliers_released.with_label_values(&[o]);
+        }
+        let jumps = counter(
+            "salespulse_time_jumps_total",
+            "Jumps of the event-time clock beyond time.max_jump confirmed by time.jump_confirmations events in a row.",
+        );
         let unknown_entity = counter_vec(
             "salespulse_unknown_entity_total",
             "Events naming a lead, deal or customer that is unknown (never seen, or evicted by TTL).",
@@ -392,6 +423,15 @@ impl Metrics {
             r.register(Box::new(g.clone())).expect("register");
             g
         };
+        let waiting = IntGaugeVec::new(
+            Opts::new(
+                "salespulse_events_waiting",
+                "Events held back now: for=\"entity\" waiting for their lead, deal or customer; for=\"clock\" outliers held (docs/time.md).",
+            ),
+            &["for"],
+        )
+        .expect("metric");
+        r.register(Box::new(waiting.clone())).expect("register");
         let dedup_entries = gauge(
             "salespulse_state_dedup_entries",
             "Event ids remembered for duplicate detection.",
@@ -459,6 +499,11 @@ impl Metrics {
             duplicates,
             outcomes_revised,
             deals_expired,
+            waited,
+            outliers,
+            outliers_released,
+            jumps,
+            waiting,
             unknown_entity,
             evicted,
             dedup_evicted,
@@ -527,6 +572,18 @@ impl Metrics {
         }
         self.deals_expired
             .inc_by(d(s.deals_expired, last.deals_expired));
+        for (i, o) in WAIT_OUTCOMES.iter().enumerate() {
+            self.waited
+                .with_label_values(&[o])
+                .inc_by(d(s.waited[i + 1], last.waited[i + 1]));
+        }
+        self.outliers.inc_by(d(s.outliers[0], last.outliers[0]));
+        for (i, o) in OUTLIER_OUTCOMES.iter().enumerate() {
+            self.outliers_released
+                .with_label_values(&[o])
+                .inc_by(d(s.outliers[i + 1], last.outliers[i + 1]));
+        }
+        self.jumps.inc_by(d(s.jumps, last.jumps));
         for (i, name) in ENTITY_NAMES.iter().enumerate() {
             self.unknown_entity
                 .with_label_values(&[name])
@@ -551,6 +608,10 @@ impl Metrics {
         for (i, name) in ENTITY_NAMES.iter().enumerate() {
             let n: usize = engines.iter().map(|e| e.entity_counts()[i]).sum();
             self.entities.with_label_values(&[name]).set(n as i64);
+        }
+        for (i, what) in ["entity", "clock"].iter().enumerate() {
+            let n: usize = engines.iter().map(|e| e.waiting_counts()[i]).sum();
+            self.waiting.with_label_values(&[what]).set(n as i64);
         }
         self.dedup_entries.set(
             engines

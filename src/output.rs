@@ -170,10 +170,37 @@ pub struct DeadLetter {
     pub raw_hex: Option<String>,
     /// Where the input came from (`file:line`, `stdin:line`, `generator`).
     pub origin: String,
+    /// When the message was longer than `output.dead_letter_max_bytes`
+    /// (`raw` keeps its first bytes): its whole length and hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_xxh3: Option<String>,
+}
+
+/// A rejected message cut to at most `max` bytes (at a UTF-8 character
+/// boundary when it is text), and, when cut, its whole length and XXH3-64
+/// hash (16 hex digits), so that a huge line cannot make the dead-letter
+/// sink fail and can still be matched with its source.
+pub fn clip_raw(raw: &[u8], max: usize) -> (&[u8], Option<(usize, String)>) {
+    if raw.len() <= max {
+        return (raw, None);
+    }
+    let mut n = max;
+    if let Err(e) = std::str::from_utf8(&raw[..n]) {
+        // Cut inside a character of a text: cut before it.
+        if e.error_len().is_none() {
+            n = e.valid_up_to();
+        }
+    }
+    let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(raw));
+    (&raw[..n], Some((raw.len(), hash)))
 }
 
 impl DeadLetter {
-    pub fn new(reject: &Reject, raw: &[u8], origin: String) -> Self {
+    /// `max`: `output.dead_letter_max_bytes`.
+    pub fn new(reject: &Reject, raw: &[u8], origin: String, max: usize) -> Self {
+        let (raw, cut) = clip_raw(raw, max);
         let (raw, raw_hex) = match std::str::from_utf8(raw) {
             Ok(s) => (Some(s.to_string()), None),
             Err(_) => (None, Some(raw.iter().map(|b| format!("{b:02x}")).collect())),
@@ -184,6 +211,8 @@ impl DeadLetter {
             raw,
             raw_hex,
             origin,
+            raw_length: cut.as_ref().map(|c| c.0),
+            raw_xxh3: cut.map(|c| c.1),
         }
     }
 }

@@ -510,7 +510,7 @@ pub async fn run(
                         Ok(crate::engine::Outcome::Duplicate) => report.duplicates += 1,
                         Err(rej) => {
                             report.rejected += 1;
-                            sinks.dead_letter(&DeadLetter::new(&rej, &msg.bytes, msg.origin.clone()))?;
+                            sinks.dead_letter(&DeadLetter::new(&rej, &msg.bytes, msg.origin.clone(), cfg.output.dead_letter_max_bytes))?;
                         }
                     }
                 }

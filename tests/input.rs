@@ -82,14 +82,39 @@ fn every_rejection_reason_has_a_case() {
         Ok(Wire::Structured(Format::Protobuf))
     );
     assert_eq!(wire_of(None, true, Format::Protobuf), Ok(Wire::BinaryJson));
-    // late: below
+    // late: below; future: here, against a wall clock of 2026-11-01
+    let mut s = salespulse::engine::Settings::from_config(&Default::default());
+    s.now = Some(ms("2026-11-01T00:00:00Z"));
+    let mut e = salespulse::engine::Engine::new(s);
+    let soon = ce(
+        "f1",
+        "crm.lead.created",
+        "2026-11-01T00:59:00Z",
+        json!({"lead_id": "l1", "channel": "web"}),
+    );
+    assert_eq!(
+        e.process_json(&soon),
+        Ok(Outcome::Counted),
+        "within time.max_future_skew"
+    );
+    let ahead = ce(
+        "f2",
+        "crm.lead.created",
+        "2026-11-01T01:01:00Z",
+        json!({"lead_id": "l2", "channel": "web"}),
+    );
+    let r = e.process_json(&ahead).unwrap_err();
+    assert_eq!(r.reason, Future);
+    assert!(r.detail.contains("time.max_future_skew"), "{}", r.detail);
     let covered: std::collections::HashSet<_> = cases
         .iter()
         .map(|(r, _)| *r)
-        .chain([MalformedProtobuf, Late, UnsupportedContentType])
+        .chain([MalformedProtobuf, Late, UnsupportedContentType, Future])
         .collect();
-    for r in RejectReason::ALL {
+    for (i, r) in RejectReason::ALL.iter().enumerate() {
         assert!(covered.contains(r), "no test case for {r:?}");
+        // counters are indexed by the reason
+        assert_eq!(*r as usize, i, "RejectReason::ALL is in declaration order");
     }
 }
 
@@ -289,7 +314,8 @@ fn entities_expire_after_their_ttl_and_a_returning_one_is_counted() {
     .unwrap();
     assert_eq!(e.entity_counts()[0], 1, "L1 is 35 days old");
     assert_eq!(e.state.stats.evicted[0], 1);
-    // L1 comes back: counted as unknown, the conversion counts for "all" only
+    // L1 comes back: it waits for its lead, which does not come; at the
+    // end it counts as unknown: in "all" and in channel "unknown" only
     e.process_json(&ce(
         "4",
         "crm.lead.converted",
@@ -297,8 +323,11 @@ fn entities_expire_after_their_ttl_and_a_returning_one_is_counted() {
         json!({"lead_id": "L1"}),
     ))
     .unwrap();
-    assert_eq!(e.state.stats.unknown_entity[0], 1);
+    assert_eq!(e.waiting_counts(), [1, 0]);
+    assert_eq!(e.state.stats.unknown_entity[0], 0);
     e.finish();
+    assert_eq!(e.state.stats.unknown_entity[0], 1);
+    assert_eq!(e.state.stats.waited, [1, 0, 1]);
     let recs = e.take_records();
     assert_eq!(
         value(&recs, "lead_conversion_rate", "month", "2026-02", &[]),

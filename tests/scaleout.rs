@@ -211,6 +211,7 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
     }
     log.append(&mut zombies);
     for (p, s) in sources.iter_mut().enumerate() {
+        s.engine.end_of_input();
         let msgs = export(s, p, true);
         log.extend(msgs);
     }
@@ -301,4 +302,38 @@ fn maven_replay_merged_equals_one_engine() {
     let (recs, late) = scaled(&evs, 5, false);
     assert_eq!(late, 0);
     assert_same_finals(&finals(&recs), &want);
+}
+
+#[path = "common/dirty.rs"]
+mod dirty;
+
+/// A dirty stream (events before their entity, shuffled within the
+/// out-of-orderness bound) split by entity over the partitions and
+/// interleaved at random, through sources and a merger: the records of
+/// file mode on the sorted stream.
+#[test]
+fn dirty_streams_in_any_interleaving_equal_file_mode_on_the_sorted_stream() {
+    let decode = |l: &str| -> Event<'static> {
+        let l: &'static str = Box::leak(l.to_string().into_boxed_str());
+        salespulse::decode::json::decode(l.as_bytes()).unwrap()
+    };
+    for seed in [5, 6, 7] {
+        let start = chrono::DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z").unwrap();
+        let lines = dirty::stream(seed, 900, start.timestamp_millis());
+        let sorted: Vec<Event<'static>> = lines.iter().map(|(_, l)| decode(l)).collect();
+        let want = finals(&file_mode(&sorted));
+        let shuffled: Vec<Event<'static>> = dirty::shuffle(&lines, seed * 31)
+            .iter()
+            .map(|l| decode(l))
+            .collect();
+        for faults in [false, true] {
+            let (recs, late) = scaled(&shuffled, seed, faults);
+            // (zombies' partials for closed windows are dropped)
+            assert!(faults || late == 0, "{late}");
+            assert_finals_consistent(&recs);
+            let got = finals(&recs);
+            assert_same_finals(&got, &want);
+            assert_eq!(got.len(), want.len(), "no extra final series");
+        }
+    }
 }

@@ -52,6 +52,8 @@ pub enum RejectReason {
     Late,
     /// A Kafka message whose `content-type` is neither CloudEvents JSON nor protobuf.
     UnsupportedContentType,
+    /// Dated more than `time.max_future_skew` after the wall clock.
+    Future,
 }
 
 impl RejectReason {
@@ -73,6 +75,7 @@ impl RejectReason {
         RejectReason::UnknownStage,
         RejectReason::Late,
         RejectReason::UnsupportedContentType,
+        RejectReason::Future,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +97,7 @@ impl RejectReason {
             RejectReason::CsatOutOfRange => "csat_out_of_range",
             RejectReason::UnknownStage => "unknown_stage",
             RejectReason::Late => "late",
+            RejectReason::Future => "future",
         }
     }
 }

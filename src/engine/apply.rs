@@ -30,7 +30,7 @@ fn fold_dim(s: &mut State, max: u32, d: usize, v: Option<&str>) -> u32 {
         return 0;
     };
     let id = s.interner.intern(v);
-    if s.admitted.contains(d, id) {
+    if id == UNKNOWN || s.admitted.contains(d, id) {
         return id;
     }
     if s.admitted.count(d) < max {
@@ -122,10 +122,17 @@ impl Engine {
         key
     }
 
-    /// `key` with the dimensions that are off (`kpis.dimensions`) cleared.
+    /// `key` with the dimensions that are off (`kpis.dimensions`)
+    /// cleared, and those that are on but have no value set to [`UNKNOWN`].
     fn mask(&self, key: DimKey) -> DimKey {
         let m = &self.settings.dims_mask;
-        DimKey(std::array::from_fn(|d| key[d] & m[d]))
+        DimKey(std::array::from_fn(|d| {
+            if key[d] == 0 {
+                m[d] & UNKNOWN
+            } else {
+                key[d] & m[d]
+            }
+        }))
     }
 
     /// Applies `f` to the series of `key` ("all" and one per dimension) in
@@ -497,6 +504,18 @@ impl Engine {
         }
     }
 
+    /// Whether `e`, about entity `id` of `kind` (0 lead, 1 deal, 2
+    /// customer), waits for it: the entity is not known (see
+    /// [`Engine::wait_for`]).
+    fn waits(&mut self, kind: u8, id: u128, e: &Event<'_>) -> bool {
+        let known = match kind {
+            0 => self.state.leads.contains_key(&id),
+            1 => self.state.deals.contains_key(&id),
+            _ => self.state.customers.contains_key(&id),
+        };
+        !known && self.wait_for((kind, id), e)
+    }
+
     /// Applies one event to entity state and aggregates. Returns false
     /// when it repeats a lifecycle transition already counted (a re-sent
     /// webhook): nothing was counted (docs/entities.md).
@@ -505,6 +524,7 @@ impl Engine {
         match &e.payload {
             Payload::LeadCreated(d) => {
                 let id = entity_key(&d.lead_id);
+                self.unmatch_before((0, id), t);
                 if let Some(l) = self.state.leads.get_mut(&id) {
                     l.seen = l.seen.max(t);
                     return false;
@@ -526,10 +546,14 @@ impl Engine {
                 );
                 self.add(t, key, |a| a.leads_created += 1);
                 self.cohort_add(t, key, true);
+                self.release((0, id));
             }
             Payload::LeadQualified(d) => {
-                let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
-                    self.unknown(0);
+                let id = entity_key(&d.lead_id);
+                let Some(l) = self.state.leads.get_mut(&id) else {
+                    if !self.wait_for((0, id), e) {
+                        self.unknown(0);
+                    }
                     return true;
                 };
                 l.seen = l.seen.max(t);
@@ -549,8 +573,11 @@ impl Engine {
                 });
             }
             Payload::LeadContacted(d) => {
-                let Some(l) = self.state.leads.get_mut(&entity_key(&d.lead_id)) else {
-                    self.unknown(0);
+                let id = entity_key(&d.lead_id);
+                let Some(l) = self.state.leads.get_mut(&id) else {
+                    if !self.wait_for((0, id), e) {
+                        self.unknown(0);
+                    }
                     return true;
                 };
                 l.seen = l.seen.max(t);
@@ -567,7 +594,11 @@ impl Engine {
                 self.add(t, key, |a| a.response.add(ms));
             }
             Payload::LeadConverted(d) => {
-                let (key, created) = match self.state.leads.get_mut(&entity_key(&d.lead_id)) {
+                let id = entity_key(&d.lead_id);
+                if self.waits(0, id, e) {
+                    return true;
+                }
+                let (key, created) = match self.state.leads.get_mut(&id) {
                     Some(l) if l.flags & CONVERTED != 0 => {
                         l.seen = l.seen.max(t);
                         return false;
@@ -589,6 +620,7 @@ impl Engine {
             }
             Payload::DealCreated(d) => {
                 let id = entity_key(&d.deal_id);
+                self.unmatch_before((1, id), t);
                 let stage = stage.expect("checked stage");
                 let amount = cents(d.amount);
                 if let Some(deal) = self.state.deals.get_mut(&id) {
@@ -645,11 +677,14 @@ impl Engine {
                 );
                 self.pipeline_move(None, Some((stage, key, amount)));
                 self.index_expiry(id, None, t);
+                self.release((1, id));
             }
             Payload::DealStageChanged(d) => {
                 let id = entity_key(&d.deal_id);
                 let Some(deal) = self.state.deals.get_mut(&id) else {
-                    self.unknown(1);
+                    if !self.wait_for((1, id), e) {
+                        self.unknown(1);
+                    }
                     return true;
                 };
                 let new_stage = stage.expect("checked stage");
@@ -684,6 +719,9 @@ impl Engine {
                 let kind = if won { CloseKind::Won } else { CloseKind::Lost };
                 let amount = cents(d.amount);
                 let id = entity_key(&d.deal_id);
+                if self.waits(1, id, e) {
+                    return true;
+                }
                 let (mut key, previous, open_at, created) = match self.state.deals.get_mut(&id) {
                     Some(deal) => {
                         deal.seen = deal.seen.max(t);
@@ -788,6 +826,7 @@ impl Engine {
             }
             Payload::CustomerAcquired(d) => {
                 let id = entity_key(&d.customer_id);
+                self.unmatch_before((2, id), t);
                 let channel = d.channel.as_deref();
                 let segment = d.segment.as_deref();
                 let (channel, segment) = match self.state.customers.get_mut(&id) {
@@ -803,6 +842,7 @@ impl Engine {
                     ),
                     None => (Err(channel.unwrap_or("")), Err(segment.unwrap_or(""))),
                 };
+                let new = !self.state.customers.contains_key(&id);
                 let channel = channel.unwrap_or_else(|v| self.dim(CHANNEL, Some(v)));
                 let segment = segment.unwrap_or_else(|v| self.dim(SEGMENT, Some(v)));
                 self.state.customers.insert(
@@ -823,9 +863,15 @@ impl Engine {
                 }
                 self.state.gauges_dirty = true;
                 self.add(t, key, |a| a.customers_acquired += 1);
+                if new {
+                    self.release((2, id));
+                }
             }
             Payload::CustomerCancelled(d) => {
                 let id = entity_key(&d.customer_id);
+                if self.waits(2, id, e) {
+                    return true;
+                }
                 let (key, lifetime) = match self.state.customers.get_mut(&id) {
                     Some(c) if c.cancelled.is_some() => {
                         c.seen = c.seen.max(t);
@@ -873,6 +919,15 @@ impl Engine {
                 });
             }
             Payload::ActivityLogged(d) => {
+                // An activity on a deal (or lead) not seen yet waits for it.
+                let waits_for = match (&d.deal_id, &d.lead_id) {
+                    (Some(id), _) => Some((1, entity_key(id))),
+                    (None, Some(id)) => Some((0, entity_key(id))),
+                    (None, None) => None,
+                };
+                if waits_for.is_some_and(|(k, id)| self.waits(k, id, e)) {
+                    return true;
+                }
                 let mut key = self.rep_dims(Some(&d.rep), None, None);
                 // An activity keeps its deal (or lead) from going stale.
                 let deal_id = d.deal_id.as_deref().map(entity_key);
@@ -908,7 +963,11 @@ impl Engine {
                     .insert((key[REP], period), cents(d.amount));
             }
             Payload::OrderPlaced(d) => {
-                let key = match self.state.customers.get_mut(&entity_key(&d.customer_id)) {
+                let id = entity_key(&d.customer_id);
+                if self.waits(2, id, e) {
+                    return true;
+                }
+                let key = match self.state.customers.get_mut(&id) {
                     Some(c) => {
                         c.seen = c.seen.max(t);
                         c.key()
@@ -927,7 +986,11 @@ impl Engine {
                 });
             }
             Payload::SurveyAnswered(d) => {
-                let key = match self.state.customers.get_mut(&entity_key(&d.customer_id)) {
+                let id = entity_key(&d.customer_id);
+                if self.waits(2, id, e) {
+                    return true;
+                }
+                let key = match self.state.customers.get_mut(&id) {
                     Some(c) => {
                         c.seen = c.seen.max(t);
                         c.key()

@@ -10,6 +10,7 @@
 
 mod apply;
 mod emit;
+mod hold;
 pub mod merge;
 pub use emit::rolling_name;
 pub mod state;
@@ -35,6 +36,16 @@ pub struct Settings {
     pub rolling_fine: Option<usize>,
     pub out_of_orderness: i64,
     pub grace: i64,
+    /// `time.max_future_skew` (ms, 0 = off).
+    pub max_future_skew: i64,
+    /// `time.max_jump` (ms, 0 = off) and `time.jump_confirmations`.
+    pub max_jump: i64,
+    pub jump_confirmations: u32,
+    /// `state.max_waiting`.
+    pub max_waiting: usize,
+    /// A fixed wall clock (ms) instead of the system's: for tests and
+    /// replays that must not depend on the day they run.
+    pub now: Option<i64>,
     pub entity_ttl: i64,
     /// `pipeline.max_open_age` (ms).
     pub max_open_age: Option<i64>,
@@ -88,6 +99,11 @@ impl Settings {
             rolling,
             out_of_orderness: c.time.out_of_orderness.ms(),
             grace: c.time.grace.ms(),
+            max_future_skew: c.time.max_future_skew.ms(),
+            max_jump: c.time.max_jump.ms(),
+            jump_confirmations: c.time.jump_confirmations,
+            max_waiting: c.state.max_waiting,
+            now: None,
             entity_ttl: c.state.entity_ttl.ms(),
             max_open_age: c.pipeline.max_open_age.map(|d| d.ms()),
             dedup_horizon: c.state.dedup_horizon.ms(),
@@ -176,6 +192,12 @@ pub struct Engine {
     track: Option<Box<merge::Track>>,
     /// Merger mode (scale-out): the sources' contributions.
     merge: Option<Box<merge::MergeState>>,
+    /// Wall clock + `time.max_future_skew` when last read: an event
+    /// before it needs no new reading.
+    wall_limit: i64,
+    /// Applying a waiting event whose entity did not come: it counts
+    /// with unknown dimensions instead of waiting again.
+    unmatched: bool,
 }
 
 impl Engine {
@@ -232,6 +254,7 @@ impl Engine {
             headcount: Default::default(),
             market_size: Default::default(),
             admitted: Default::default(),
+            waiting: Default::default(),
             stats: Stats {
                 events_in: vec![0; EventType::ALL.len()],
                 rejected: vec![0; RejectReason::ALL.len()],
@@ -245,6 +268,7 @@ impl Engine {
     pub fn from_state(settings: Settings, mut state: State) -> Engine {
         let n_rolling = settings.rolling.len();
         state.dedup.rebuild();
+        state.waiting.rebuild();
         // The expiry index is not checkpointed: rebuilt from the open deals.
         state.expiry_index.clear();
         state.next_expiry = i64::MAX;
@@ -269,6 +293,8 @@ impl Engine {
             evaluated: 0,
             track: None,
             merge: None,
+            wall_limit: i64::MIN,
+            unmatched: false,
         }
     }
 
@@ -365,6 +391,7 @@ impl Engine {
 
     fn apply_inner(&mut self, e: &Event<'_>) -> Result<Outcome, Reject> {
         let stage = self.check_stages(e)?;
+        self.check_future(e.time)?;
         let h = event_key(&e.source, &e.id);
         self.last_time = e.time;
         if self.state.dedup.contains(h) {
@@ -384,6 +411,19 @@ impl Engine {
         }
         self.state.dedup.insert(h, e.time);
         self.state.stats.events_in[e.payload.event_type() as usize] += 1;
+        if self.is_outlier(e.time) {
+            self.hold_outlier(e);
+            return Ok(Outcome::Counted);
+        }
+        Ok(self.admit(e, stage))
+    }
+
+    /// Counts an accepted event (entity state, aggregates), then moves
+    /// the clock.
+    fn admit(&mut self, e: &Event<'_>, stage: Option<u8>) -> Outcome {
+        if e.time > self.state.clock {
+            self.end_outlier_run();
+        }
         let counted = self.apply_payload(e, stage);
         if !counted {
             self.state.stats.duplicates[DUP_TRANSITION] += 1;
@@ -394,16 +434,20 @@ impl Engine {
         if !self.external_clock {
             self.advance_clock(e.time);
         }
-        Ok(if counted {
+        if counted {
             Outcome::Counted
         } else {
             Outcome::Duplicate
-        })
+        }
     }
 
     /// `before`: the cutoff before the clock moved (windows ending after
     /// it are still open).
     fn on_time_advance(&mut self, before: i64) {
+        // Events still waiting for their entity when they would be late
+        // count now, with unknown dimensions, before their windows close.
+        self.flush_waiting(self.cutoff());
+        self.release_caught_up();
         // Deals that went stale expire before windows close, so that each
         // counts in the window of its deadline while that window is open.
         if let Some(age) = self.settings.max_open_age {

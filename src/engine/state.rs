@@ -3,6 +3,7 @@
 //! which is what checkpoints are made of.
 
 use crate::agg::{Acc, Pipeline};
+pub use crate::intern::UNKNOWN;
 use crate::intern::{as_pairs, Interner};
 use crate::window::CalendarKind;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -143,7 +144,8 @@ impl Rolled {
                 f(self.scopes.entry(scope(d, *v)).or_default());
             }
         }
-        if pair && key[PRODUCT] != 0 && key[COMPETITOR] != 0 {
+        if pair && ![0, UNKNOWN].contains(&key[PRODUCT]) && ![0, UNKNOWN].contains(&key[COMPETITOR])
+        {
             f(self
                 .pairs
                 .entry((key[PRODUCT], key[COMPETITOR]))
@@ -481,6 +483,61 @@ pub struct Stats {
     /// (counted in the conversion rate, not in the cohort rate).
     pub conversions_out_of_cohort: u64,
     pub records_out: u64,
+    /// Events about an entity not yet seen: [held to wait for it,
+    /// counted with its dimensions when it came, counted as unknown].
+    pub waited: [u64; 3],
+    /// Events far ahead of the clock (`time.max_jump`): [held, counted
+    /// when a jump was confirmed, counted when the clock caught up,
+    /// counted alone at the end of input].
+    pub outliers: [u64; 4],
+    /// Jumps of the clock confirmed by `time.jump_confirmations` events.
+    pub jumps: u64,
+}
+
+/// Label values of `salespulse_waited_events_total{outcome}` (`Stats::waited[1..]`).
+pub const WAIT_OUTCOMES: [&str; 2] = ["attributed", "unknown"];
+/// Label values of `salespulse_time_outliers_released_total{outcome}` (`Stats::outliers[1..]`).
+pub const OUTLIER_OUTCOMES: [&str; 3] = ["jump_confirmed", "caught_up", "alone"];
+
+/// An entity an event can wait for: (0 lead, 1 deal, 2 customer; [`entity_key`]).
+pub type EntityRef = (u8, u128);
+
+/// An event held as a suspected clock outlier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Held {
+    pub time: i64,
+    /// The run of outliers it belongs to (`Waiting::run_id`).
+    pub run: u64,
+    /// The event, as a protobuf `Event`.
+    pub event: Vec<u8>,
+}
+
+/// Events the engine holds back (docs/time.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Events about an entity not yet seen, by (event time, arrival
+    /// number): the entity, and the event as a protobuf `Event`. Each
+    /// waits until its entity arrives or until it would be late.
+    pub facts: BTreeMap<(i64, u64), (EntityRef, Vec<u8>)>,
+    /// The keys of `facts` by entity. Rebuilt at restore.
+    #[serde(skip)]
+    pub by_entity: FxHashMap<EntityRef, Vec<(i64, u64)>>,
+    /// Suspected outliers, in arrival order.
+    pub outliers: Vec<Held>,
+    /// Outliers held in a row, with no event moving the clock between them.
+    pub run: u32,
+    pub run_id: u64,
+    /// Arrival number of the next held event.
+    pub seq: u64,
+}
+
+impl Waiting {
+    pub fn rebuild(&mut self) {
+        self.by_entity.clear();
+        for (k, (ent, _)) in &self.facts {
+            self.by_entity.entry(*ent).or_default().push(*k);
+        }
+    }
 }
 
 pub const ENTITY_NAMES: [&str; 3] = ["lead", "deal", "customer"];
@@ -566,5 +623,7 @@ pub struct State {
     #[serde(with = "as_pairs")]
     pub market_size: FxHashMap<u32, i64>,
     pub admitted: Admitted,
+    /// Events held back: facts waiting for their entity, clock outliers.
+    pub waiting: Waiting,
     pub stats: Stats,
 }

@@ -4,7 +4,7 @@
 
 use salespulse::config::Config;
 use salespulse::decode::json::format_time;
-use salespulse::engine::Engine;
+use salespulse::engine::{Engine, Settings};
 use salespulse::output::KpiRecord;
 use serde_json::{json, Value};
 
@@ -27,8 +27,14 @@ pub fn ce_at(id: &str, ty: &str, t: i64, data: Value) -> Vec<u8> {
     ce(id, ty, &format_time(t), data)
 }
 
+/// The wall clock of test engines: fixed, after every test date, so that
+/// no result depends on the day the tests run.
+pub const TEST_NOW: &str = "2100-01-01T00:00:00Z";
+
 pub fn engine(toml: &str) -> Engine {
-    Engine::from_config(&Config::from_toml(toml).expect("valid test config"))
+    let mut s = Settings::from_config(&Config::from_toml(toml).expect("valid test config"));
+    s.now = Some(ms(TEST_NOW));
+    Engine::new(s)
 }
 
 /// Feeds every line, panics on a rejection, finishes, returns all records.

@@ -1,0 +1,315 @@
+//! Events the engine holds back instead of counting at once
+//! (docs/time.md):
+//!
+//! - an event about a lead, deal or customer not seen yet *waits* for it
+//!   (until it would be late), so that it counts with the entity's
+//!   dimensions, in its own windows, when the entity arrives;
+//! - an event far ahead of the clock (`time.max_jump`) is *held* as a
+//!   suspected outlier instead of moving the clock, until
+//!   `time.jump_confirmations` events in a row confirm the jump, the
+//!   clock catches up with it, or the input ends;
+//! - an event dated after the wall clock + `time.max_future_skew` is
+//!   rejected as `future`.
+//!
+//! Held events are kept as protobuf `Event`s: compact, checkpointed
+//! with the state, decoded again when they count.
+
+use super::state::*;
+use super::Engine;
+use crate::decode::{json, proto, Reject, RejectReason};
+use crate::event::Event;
+
+fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn encode(e: &Event<'_>) -> Vec<u8> {
+    prost::Message::encode_to_vec(&proto::from_event(e))
+}
+
+impl Engine {
+    fn wall_clock_ms(&self) -> i64 {
+        self.settings.now.unwrap_or_else(system_clock_ms)
+    }
+
+    /// Rejects an event dated after the wall clock + `time.max_future_skew`.
+    /// The wall clock is read again only for an event past the last reading.
+    pub(super) fn check_future(&mut self, t: i64) -> Result<(), Reject> {
+        let skew = self.settings.max_future_skew;
+        if skew == 0 || t <= self.wall_limit {
+            return Ok(());
+        }
+        let now = self.wall_clock_ms();
+        self.wall_limit = now.saturating_add(skew);
+        if t <= self.wall_limit {
+            return Ok(());
+        }
+        Err(Reject::new(
+            RejectReason::Future,
+            format!(
+                "event time {} is more than time.max_future_skew ({} s) after the wall clock ({})",
+                json::format_time(t),
+                skew / 1000,
+                json::format_time(now)
+            ),
+        ))
+    }
+
+    /// Whether an event at `t` is a suspected outlier: more than
+    /// `time.max_jump` ahead of the clock, and not near the wall clock (a
+    /// live stream that resumes after a quiet spell is not suspect).
+    pub(super) fn is_outlier(&self, t: i64) -> bool {
+        let jump = self.settings.max_jump;
+        jump != 0
+            && !self.external_clock
+            && self.state.clock != i64::MIN
+            && t > self.state.clock.saturating_add(jump)
+            && t < self.wall_clock_ms().saturating_sub(jump)
+    }
+
+    /// Holds a suspected outlier; `time.jump_confirmations` of them in a
+    /// row confirm the jump.
+    pub(super) fn hold_outlier(&mut self, e: &Event<'_>) {
+        let w = &mut self.state.waiting;
+        w.run += 1;
+        w.outliers.push(Held {
+            time: e.time,
+            run: w.run_id,
+            event: encode(e),
+        });
+        self.state.stats.outliers[0] += 1;
+        if w.run == 1 {
+            tracing::warn!(
+                time = %json::format_time(e.time),
+                clock = %json::format_time(self.state.clock),
+                "an event far ahead of the event-time clock (time.max_jump) is held: it moves the clock only if time.jump_confirmations events in a row confirm the jump (counted in salespulse_time_outliers_total)"
+            );
+        }
+        if w.run >= self.settings.jump_confirmations {
+            self.confirm_jump();
+        }
+    }
+
+    /// An event moved the clock: the outliers held so far were not a jump.
+    pub(super) fn end_outlier_run(&mut self) {
+        let w = &mut self.state.waiting;
+        if w.run > 0 {
+            w.run = 0;
+            w.run_id += 1;
+        }
+    }
+
+    /// The current run of outliers is a genuine jump: the clock moves to
+    /// the earliest of them, then each counts, in arrival order.
+    fn confirm_jump(&mut self) {
+        let w = &mut self.state.waiting;
+        let run = w.run_id;
+        w.run = 0;
+        w.run_id += 1;
+        let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut w.outliers)
+            .into_iter()
+            .partition(|h| h.run == run);
+        w.outliers = rest;
+        let Some(target) = mine.iter().map(|h| h.time).min() else {
+            return;
+        };
+        self.state.stats.jumps += 1;
+        tracing::info!(
+            to = %json::format_time(target),
+            from = %json::format_time(self.state.clock),
+            events = mine.len(),
+            "a jump of the event-time clock is confirmed: it moves on"
+        );
+        self.advance_clock(target);
+        for h in mine {
+            self.count_held(&h.event, 1);
+        }
+    }
+
+    /// Counts the outliers the clock has come within `time.max_jump` of.
+    pub(super) fn release_caught_up(&mut self) {
+        let w = &self.state.waiting;
+        if w.outliers.is_empty() {
+            return;
+        }
+        let reach = self.state.clock.saturating_add(self.settings.max_jump);
+        if !w.outliers.iter().any(|h| h.time <= reach) {
+            return;
+        }
+        let (due, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.state.waiting.outliers)
+            .into_iter()
+            .partition(|h| h.time <= reach);
+        self.state.waiting.outliers = rest;
+        for h in due {
+            self.count_held(&h.event, 2);
+        }
+    }
+
+    /// Counts a held outlier like a new event (it may be held again if it
+    /// is still far ahead); `outcome` indexes `Stats::outliers`.
+    fn count_held(&mut self, bytes: &[u8], outcome: usize) {
+        let Some(m) = decode_held(bytes) else { return };
+        let Ok(e) = proto::to_event(&m) else { return };
+        let Ok(stage) = self.check_stages(&e) else {
+            return;
+        };
+        if self.is_outlier(e.time) {
+            // Still far ahead: held again, on its own.
+            let run = self.state.waiting.run_id.wrapping_sub(1);
+            self.state.waiting.outliers.push(Held {
+                time: e.time,
+                run,
+                event: bytes.to_vec(),
+            });
+            return;
+        }
+        let cutoff = self.cutoff();
+        if e.time < cutoff {
+            // The jump closed its windows (it was held against the old
+            // clock): late, like an event that arrives after them.
+            self.state.stats.rejected[RejectReason::Late as usize] += 1;
+            tracing::warn!(time = %json::format_time(e.time), cutoff = %json::format_time(cutoff), "a held event is late after the jump it was part of: not counted (salespulse_events_rejected_total{{reason=\"late\"}})");
+            return;
+        }
+        self.state.stats.outliers[outcome] += 1;
+        self.admit(&e, stage);
+    }
+
+    /// End of input: the outliers still held count in their own windows,
+    /// without moving the clock; then every waiting event counts.
+    pub(super) fn release_all_held(&mut self) {
+        for h in std::mem::take(&mut self.state.waiting.outliers) {
+            let Some(m) = decode_held(&h.event) else {
+                continue;
+            };
+            let Ok(e) = proto::to_event(&m) else { continue };
+            let Ok(stage) = self.check_stages(&e) else {
+                continue;
+            };
+            self.state.stats.outliers[3] += 1;
+            if !self.apply_payload(&e, stage) {
+                self.state.stats.duplicates[DUP_TRANSITION] += 1;
+            }
+        }
+        self.flush_waiting(i64::MAX);
+    }
+
+    /// Makes `e`, about entity `ent` that is not known, wait for it.
+    /// Returns false when it must count now (with unknown dimensions).
+    pub(super) fn wait_for(&mut self, ent: EntityRef, e: &Event<'_>) -> bool {
+        if self.unmatched || self.settings.max_waiting == 0 {
+            return false;
+        }
+        if self.state.waiting.facts.len() >= self.settings.max_waiting {
+            // Full: the oldest counts now.
+            let Some((&(t, _), _)) = self.state.waiting.facts.first_key_value() else {
+                return false;
+            };
+            self.flush_waiting(t.saturating_add(1));
+        }
+        let w = &mut self.state.waiting;
+        let key = (e.time, w.seq);
+        w.seq += 1;
+        w.facts.insert(key, (ent, encode(e)));
+        w.by_entity.entry(ent).or_default().push(key);
+        self.state.stats.waited[0] += 1;
+        true
+    }
+
+    /// Counts the waiting events older than `before` with unknown
+    /// dimensions (their entity did not come in time), oldest first.
+    pub(super) fn flush_waiting(&mut self, before: i64) {
+        while let Some(entry) = self.state.waiting.facts.first_entry() {
+            if entry.key().0 >= before {
+                break;
+            }
+            let (key, (ent, bytes)) = entry.remove_entry();
+            if let Some(keys) = self.state.waiting.by_entity.get_mut(&ent) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    self.state.waiting.by_entity.remove(&ent);
+                }
+            }
+            self.apply_waiting(&bytes, false);
+        }
+    }
+
+    /// Entity `ent` arrives at `t`: the events waiting for it from more
+    /// than `time.grace` before `t` count with unknown dimensions (so
+    /// whether an event is attributed does not depend on arrival order);
+    /// call before the entity is created.
+    pub(super) fn unmatch_before(&mut self, ent: EntityRef, t: i64) {
+        let from = t.saturating_sub(self.settings.grace);
+        self.take_waiting(ent, |k| k.0 < from, false);
+    }
+
+    /// Entity `ent` has been created: the events waiting for it count
+    /// with its dimensions, in time order.
+    pub(super) fn release(&mut self, ent: EntityRef) {
+        self.take_waiting(ent, |_| true, true);
+    }
+
+    fn take_waiting(&mut self, ent: EntityRef, pick: impl Fn(&(i64, u64)) -> bool, matched: bool) {
+        let w = &mut self.state.waiting;
+        if w.by_entity.is_empty() {
+            return;
+        }
+        let Some(keys) = w.by_entity.get_mut(&ent) else {
+            return;
+        };
+        let (mut due, keep): (Vec<_>, Vec<_>) = keys.iter().partition(|k| pick(k));
+        if keep.is_empty() {
+            w.by_entity.remove(&ent);
+        } else {
+            *keys = keep;
+        }
+        due.sort_unstable();
+        for k in due {
+            if let Some((_, bytes)) = self.state.waiting.facts.remove(&k) {
+                self.apply_waiting(&bytes, matched);
+            }
+        }
+    }
+
+    /// Counts a waiting event: with its entity's dimensions (`matched`)
+    /// or, the entity not having come, as unknown.
+    fn apply_waiting(&mut self, bytes: &[u8], matched: bool) {
+        let Some(m) = decode_held(bytes) else { return };
+        let Ok(e) = proto::to_event(&m) else { return };
+        let Ok(stage) = self.check_stages(&e) else {
+            return;
+        };
+        self.state.stats.waited[if matched { 1 } else { 2 }] += 1;
+        let was = std::mem::replace(&mut self.unmatched, !matched);
+        if !self.apply_payload(&e, stage) {
+            self.state.stats.duplicates[DUP_TRANSITION] += 1;
+        }
+        self.unmatched = was;
+    }
+
+    /// End of input without [`Engine::finish`] (a source engine at the
+    /// end of its partition): the held outliers and waiting events count.
+    pub fn end_of_input(&mut self) {
+        self.release_all_held();
+    }
+
+    /// Events waiting for their entity, and outliers held.
+    pub fn waiting_counts(&self) -> [usize; 2] {
+        [
+            self.state.waiting.facts.len(),
+            self.state.waiting.outliers.len(),
+        ]
+    }
+}
+
+fn decode_held(bytes: &[u8]) -> Option<crate::pb::Event> {
+    match proto::decode_message(bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::error!(error = %e, "a held event does not decode: dropped");
+            None
+        }
+    }
+}
