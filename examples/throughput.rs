@@ -47,7 +47,9 @@ fn main() {
     };
     let n = lines.len();
     // The default config, with SALESPULSE_* variables applied.
-    let config = Config::load(None).expect("config");
+    let mut config = Config::load(None).expect("config");
+    // Generated events run on simulated time, past the wall clock.
+    config.time.max_future_skew = salespulse::config::Dur(std::time::Duration::ZERO);
     let mut engine = Engine::from_config(&config);
     // `warm`: the first half of the events goes in untimed, as in a
     // running service whose tables have their size; the second is timed.

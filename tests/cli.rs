@@ -155,7 +155,9 @@ fn bad_lines_go_to_the_dead_letter_file_with_their_reason() {
     let d = tempfile::tempdir().unwrap();
     let good = r#"{"specversion":"1.0","id":"1","source":"s","type":"crm.lead.created","time":"2026-11-01T10:00:00Z","data":{"lead_id":"L1","channel":"web"}}"#;
     let nps = r#"{"specversion":"1.0","id":"2","source":"s","type":"crm.survey.answered","time":"2026-11-01T10:00:00Z","data":{"customer_id":"C1","nps":11}}"#;
-    let input = format!("{good}\nnot json at all\n{nps}\n{good}\n");
+    // a 3 MB line: its dead letter keeps 1 MiB, its length and its hash
+    let huge = format!("{{\"é\": \"{}\"}}", "é".repeat(1_500_000));
+    let input = format!("{good}\nnot json at all\n{nps}\n{good}\n{huge}\n");
     std::fs::write(d.path().join("in.jsonl"), input).unwrap();
     let out = sp(
         &[
@@ -179,7 +181,20 @@ fn bad_lines_go_to_the_dead_letter_file_with_their_reason() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(dlq.len(), 2);
+    assert_eq!(dlq.len(), 3);
+    let cut = dlq[2]["raw"].as_str().unwrap();
+    assert!(
+        cut.len() <= 1 << 20 && cut.len() > (1 << 20) - 4,
+        "{}",
+        cut.len()
+    );
+    assert!(huge.starts_with(cut));
+    assert_eq!(dlq[2]["raw_length"], huge.len());
+    assert_eq!(
+        dlq[2]["raw_xxh3"],
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(huge.as_bytes()))
+    );
+    assert!(dlq[0].get("raw_length").is_none());
     assert_eq!(dlq[0]["reason"], "malformed_json");
     assert_eq!(dlq[0]["raw"], "not json at all");
     assert_eq!(dlq[0]["origin"], "in.jsonl:2");

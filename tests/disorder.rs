@@ -330,6 +330,14 @@ fn facts_before_their_entity_take_its_dimensions() {
     assert_eq!(e.state.stats.unknown_entity, [0, 1, 0]);
     e.finish();
     let recs = e.take_records();
+    // "unknown" is a series, never a rep on a leaderboard
+    let boards = e.take_leaderboards();
+    let revenue = boards
+        .iter()
+        .find(|b| b.board == "revenue" && b.window.label == "2026-03")
+        .unwrap();
+    let reps: Vec<&str> = revenue.entries.iter().map(|x| x.rep.as_str()).collect();
+    assert_eq!(reps, ["Ann"]);
     let m = |kpi: &str, dims: &[(&str, &str)]| {
         find(&recs, kpi, "month", "2026-03", dims)
             .unwrap_or_else(|| panic!("{kpi} {dims:?}"))

@@ -61,7 +61,19 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/maven-crm");
     let (maven, _) = salespulse::maven::convert(&dir).unwrap();
-    produce(&bs, "maven.events", &keyed(&maven)).await;
+    // Dirty time (docs/time.md), each in one partition: a lead dated 2099
+    // (dead-lettered as `future`) and one two years ahead of its
+    // neighbours (held, counted alone in its own windows at the end).
+    let mut msgs = keyed(&maven);
+    let at = msgs.len() / 3;
+    let ahead = maven[at].time + 730 * 86_400_000;
+    let lead = |id: &str, t: i64| {
+        let data = serde_json::json!({"lead_id": id, "channel": "web"});
+        Out::plain(id, ce_at(id, "crm.lead.created", t, data))
+    };
+    msgs.insert(at, lead("AHEAD-LEAD", ahead));
+    msgs.insert(at + 100, lead("FUTURE-LEAD", ms("2099-01-01T00:00:00Z")));
+    produce(&bs, "maven.events", &msgs).await;
     // tansu 0.6 reports end offsets short of what it holds: --to-end then
     // relies on a quiet period (kafka.end_quiet) to know it is done.
     let cfg_path = write_config(tmp.path(), "maven.toml", QUIET);
@@ -86,13 +98,34 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     .wait(Duration::from_secs(300));
     assert!(log.contains("consumed to its end"), "{log}");
     assert!(
-        log.contains(&format!("accepted={} ", maven.len())),
-        "every Maven event consumed:\n{log}"
+        log.contains(&format!("accepted={} ", maven.len() + 1)),
+        "every Maven event and the held one consumed:\n{log}"
     );
     let want = finals(&file_mode(&Config::default(), &maven));
     assert!(want.len() > 1000, "{} maven series", want.len());
-    assert_same_finals(&finals(&records(&bs, "maven.kpis")), &want);
-    assert!(read_topic(&bs, "maven.dlq").is_empty());
+    // Every record but those of the outlier's own windows is the clean run's.
+    let cal = Engine::from_config(&Config::default()).settings.cal;
+    let own: Vec<(String, String)> = salespulse::window::CalendarKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.as_str().to_string(),
+                cal.label(*k, cal.bounds(*k, ahead).start),
+            )
+        })
+        .collect();
+    let (theirs, rest): (Vec<KpiRecord>, Vec<KpiRecord>) = records(&bs, "maven.kpis")
+        .into_iter()
+        .partition(|r| own.contains(&(r.window.kind.clone(), r.window.label.clone())));
+    assert_same_finals(&finals(&rest), &want);
+    let year = find(&theirs, "leads_created", "year", &own[4].1, &[]).unwrap();
+    assert_eq!(year.value, Some(1.0), "the outlier counts in its own year");
+    let dlq = read_topic(&bs, "maven.dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(
+        header(&dlq[0], "salespulse.reason").as_deref(),
+        Some("future")
+    );
 
     // 2. A generated stream with bad events in it.
     for (t, p) in [("gen.events", 3), ("gen.kpis", 1), ("gen.dlq", 1)] {

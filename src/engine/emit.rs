@@ -277,7 +277,7 @@ impl Engine {
     fn emit_ab(&mut self, w: &Win, rolled: &FxHashMap<Scope, Acc>) {
         let mut variants: Vec<(&str, u32, u64, u64)> = rolled
             .iter()
-            .filter(|(s, a)| s.0 as usize == VARIANT + 1 && a.leads_created > 0)
+            .filter(|(s, a)| s.0 as usize == VARIANT + 1 && s.1 != UNKNOWN && a.leads_created > 0)
             .map(|(s, a)| {
                 (
                     self.state.interner.name(s.1),
@@ -323,7 +323,7 @@ impl Engine {
     fn emit_leaderboards(&mut self, w: &Win, rolled: &FxHashMap<Scope, Acc>) {
         let reps: Vec<(&str, &Acc)> = rolled
             .iter()
-            .filter(|(s, _)| s.0 as usize == REP + 1)
+            .filter(|(s, _)| s.0 as usize == REP + 1 && s.1 != UNKNOWN)
             .map(|(s, a)| (self.state.interner.name(s.1), a))
             .collect();
         let min = self.settings.leaderboard_min_sample;
