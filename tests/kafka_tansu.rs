@@ -139,6 +139,14 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     })
     .take(6000)
     .collect();
+    // A genuine three-month gap after the first half (docs/time.md): each
+    // partition holds the first events after it until
+    // time.jump_confirmations in a row confirm the jump; the records are
+    // those of file mode.
+    let mut gen = gen;
+    for e in &mut gen[3000..] {
+        e.time += 92 * 86_400_000;
+    }
     let mut msgs = keyed(&gen);
     msgs.insert(10, Out::plain("bad-json", b"{\"specversion\":".to_vec()));
     msgs.insert(
@@ -156,7 +164,7 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     produce(&bs, "gen.events", &msgs).await;
     let toml = format!("{}{QUIET}", roster_toml(6));
     let cfg_path = write_config(tmp.path(), "gen.toml", &toml);
-    salespulse(
+    let log = salespulse(
         &cfg_path,
         &[
             "--brokers",
@@ -175,6 +183,12 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
         ],
     )
     .wait(Duration::from_secs(300));
+    assert_eq!(
+        log.matches("a jump of the event-time clock is confirmed")
+            .count(),
+        3,
+        "one jump per partition:\n{log}"
+    );
     let cfg = Config::from_toml(&toml).unwrap();
     assert_same_finals(
         &finals(&records(&bs, "gen.kpis")),
