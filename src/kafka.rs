@@ -1259,17 +1259,18 @@ impl Shared<'_> {
             );
         }
         // Ready (`/readyz`) once every assigned partition is restored.
-        let assigned = self
-            .consumer
-            .context()
-            .assigned
-            .lock()
-            .expect("assignment lock")
-            .clone();
-        let restored = assigned.iter().filter(|k| sources.contains_key(*k)).count();
+        let (n, restored) = {
+            let assigned = self
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .expect("assignment lock");
+            let restored = assigned.iter().filter(|k| sources.contains_key(*k)).count();
+            (assigned.len(), restored)
+        };
         self.m.kafka.restored.set(restored as i64);
-        self.m
-            .set_ready(!assigned.is_empty() && restored == assigned.len());
+        self.m.set_ready(n > 0 && restored == n);
         Ok(())
     }
 

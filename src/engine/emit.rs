@@ -881,7 +881,7 @@ impl Engine {
     /// End of input: every window is emitted as final, rolling windows and
     /// gauges as of the newest event.
     pub fn finish(&mut self) {
-        self.release_all_held();
+        self.end_of_input();
         self.close_until(i64::MAX);
         for set in 0..self.state.rolling.len() {
             self.emit_rolling(set, true);

@@ -150,11 +150,12 @@ impl Engine {
     /// Counts a held outlier like a new event (it may be held again if it
     /// is still far ahead); `outcome` indexes `Stats::outliers`.
     fn count_held(&mut self, bytes: &[u8], outcome: usize) {
-        let Some(m) = decode_held(bytes) else { return };
-        let Ok(e) = proto::to_event(&m) else { return };
-        let Ok(stage) = self.check_stages(&e) else {
-            return;
-        };
+        self.replay(bytes, |me, e, stage| {
+            me.count_held_event(bytes, e, stage, outcome)
+        });
+    }
+
+    fn count_held_event(&mut self, bytes: &[u8], e: &Event<'_>, stage: Option<u8>, outcome: usize) {
         if self.is_outlier(e.time) {
             // Still far ahead: held again, on its own.
             let run = self.state.waiting.run_id.wrapping_sub(1);
@@ -174,26 +175,36 @@ impl Engine {
             return;
         }
         self.state.stats.outliers[outcome] += 1;
-        self.admit(&e, stage);
+        self.admit(e, stage);
     }
 
-    /// End of input: the outliers still held count in their own windows,
-    /// without moving the clock; then every waiting event counts.
-    pub(super) fn release_all_held(&mut self) {
+    /// End of input (by [`Engine::finish`], or a source engine at the end
+    /// of its partition): the outliers still held count in their own
+    /// windows, without moving the clock; then every waiting event counts.
+    pub fn end_of_input(&mut self) {
         for h in std::mem::take(&mut self.state.waiting.outliers) {
-            let Some(m) = decode_held(&h.event) else {
-                continue;
-            };
-            let Ok(e) = proto::to_event(&m) else { continue };
-            let Ok(stage) = self.check_stages(&e) else {
-                continue;
-            };
-            self.state.stats.outliers[3] += 1;
-            if !self.apply_payload(&e, stage) {
-                self.state.stats.duplicates[DUP_TRANSITION] += 1;
-            }
+            self.replay(&h.event, |me, e, stage| {
+                me.state.stats.outliers[3] += 1;
+                me.apply_counting(e, stage);
+            });
         }
         self.flush_waiting(i64::MAX);
+    }
+
+    /// Decodes a held event and hands it, with its new stage, to `f`.
+    fn replay(&mut self, bytes: &[u8], f: impl FnOnce(&mut Engine, &Event<'_>, Option<u8>)) {
+        let m = match proto::decode_message(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "a held event does not decode: dropped");
+                return;
+            }
+        };
+        let Ok(e) = proto::to_event(&m) else { return };
+        let Ok(stage) = self.check_stages(&e) else {
+            return;
+        };
+        f(self, &e, stage);
     }
 
     /// Makes `e`, about entity `ent` that is not known, wait for it.
@@ -276,23 +287,12 @@ impl Engine {
     /// Counts a waiting event: with its entity's dimensions (`matched`)
     /// or, the entity not having come, as unknown.
     fn apply_waiting(&mut self, bytes: &[u8], matched: bool) {
-        let Some(m) = decode_held(bytes) else { return };
-        let Ok(e) = proto::to_event(&m) else { return };
-        let Ok(stage) = self.check_stages(&e) else {
-            return;
-        };
-        self.state.stats.waited[if matched { 1 } else { 2 }] += 1;
-        let was = std::mem::replace(&mut self.unmatched, !matched);
-        if !self.apply_payload(&e, stage) {
-            self.state.stats.duplicates[DUP_TRANSITION] += 1;
-        }
-        self.unmatched = was;
-    }
-
-    /// End of input without [`Engine::finish`] (a source engine at the
-    /// end of its partition): the held outliers and waiting events count.
-    pub fn end_of_input(&mut self) {
-        self.release_all_held();
+        self.replay(bytes, |me, e, stage| {
+            me.state.stats.waited[if matched { 1 } else { 2 }] += 1;
+            let was = std::mem::replace(&mut me.unmatched, !matched);
+            me.apply_counting(e, stage);
+            me.unmatched = was;
+        });
     }
 
     /// Events waiting for their entity, and outliers held.
@@ -301,15 +301,5 @@ impl Engine {
             self.state.waiting.facts.len(),
             self.state.waiting.outliers.len(),
         ]
-    }
-}
-
-fn decode_held(bytes: &[u8]) -> Option<crate::pb::Event> {
-    match proto::decode_message(bytes) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::error!(error = %e, "a held event does not decode: dropped");
-            None
-        }
     }
 }

@@ -424,10 +424,7 @@ impl Engine {
         if e.time > self.state.clock {
             self.end_outlier_run();
         }
-        let counted = self.apply_payload(e, stage);
-        if !counted {
-            self.state.stats.duplicates[DUP_TRANSITION] += 1;
-        }
+        let counted = self.apply_counting(e, stage);
         if e.time > self.state.max_time {
             self.state.max_time = e.time;
         }
@@ -439,6 +436,15 @@ impl Engine {
         } else {
             Outcome::Duplicate
         }
+    }
+
+    /// [`Engine::apply_payload`], counting a repeated transition.
+    fn apply_counting(&mut self, e: &Event<'_>, stage: Option<u8>) -> bool {
+        let counted = self.apply_payload(e, stage);
+        if !counted {
+            self.state.stats.duplicates[DUP_TRANSITION] += 1;
+        }
+        counted
     }
 
     /// `before`: the cutoff before the clock moved (windows ending after
