@@ -169,7 +169,12 @@ async fn main() {
         .unwrap();
     let sent = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
     let s2 = sent.clone();
-    let day = DEFAULT_START + 86_400_000 * 400;
+    // Live events are dated now (a date past the wall clock would be
+    // dead-lettered as `future`).
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let prod = tokio::spawn(async move {
         let start = Instant::now();
         for i in 0..total {
