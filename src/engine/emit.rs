@@ -483,7 +483,13 @@ impl Engine {
         let elapsed = if w.is_final {
             len
         } else {
-            ((self.state.max_time + 1 - w.start) as f64).clamp(1.0, len)
+            // (a merger can emit before any source has reported a time)
+            (self
+                .state
+                .max_time
+                .saturating_add(1)
+                .saturating_sub(w.start) as f64)
+                .clamp(1.0, len)
         };
         let prev = self.previous_month_revenue(w.start);
         let mut scopes: Vec<&Scope> = rolled.keys().collect();
