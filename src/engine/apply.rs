@@ -507,13 +507,23 @@ impl Engine {
     /// Whether `e`, about entity `id` of `kind` (0 lead, 1 deal, 2
     /// customer), waits for it: the entity is not known (see
     /// [`Engine::wait_for`]).
+    ///
+    /// Kind 3: a customer's order or survey, which also waits while the
+    /// customer is known only from a cancellation that did not find it
+    /// (its dimensions would depend on whether that cancellation was
+    /// counted before or after the order arrived).
     fn waits(&mut self, kind: u8, id: u128, e: &Event<'_>) -> bool {
         let known = match kind {
             0 => self.state.leads.contains_key(&id),
             1 => self.state.deals.contains_key(&id),
-            _ => self.state.customers.contains_key(&id),
+            2 => self.state.customers.contains_key(&id),
+            _ => self
+                .state
+                .customers
+                .get(&id)
+                .is_some_and(|c| c.acquired.is_some()),
         };
-        !known && self.wait_for((kind, id), e)
+        !known && self.wait_for((kind.min(2), id), e)
     }
 
     /// Applies one event to entity state and aggregates. Returns false
@@ -842,7 +852,12 @@ impl Engine {
                     ),
                     None => (Err(channel.unwrap_or("")), Err(segment.unwrap_or(""))),
                 };
-                let new = !self.state.customers.contains_key(&id);
+                // New, or known only from a cancellation: what waits for it counts now.
+                let new = self
+                    .state
+                    .customers
+                    .get(&id)
+                    .is_none_or(|c| c.acquired.is_none());
                 let channel = channel.unwrap_or_else(|v| self.dim(CHANNEL, Some(v)));
                 let segment = segment.unwrap_or_else(|v| self.dim(SEGMENT, Some(v)));
                 self.state.customers.insert(
@@ -964,7 +979,7 @@ impl Engine {
             }
             Payload::OrderPlaced(d) => {
                 let id = entity_key(&d.customer_id);
-                if self.waits(2, id, e) {
+                if self.waits(3, id, e) {
                     return true;
                 }
                 let key = match self.state.customers.get_mut(&id) {
@@ -987,7 +1002,7 @@ impl Engine {
             }
             Payload::SurveyAnswered(d) => {
                 let id = entity_key(&d.customer_id);
-                if self.waits(2, id, e) {
+                if self.waits(3, id, e) {
                     return true;
                 }
                 let key = match self.state.customers.get_mut(&id) {
