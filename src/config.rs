@@ -66,6 +66,7 @@ pub struct Config {
     pub input: InputConfig,
     pub output: OutputConfig,
     pub http: HttpConfig,
+    pub prometheus: PrometheusConfig,
     pub generator: GeneratorConfig,
     pub kafka: KafkaConfig,
     pub alerts: crate::alert::config::AlertsConfig,
@@ -357,6 +358,98 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// What `/metrics` exports of the KPIs. Every record still goes to the
+/// KPI topic, the JSON output and `/kpis`; this only bounds what
+/// Prometheus stores. See docs/prometheus.md for the series count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// KPIs exported (catalogue names); empty = every KPI.
+    pub kpis: Vec<String>,
+    /// Window kinds exported: any of the calendar windows computed
+    /// (`day` … `year`), the rolling ones (`rolling_7d`…) and `gauge`.
+    /// Unset: `day`, `month`, `quarter` (those computed) and `gauge`.
+    pub windows: Option<Vec<String>>,
+    /// Dimensions exported as breakdowns (each also needs to be in
+    /// `kpis.dimensions`). Unset: every dimension computed but `campaign`
+    /// and `competitor` (they have the most values and the fewest panels).
+    pub dimensions: Option<Vec<String>>,
+    /// `salespulse_kpi_sample_size` for `all` (only the series without a
+    /// dimension), `every` series, or `none`.
+    pub sample_sizes: SampleSizes,
+    /// Most KPI, sample-size and leaderboard series on `/metrics`; beyond
+    /// it new series are left out, counted in
+    /// `salespulse_prometheus_series_refused_total` and logged.
+    pub max_series: usize,
+}
+
+/// Which KPI series carry a `salespulse_kpi_sample_size` series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleSizes {
+    All,
+    Every,
+    None,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            kpis: Vec::new(),
+            windows: None,
+            dimensions: None,
+            sample_sizes: SampleSizes::All,
+            max_series: 20_000,
+        }
+    }
+}
+
+impl Config {
+    /// Window kinds this configuration emits: calendar, rolling, `gauge`.
+    pub fn window_kinds(&self) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .windows
+            .calendar
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        k.extend(
+            self.windows
+                .rolling
+                .iter()
+                .map(|d| crate::engine::rolling_name(d.ms())),
+        );
+        k.push("gauge".into());
+        k
+    }
+
+    /// Window kinds `/metrics` exports.
+    pub fn prometheus_windows(&self) -> Vec<String> {
+        match &self.prometheus.windows {
+            Some(w) => w.clone(),
+            None => self
+                .window_kinds()
+                .into_iter()
+                .filter(|k| ["day", "month", "quarter", "gauge"].contains(&k.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Dimensions `/metrics` exports.
+    pub fn prometheus_dimensions(&self) -> Vec<String> {
+        match &self.prometheus.dimensions {
+            Some(d) => d.clone(),
+            None => self
+                .kpis
+                .dimensions
+                .iter()
+                .filter(|d| *d != "campaign" && *d != "competitor")
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -1015,24 +1108,60 @@ impl Config {
                 fix: "use a positive duration, e.g. \"10s\"".into(),
             });
         }
-        let mut windows: Vec<String> = self
-            .windows
-            .calendar
-            .iter()
-            .map(|k| k.as_str().to_string())
-            .chain(
-                self.windows
-                    .rolling
-                    .iter()
-                    .map(|d| crate::engine::rolling_name(d.ms())),
-            )
-            .collect();
-        windows.push("gauge".into());
+        let windows = self.window_kinds();
+        self.validate_prometheus(&windows, &mut errs);
         self.alerts.validate(&windows, &mut errs);
         if errs.is_empty() {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+}
+
+impl Config {
+    fn validate_prometheus(&self, windows: &[String], errs: &mut Vec<ConfigError>) {
+        let p = &self.prometheus;
+        let mut err = |field: String, problem: String, fix: String| {
+            errs.push(ConfigError {
+                field,
+                problem,
+                fix,
+            })
+        };
+        for (i, k) in p.kpis.iter().enumerate() {
+            if !crate::kpi::CATALOGUE.iter().any(|d| d.name == k) {
+                err(
+                    format!("prometheus.kpis[{i}]"),
+                    format!("{k:?} is not a KPI"),
+                    "use names from docs/kpis.md (e.g. \"win_rate\"), or leave the list empty for every KPI".into(),
+                );
+            }
+        }
+        for (i, w) in p.windows.iter().flatten().enumerate() {
+            if !windows.contains(w) {
+                err(
+                    format!("prometheus.windows[{i}]"),
+                    format!("{w:?} is not a window this configuration computes"),
+                    format!("use any of {}", windows.join(", ")),
+                );
+            }
+        }
+        for (i, d) in p.dimensions.iter().flatten().enumerate() {
+            if !self.kpis.dimensions.contains(d) {
+                err(
+                    format!("prometheus.dimensions[{i}]"),
+                    format!("{d:?} is not a dimension computed (kpis.dimensions)"),
+                    format!("use any of {}", self.kpis.dimensions.join(", ")),
+                );
+            }
+        }
+        if p.max_series == 0 {
+            err(
+                "prometheus.max_series".into(),
+                "0 would export no KPI".into(),
+                "use a positive number, e.g. 20000 (docs/prometheus.md has the formula)".into(),
+            );
         }
     }
 }

@@ -5,24 +5,57 @@
 
 use crate::metrics::Metrics;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        m.render(),
-    )
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition, gzip-compressed when the client accepts it (Prometheus does).
+async fn metrics(State(m): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
+    let body = m.render();
+    let gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            let mut parts = e.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        });
+    if gzip {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 6),
+            flate2::Compression::fast(),
+        );
+        if z.write_all(body.as_bytes()).is_ok() {
+            if let Ok(zipped) = z.finish() {
+                return (
+                    [
+                        (header::CONTENT_TYPE, TEXT_FORMAT),
+                        (header::CONTENT_ENCODING, "gzip"),
+                    ],
+                    zipped,
+                )
+                    .into_response();
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
 }
 
 async fn kpis(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    let mut all: Vec<_> = m.table.iter().map(|e| e.value().clone()).collect();
+    let mut all = m.kpis.records();
     all.sort_by_key(|r| r.series_key());
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -1297,6 +1297,8 @@ impl Shared<'_> {
                 .is_empty();
         if !held {
             if merger.take().is_some() {
+                // Its KPI series are exported by the instance that has it now.
+                self.m.kpis.clear();
                 tracing::info!("the merger moved to another instance");
             }
             return Ok(());
@@ -1420,8 +1422,7 @@ impl Shared<'_> {
         let boards = engine.take_leaderboards();
         alerts.dispatch(engine.take_notifications());
         report.records += recs.len() as u64;
-        self.m.observe(&recs);
-        self.m.observe_leaderboards(&boards);
+        self.m.observe(&recs, &boards);
         let k = &self.cfg.kafka;
         let mut out: Vec<(&str, String, Vec<u8>)> = Vec::new();
         if !k.kpi_topic.is_empty() {

@@ -398,7 +398,7 @@ fn real_main(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     limit: events,
                 },
             };
-            let metrics = Arc::new(Metrics::new());
+            let metrics = Arc::new(Metrics::for_config(&cfg));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -348,8 +348,7 @@ impl Sinks {
         let boards = engine.take_leaderboards();
         alerts.dispatch(engine.take_notifications());
         report.records += recs.len() as u64;
-        m.observe(&recs);
-        m.observe_leaderboards(&boards);
+        m.observe(&recs, &boards);
         if let Some(o) = &mut self.output {
             for r in &recs {
                 serde_json::to_writer(&mut *o, r)?;
@@ -401,7 +400,7 @@ fn summary(m: &Metrics, e: &Engine, rate: f64) -> String {
         .current("revenue", "month")
         .map(|r| r.window.label.clone())
         .unwrap_or_default();
-    let pipeline = m.table.get("pipeline_value|gauge").and_then(|r| r.value);
+    let pipeline = m.current("pipeline_value", "gauge").and_then(|r| r.value);
     format!(
         "[{month}] leads {} conv {} | win {} revenue {} avg deal {} cycle p50 {} | pipeline {} | churn {} | quota≥100% {} | {:.0} ev/s, {} rejected",
         num(get("leads_created")),

@@ -2,11 +2,12 @@
 //! KPI values that `/metrics`, `/kpis` and the terminal summary read.
 //!
 //! The engine keeps plain counters; they are copied here once per batch,
-//! not per event. KPI gauges are named `salespulse_kpi_<kpi>` with labels
-//! `window` plus the dimensions (`rep`, `team`, `region`, `channel`,
-//! `product`, `campaign`, `variant`, `competitor`, `segment`; empty = all)
-//! and, for some, `stage`, `activity_kind` or `control`. No
-//! lead, deal or customer id is ever a label.
+//! not per event. KPI gauges (`salespulse_kpi_<kpi>`) are rendered by
+//! [`kpis::KpiView`]: one window per kind, labels `window`, `dimension`,
+//! that dimension's value and the KPI's own extra label. No lead, deal or
+//! customer id is ever a label.
+
+pub mod kpis;
 
 use crate::decode::RejectReason;
 use crate::engine::state::{
@@ -14,18 +15,14 @@ use crate::engine::state::{
 };
 use crate::engine::Engine;
 use crate::event::EventType;
-use crate::kpi::CATALOGUE;
 use crate::output::{KpiRecord, LeaderboardRecord};
-use dashmap::DashMap;
+use kpis::KpiView;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-/// Window start and label sets of one leaderboard as last shown.
-type Shown = (i64, Vec<[String; 4]>);
 
 pub struct Metrics {
     pub registry: Registry,
@@ -50,17 +47,11 @@ pub struct Metrics {
     dedup_entries: IntGauge,
     buckets: IntGauge,
     watermark: Gauge,
-    kpis: HashMap<&'static str, GaugeVec>,
-    sample: GaugeVec,
     folded: IntCounterVec,
-    leaderboard: GaugeVec,
-    /// Label sets of the leaderboard gauge by (board, window kind), with
-    /// the window start they show: replaced whole at each update.
-    boards: Mutex<HashMap<(String, String), Shown>>,
     /// Counters as last copied, to turn the engine's totals into increments.
     last: Mutex<HashMap<String, Stats>>,
-    /// Newest record of every series (KPI × window kind × dimensions).
-    pub table: DashMap<String, KpiRecord>,
+    /// The current KPI values and leaderboards (`/metrics`, `/kpis`).
+    pub kpis: KpiView,
     pub kafka: KafkaMetrics,
     pub alerts: AlertMetrics,
     pub checkpoint: CheckpointMetrics,
@@ -298,16 +289,32 @@ impl AlertMetrics {
     }
 }
 
-fn labels_for(extra: Option<&'static str>) -> Vec<&'static str> {
-    let mut l = vec!["window"];
-    l.extend(DIMS);
-    l.extend(extra);
-    l
-}
-
 impl Metrics {
+    /// Metrics exporting what the default configuration exports.
     pub fn new() -> Metrics {
+        Metrics::for_config(&crate::config::Config::default())
+    }
+
+    /// Metrics exporting the KPIs `[prometheus]` of `cfg` selects.
+    pub fn for_config(cfg: &crate::config::Config) -> Metrics {
         let r = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "salespulse_build_info",
+                "Always 1; the labels say which salespulse is running.",
+            ),
+            &["version", "rust_version"],
+        )
+        .expect("metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_RUST_VERSION")])
+            .set(1);
+        r.register(Box::new(build)).expect("register");
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("register");
         let counter_vec = |name: &str, help: &str, label: &str| {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("metric");
             r.register(Box::new(c.clone())).expect("register");
@@ -446,31 +453,6 @@ impl Metrics {
         )
         .expect("metric");
         r.register(Box::new(watermark.clone())).expect("register");
-        let mut kpis = HashMap::new();
-        for def in CATALOGUE {
-            let g = GaugeVec::new(
-                Opts::new(
-                    format!("salespulse_kpi_{}", def.name),
-                    format!("{} Unit: {}.", def.help, def.unit.as_str()),
-                ),
-                &labels_for(def.extra_label),
-            )
-            .expect("metric");
-            r.register(Box::new(g.clone())).expect("register");
-            kpis.insert(def.name, g);
-        }
-        let mut sl = vec!["kpi"];
-        sl.extend(labels_for(None));
-        sl.push("extra");
-        let sample = GaugeVec::new(
-            Opts::new(
-                "salespulse_kpi_sample_size",
-                "Sample size (denominator events) behind each KPI value.",
-            ),
-            &sl,
-        )
-        .expect("metric");
-        r.register(Box::new(sample.clone())).expect("register");
         let folded = counter_vec(
             "salespulse_series_folded_total",
             "Events whose dimension value was folded into \"other\" (kpis.max_series_per_dimension reached), by dimension.",
@@ -479,15 +461,6 @@ impl Metrics {
         for d in DIMS {
             folded.with_label_values(&[d]);
         }
-        let leaderboard = GaugeVec::new(
-            Opts::new(
-                "salespulse_leaderboard",
-                "Leaderboard entries: the value of the rep at `rank` (1 = best) on `board` (revenue, win_rate, activities).",
-            ),
-            &["board", "window", "rank", "rep"],
-        )
-        .expect("metric");
-        r.register(Box::new(leaderboard.clone())).expect("register");
         let kafka = KafkaMetrics::new(&r);
         let alerts = AlertMetrics::new(&r);
         let checkpoint = CheckpointMetrics::new(&r);
@@ -513,13 +486,9 @@ impl Metrics {
             dedup_entries,
             buckets,
             watermark,
-            kpis,
-            sample,
             folded,
-            leaderboard,
-            boards: Default::default(),
             last: Mutex::new(HashMap::new()),
-            table: DashMap::new(),
+            kpis: KpiView::new(kpis::Filter::from_config(cfg)),
             kafka,
             alerts,
             checkpoint,
@@ -631,75 +600,10 @@ impl Metrics {
         }
     }
 
-    /// Updates the KPI table and gauges with newly emitted records; a record
-    /// of an older window never replaces one of a newer window.
-    pub fn observe(&self, records: &[KpiRecord]) {
-        for r in records {
-            let key = r.series_key();
-            let newer = match self.table.get(&key) {
-                Some(old) => old.window.start_ms <= r.window.start_ms,
-                None => true,
-            };
-            if !newer {
-                continue;
-            }
-            let Some(g) = self.kpis.get(&*r.kpi) else {
-                continue;
-            };
-            let def = CATALOGUE
-                .iter()
-                .find(|d| d.name == r.kpi)
-                .expect("catalogue kpi");
-            let mut values: Vec<&str> = vec![r.window.kind.as_str()];
-            for dim in DIMS {
-                values.push(r.dimensions.get(dim).map_or("", String::as_str));
-            }
-            if let Some(extra) = def.extra_label {
-                values.push(r.dimensions.get(extra).map_or("", String::as_str));
-            }
-            g.with_label_values(&values)
-                .set(r.value.unwrap_or(f64::NAN));
-            let mut sv = vec![&*r.kpi];
-            sv.extend(&values[..1 + DIMS.len()]);
-            sv.push(
-                def.extra_label
-                    .and_then(|x| r.dimensions.get(x))
-                    .map_or("", String::as_str),
-            );
-            self.sample.with_label_values(&sv).set(r.sample_size as f64);
-            self.table.insert(key, r.clone());
-        }
-    }
-
-    /// Shows the newest leaderboards; entries of a board's previous
-    /// ranking that are gone are removed.
-    pub fn observe_leaderboards(&self, boards: &[LeaderboardRecord]) {
-        let mut shown = self.boards.lock().expect("metrics lock");
-        for b in boards {
-            let key = (b.board.to_string(), b.window.kind.clone());
-            if let Some((start, old)) = shown.get(&key) {
-                if *start > b.window.start_ms {
-                    continue;
-                }
-                for l in old {
-                    let l: Vec<&str> = l.iter().map(String::as_str).collect();
-                    let _ = self.leaderboard.remove_label_values(&l);
-                }
-            }
-            let mut labels = Vec::new();
-            for e in &b.entries {
-                let l = [
-                    b.board.to_string(),
-                    b.window.kind.clone(),
-                    e.rank.to_string(),
-                    e.rep.clone(),
-                ];
-                let lr: Vec<&str> = l.iter().map(String::as_str).collect();
-                self.leaderboard.with_label_values(&lr).set(e.value);
-                labels.push(l);
-            }
-            shown.insert(key, (b.window.start_ms, labels));
-        }
+    /// Takes the records and leaderboards of one engine step (see
+    /// [`KpiView::observe`]).
+    pub fn observe(&self, records: &[KpiRecord], boards: &[LeaderboardRecord]) {
+        self.kpis.observe(records, boards);
     }
 
     /// The text exposition of every metric.
@@ -708,14 +612,14 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding");
-        String::from_utf8(buf).expect("utf-8 exposition")
+        let mut out = String::from_utf8(buf).expect("utf-8 exposition");
+        self.kpis.render(&mut out);
+        out
     }
 
-    /// Current value of a KPI for "all" in a window kind, from the table.
+    /// Current value of a KPI for "all" in a window kind.
     pub fn current(&self, kpi: &str, window: &str) -> Option<KpiRecord> {
-        self.table
-            .get(&format!("{kpi}|{window}"))
-            .map(|r| r.clone())
+        self.kpis.current(kpi, window)
     }
 }
 
