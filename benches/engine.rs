@@ -183,5 +183,67 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `/metrics` with `n` KPI series (every KPI of the catalogue in the
+/// month window, for "all" and for reps): the text the scrape gets, and
+/// its gzip.
+fn render(c: &mut Criterion) {
+    use salespulse::output::{KpiRecord, WindowInfo};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let mut g = c.benchmark_group("prometheus_render");
+    for n in [10_000usize, 100_000] {
+        let mut cfg = Config::default();
+        cfg.prometheus.max_series = 1_000_000;
+        let m = salespulse::metrics::Metrics::for_config(&cfg);
+        let window = Arc::new(WindowInfo {
+            kind: "month".into(),
+            start: "2026-11-01T00:00:00Z".into(),
+            end: "2026-12-01T00:00:00Z".into(),
+            label: "2026-11".into(),
+            start_ms: 1_793_491_200_000,
+        });
+        let kpis = salespulse::kpi::CATALOGUE;
+        let per_kpi = n / kpis.len();
+        let mut records = Vec::with_capacity(n);
+        for def in kpis {
+            for i in 0..per_kpi {
+                let mut dims = BTreeMap::new();
+                if i > 0 {
+                    dims.insert("rep".to_string(), format!("Rep number {i}"));
+                }
+                records.push(KpiRecord {
+                    kpi: def.name.into(),
+                    unit: def.unit.as_str().into(),
+                    window: window.clone(),
+                    dimensions: Arc::new(dims),
+                    value: Some(i as f64 * 1.37),
+                    numerator: None,
+                    denominator: None,
+                    sample_size: i as u64,
+                    is_final: false,
+                    revision: 1,
+                });
+            }
+        }
+        m.observe(&records, &[]);
+        let shown = m.kpis.series().0;
+        assert!(shown >= n * 9 / 10, "{shown} series shown");
+        g.throughput(Throughput::Elements(shown as u64));
+        g.bench_function(format!("text_{}k_series", n / 1000), |b| {
+            b.iter(|| black_box(m.render()))
+        });
+        g.bench_function(format!("text_gzip_{}k_series", n / 1000), |b| {
+            b.iter(|| {
+                use std::io::Write;
+                let text = m.render();
+                let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                z.write_all(text.as_bytes()).unwrap();
+                black_box(z.finish().unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, render);
 criterion_main!(benches);
