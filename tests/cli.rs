@@ -223,6 +223,26 @@ fn check_config_names_the_field_and_the_fix() {
         "{err}"
     );
 
+    // [prometheus]: names that are not a KPI, a window computed, a dimension
+    std::fs::write(
+        d.path().join("prom.toml"),
+        "[windows]\ncalendar = [\"day\", \"month\"]\n[prometheus]\nkpis = [\"win_rat\"]\nwindows = [\"quarter\"]\ndimensions = [\"planet\"]\nmax_series = 0\n",
+    )
+    .unwrap();
+    let out = sp(&["check-config", "prom.toml"], d.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "prometheus.kpis[0]",
+        "\"win_rat\" is not a KPI",
+        "prometheus.windows[0]",
+        "use any of day, month, rolling_24h",
+        "prometheus.dimensions[0]",
+        "prometheus.max_series",
+    ] {
+        assert!(err.contains(want), "{want} not in {err}");
+    }
+
     std::fs::write(d.path().join("typo.toml"), "[time]\nzones = \"UTC\"\n").unwrap();
     let out = sp(&["check-config", "typo.toml"], d.path());
     assert_eq!(out.status.code(), Some(1));
