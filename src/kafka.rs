@@ -1286,15 +1286,18 @@ impl Shared<'_> {
         let recent = merger
             .as_ref()
             .is_some_and(|m| m.last_message.elapsed() < Duration::from_secs(5));
-        let held = got_message
-            || recent
-            || !self
-                .merge_consumer
-                .context()
-                .assigned
-                .lock()
-                .expect("assignment lock")
-                .is_empty();
+        let assigned = !self
+            .merge_consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assignment lock")
+            .is_empty();
+        // `/metrics` shows the KPIs only while the partition is assigned:
+        // a revoked merger kept a few seconds (`recent`) shows nothing,
+        // so the next owner never exports a series at the same time.
+        self.m.kpis.show(assigned);
+        let held = got_message || recent || assigned;
         if !held {
             if merger.take().is_some() {
                 // Its KPI series are exported by the instance that has it now.

@@ -2,9 +2,11 @@
 //! scripts/install-tansu.sh, started here on a free port): the binary
 //! consumes the Maven CRM replay and a generated stream from 3-partition
 //! topics, the final KPI records on the KPI topic equal file mode's, bad
-//! events are in the dead-letter topic with their reason, and two
+//! events are in the dead-letter topic with their reason, two
 //! consumers in one group split the partitions and together give the
-//! same result.
+//! same result, and only the instance running the merger exports KPI
+//! series to Prometheus (each series once across instances, with the
+//! single-run value, through merger moves).
 
 mod common;
 #[path = "common/kafka.rs"]
@@ -20,6 +22,7 @@ use salespulse::engine::Engine;
 use salespulse::event::Event;
 use salespulse::generator::{GenConfig, Generator};
 use salespulse::output::KpiRecord;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tansu_util::*;
@@ -467,4 +470,200 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
         "{log}"
     );
     assert_kafka_finals_equal_file_mode(&bs, "bad.kpis2", &cfg, &evs);
+}
+
+/// KPI series of an instance's `/metrics`: series (name and labels) → value.
+fn kpi_series(run: &Run) -> Option<BTreeMap<String, f64>> {
+    let text = http_get(&run.addr()?, "/metrics")?;
+    Some(
+        parse(&text)
+            .into_iter()
+            .filter(|(n, _, _)| is_kpi_series(n))
+            .map(|(n, l, v)| (format!("{n}{l:?}"), v))
+            .collect(),
+    )
+}
+
+/// The union of the instances' KPI series; panics if one series is
+/// exported by two instances.
+fn union_of(runs: &[&Run]) -> BTreeMap<String, f64> {
+    let mut all = BTreeMap::new();
+    for r in runs {
+        for (k, v) in kpi_series(r).unwrap_or_default() {
+            assert!(
+                all.insert(k.clone(), v).is_none(),
+                "{k} exported by two instances"
+            );
+        }
+    }
+    all
+}
+
+fn same_values(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| {
+            b.get(k)
+                .is_some_and(|w| (v - w).abs() <= 1e-9 * v.abs().max(1.0))
+        })
+}
+
+/// Scale-out and Prometheus: two instances share the input partitions;
+/// only the one running the merger exports KPI series. At every scrape
+/// the union of both instances' series has each series once, and it
+/// converges to what one engine over every event shows; when the merger
+/// moves (its instance stopped, then back), the new owner shows the same
+/// and the old one has dropped its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_export_each_kpi_series_once_with_the_single_run_value() {
+    let broker = Tansu::start();
+    let bs = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    for (t, p) in [("prom.events", 3), ("prom.kpis", 1), ("recovery.dlq", 1)] {
+        broker.topic(t, p);
+    }
+    let evs = generated(20_000, 41);
+    produce(&bs, "prom.events", &keyed(&evs)).await;
+    // The range assignor gives the partials topic's one partition to the
+    // member whose id sorts first; tansu's member ids start with the
+    // client id: the instance restarted last ("a-…") takes the merger.
+    let (cfg_path, cfg) = recovery_config(
+        tmp.path(),
+        "[kafka.properties]\n\"client.id\" = \"z-salespulse\"\n",
+    );
+    let client = |id: &str| {
+        write_config(
+            tmp.path(),
+            &format!("{id}.toml"),
+            &std::fs::read_to_string(&cfg_path)
+                .unwrap()
+                .replace("z-salespulse", id),
+        )
+    };
+    let (first_path, late_path) = (client("m-salespulse"), client("a-salespulse"));
+    // One engine over every event, as /metrics shows it.
+    let want = {
+        let m = salespulse::metrics::Metrics::for_config(&cfg);
+        let mut e = Engine::from_config(&cfg);
+        for ev in &evs {
+            e.process_json(cej::encode(ev).as_bytes()).unwrap();
+        }
+        e.emit_updates();
+        m.observe(&e.take_records(), &e.take_leaderboards());
+        parse(&m.render())
+            .into_iter()
+            .filter(|(n, _, _)| is_kpi_series(n))
+            .map(|(n, l, v)| (format!("{n}{l:?}"), v))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert!(want.len() > 500, "{} series", want.len());
+    let start_with = |cfg_path: &Path| {
+        salespulse(
+            cfg_path,
+            &[
+                "--brokers",
+                &bs,
+                "--input-topic",
+                "prom.events",
+                "--kpi-topic",
+                "prom.kpis",
+                "--dlq-topic",
+                "recovery.dlq",
+                "--group-id",
+                "prom",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )
+    };
+    let start = || start_with(&cfg_path);
+    // Polls until the union equals `want`, checking every scrape; the
+    // index of the instance that exports.
+    async fn converge(runs: &[&Run], want: &BTreeMap<String, f64>) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let got = union_of(runs);
+            if same_values(&got, want) {
+                return runs
+                    .iter()
+                    .position(|r| !kpi_series(r).unwrap_or_default().is_empty())
+                    .unwrap();
+            }
+            if Instant::now() > deadline {
+                let missing: Vec<_> = want
+                    .keys()
+                    .filter(|k| !got.contains_key(*k))
+                    .take(5)
+                    .collect();
+                let wrong: Vec<_> = got
+                    .iter()
+                    .filter(|(k, v)| {
+                        want.get(*k)
+                            .is_none_or(|w| (*v - w).abs() > 1e-9 * w.abs().max(1.0))
+                    })
+                    .take(5)
+                    .collect();
+                panic!(
+                    "{} series, want {}; missing {missing:?}; extra or different {wrong:?}\n{}",
+                    got.len(),
+                    want.len(),
+                    runs.iter()
+                        .map(|r| r.log.lock().unwrap().clone())
+                        .collect::<Vec<_>>()
+                        .join("\n-----\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    // a alone, then b joins (its member id sorts after a's: the merger
+    // stays with a while the input partitions are split).
+    let a = start_with(&first_path);
+    assert_eq!(converge(&[&a], &want).await, 0);
+    let b = start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b
+        .metric("salespulse_kafka_assigned_partitions")
+        .is_none_or(|n| n < 1.0)
+    {
+        assert!(Instant::now() < deadline, "b got no partition");
+        union_of(&[&a, &b]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(converge(&[&a, &b], &want).await, 0);
+    // a stops; b takes the merger and shows the same.
+    a.stop(Duration::from_secs(60));
+    let other = b;
+    converge(&[&other], &want).await;
+    // A new instance whose member id sorts first joins: the merger moves
+    // to it while `other` lives on; `other` drops its series (the union
+    // would have them twice), and the new owner shows the same values.
+    let back = start_with(&late_path);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !back
+        .log
+        .lock()
+        .unwrap()
+        .contains("this instance runs the merger")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the merger did not move to the new instance:\n{}",
+            back.log.lock().unwrap()
+        );
+        union_of(&[&other, &back]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Until the new merger has published, the old one may still show the
+    // values (never both: union_of checks).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kpi_series(&back).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "the new merger exports nothing");
+        union_of(&[&other, &back]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = converge(&[&other, &back], &want).await;
+    assert_eq!(now, 1, "the merger moved to the new instance");
+    assert!(kpi_series(&other).unwrap().is_empty());
+    other.stop(Duration::from_secs(60));
+    back.stop(Duration::from_secs(60));
 }

@@ -10,7 +10,7 @@
 //! Prometheus scraping the live demo.
 
 mod common;
-use common::{free_port, http_get};
+use common::{free_port, http_get, is_kpi_series, parse, Sample};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -40,55 +40,6 @@ fn rules_pass_promtool_check_and_unit_tests() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// One sample of a text exposition: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// Parses a text exposition (as Prometheus does, for what salespulse writes).
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').expect("value");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.strip_suffix('}').expect("}")),
-            None => (series, ""),
-        };
-        let mut l = BTreeMap::new();
-        let mut rest = labels;
-        while !rest.is_empty() {
-            let (k, after) = rest.split_once("=\"").expect("label");
-            let mut v = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next().expect("closing quote") {
-                    (_, '\\') => match chars.next().expect("escape").1 {
-                        'n' => v.push('\n'),
-                        c => v.push(c),
-                    },
-                    (i, '"') => break i,
-                    (_, c) => v.push(c),
-                }
-            };
-            assert!(
-                l.insert(k.to_string(), v).is_none(),
-                "label {k} twice: {line}"
-            );
-            rest = after[end + 1..].trim_start_matches(',');
-        }
-        out.push((name.to_string(), l, value));
-    }
-    out
-}
-
-/// A KPI, sample-size or leaderboard series (what `prometheus.max_series` bounds).
-fn is_kpi_series(name: &str) -> bool {
-    (name.starts_with("salespulse_kpi_") && name != "salespulse_kpi_records_total")
-        || name.starts_with("salespulse_leaderboard")
 }
 
 /// Checks one scrape: no series twice; every label set has only the

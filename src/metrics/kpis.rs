@@ -21,6 +21,7 @@ use crate::output::{KpiRecord, LeaderboardRecord, WindowInfo};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,9 @@ struct Board {
 pub struct KpiView {
     filter: Filter,
     board: Mutex<Board>,
+    /// Whether `/metrics` shows the KPI series (Kafka mode: only while
+    /// this instance is assigned the merger's partition).
+    shown: AtomicBool,
 }
 
 fn end_ms(w: &WindowInfo) -> i64 {
@@ -131,6 +135,7 @@ impl KpiView {
         KpiView {
             filter,
             board: Mutex::default(),
+            shown: AtomicBool::new(true),
         }
     }
 
@@ -262,6 +267,13 @@ impl KpiView {
         kind.boards.insert(l.board.clone(), (l.clone(), cost));
     }
 
+    /// Shows or hides the KPI series on `/metrics` (values are still
+    /// taken): hidden the moment an instance's merger partition is
+    /// revoked, before the merger itself is dropped.
+    pub fn show(&self, on: bool) {
+        self.shown.store(on, Ordering::Relaxed);
+    }
+
     /// Forgets every value (an instance that no longer runs the merger).
     pub fn clear(&self) {
         *self.board.lock().expect("kpi view lock") = Board::default();
@@ -311,7 +323,9 @@ impl KpiView {
     /// bounds, the leaderboards and the exporter's own series.
     pub fn render(&self, out: &mut String) {
         let b = self.board.lock().expect("kpi view lock");
-        let kinds: Vec<(&String, &Kind)> = b.kinds.iter().filter(|(_, k)| k.shown).collect();
+        let shown = self.shown.load(Ordering::Relaxed);
+        let kinds: Vec<(&String, &Kind)> =
+            b.kinds.iter().filter(|(_, k)| k.shown && shown).collect();
         for def in CATALOGUE {
             let mut header = false;
             for (_, k) in &kinds {
@@ -413,7 +427,11 @@ impl KpiView {
             "salespulse_prometheus_series",
             "KPI, sample-size and leaderboard series on /metrics now (bounded by prometheus.max_series).",
         );
-        let _ = writeln!(out, "salespulse_prometheus_series {}", b.series);
+        let _ = writeln!(
+            out,
+            "salespulse_prometheus_series {}",
+            if shown { b.series } else { 0 }
+        );
         out.push_str("# HELP salespulse_prometheus_series_refused_total Series left out of /metrics because prometheus.max_series was reached, counted at each update.\n# TYPE salespulse_prometheus_series_refused_total counter\n");
         let _ = writeln!(
             out,
