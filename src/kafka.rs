@@ -687,7 +687,43 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
     Ok(())
 }
 
-/// Partition counts of `topics`.
+/// Partition counts of the input topics, once they all exist: the
+/// changelog is sized from them, so salespulse waits for a missing one
+/// (created by an init job, or by the producer) instead of guessing.
+async fn input_partitions(
+    base: &ClientConfig,
+    topics: &[String],
+) -> anyhow::Result<Vec<(String, i32)>> {
+    let t0 = Instant::now();
+    let mut warned: Option<Instant> = None;
+    loop {
+        let counts = {
+            let (b, t) = (base.clone(), topics.to_vec());
+            tokio::task::spawn_blocking(move || partition_counts(&b, &t)).await??
+        };
+        let missing: Vec<&str> = counts
+            .iter()
+            .filter(|(_, n)| *n == 0)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        if missing.is_empty() {
+            if warned.is_some() {
+                tracing::info!(waited_s = t0.elapsed().as_secs(), "the input topics exist");
+            }
+            return Ok(counts);
+        }
+        if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
+            tracing::warn!(
+                topics = ?missing,
+                "input topic does not exist yet: waiting for it (create it with its partition count; the changelog gets as many partitions)"
+            );
+            warned = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Partition counts of `topics` (0 for a topic that does not exist).
 fn partition_counts(base: &ClientConfig, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
     let c: rdkafka::consumer::BaseConsumer = base.create()?;
     let mut out = Vec::new();
@@ -858,10 +894,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let m = opts.metrics.clone();
     tracing::info!(kafka = ?k, "starting the Kafka pipeline");
     let base = client_config(cfg);
-    let counts = {
-        let (b, t) = (base.clone(), k.input_topics.clone());
-        tokio::task::spawn_blocking(move || partition_counts(&b, &t)).await??
-    };
+    let counts = input_partitions(&base, &k.input_topics).await?;
     let max_parts = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
     ensure_internal_topics(cfg, max_parts).await?;
     let changelog_parts = {

@@ -667,3 +667,68 @@ async fn two_instances_export_each_kpi_series_once_with_the_single_run_value() {
     other.stop(Duration::from_secs(60));
     back.stop(Duration::from_secs(60));
 }
+
+/// Partitions of a topic (0 if it does not exist).
+fn partitions_of(bootstrap: &str, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics().first().map_or(0, |t| t.partitions().len())
+}
+
+/// Started before its input topic exists (compose and Kubernetes start
+/// things in any order), salespulse waits for it, says so, and sizes its
+/// changelog from it once it is there — not 1 partition by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_changelog_waits_for_the_input_topic_and_gets_its_partitions() {
+    let broker = Tansu::start();
+    let bs = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    broker.topic("recovery.dlq", 1);
+    let (cfg_path, _) = recovery_config(tmp.path(), "");
+    let run = salespulse(
+        &cfg_path,
+        &[
+            "--brokers",
+            &bs,
+            "--input-topic",
+            "later.events",
+            "--dlq-topic",
+            "recovery.dlq",
+            "--group-id",
+            "later",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run
+        .log
+        .lock()
+        .unwrap()
+        .contains("input topic does not exist yet")
+    {
+        assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(partitions_of(&bs, "later.changelog"), 0, "no changelog yet");
+    broker.topic("later.events", 4);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.log.lock().unwrap().contains("the input topics exist") {
+        assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions_of(&bs, "later.changelog") == 0 {
+        assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(partitions_of(&bs, "later.changelog"), 4);
+    run.stop(Duration::from_secs(60));
+}
