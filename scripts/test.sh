@@ -9,7 +9,10 @@
 #   the bundled librdkafka, and Prometheus (server + promtool) for the
 #   rules and scrape tests (Debian packages, installed when missing);
 # - tansu, the Kafka-compatible broker the end-to-end tests start
-#   (scripts/install-tansu.sh, from crates.io, once).
+#   (scripts/install-tansu.sh, from crates.io, once);
+# - kubernetes-validate for the Kubernetes manifests
+#   (scripts/install-validators.sh, from PyPI into a virtualenv, once);
+#   python3 also runs the Grafana dashboard generator.
 # The HTTP listeners and librdkafka's mock cluster are started by the
 # tests themselves.
 set -euo pipefail
@@ -20,5 +23,6 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 ./scripts/install-deps.sh
 ./scripts/install-tansu.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+validators="$(./scripts/install-validators.sh)"
+export PATH="$HOME/.cargo/bin:$validators:$PATH"
 cargo test --locked "$@"

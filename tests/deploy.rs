@@ -89,6 +89,81 @@ fn compose_stack_refers_only_to_what_exists() {
                 .exists());
         }
     }
+    // Kafka advertises a listener for the host too, published there.
+    let kafka_env = &doc["services"]["kafka"]["environment"];
+    let advertised = s(&kafka_env["KAFKA_ADVERTISED_LISTENERS"]);
+    let host = advertised
+        .split(',')
+        .find_map(|l| l.strip_prefix("HOST://localhost:"))
+        .expect("a listener advertised as localhost for the host");
+    assert!(
+        ports["kafka"].contains(&host.parse().unwrap()),
+        "{host} not published"
+    );
+    assert!(s(&kafka_env["KAFKA_LISTENERS"]).contains(&format!("HOST://:{host}")));
+    // Topics come from kafka-init, with their partitions; nothing is auto-created.
+    assert_eq!(s(&kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]), "false");
+    let init = doc["services"]["kafka-init"]["command"][0]
+        .as_str()
+        .unwrap();
+    let topics: BTreeMap<String, (u32, String)> = init
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("t "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (
+                w[0].to_string(),
+                (w[1].parse().unwrap(), w.get(2).unwrap_or(&"").to_string()),
+            )
+        })
+        .collect();
+    let sp_cfg = salespulse::config::Config::from_toml(
+        &std::fs::read_to_string(deploy.join("salespulse.toml")).unwrap(),
+    )
+    .unwrap();
+    let k = &sp_cfg.kafka;
+    let input = topics
+        .get(&k.input_topics[0])
+        .unwrap_or_else(|| panic!("kafka-init does not create {}", k.input_topics[0]))
+        .0;
+    for t in [
+        &k.kpi_topic,
+        &k.alert_topic,
+        &k.leaderboard_topic,
+        &k.dlq_topic,
+    ] {
+        assert!(topics.contains_key(t), "kafka-init does not create {t}");
+    }
+    assert_eq!(topics[&k.partials()].0, 1, "partials: one partition");
+    assert_eq!(
+        topics[&k.changelog()],
+        (input, "cleanup.policy=compact".to_string()),
+        "changelog: as many partitions as the input, compacted"
+    );
+    let generated_to = doc["services"]["generator"]["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(s)
+        .skip_while(|a| a != "--topic")
+        .nth(1)
+        .unwrap();
+    assert!(topics.contains_key(&generated_to));
+    for svc in ["salespulse", "generator"] {
+        assert_eq!(
+            s(&doc["services"][svc]["depends_on"]["kafka-init"]["condition"]),
+            "service_completed_successfully",
+            "{svc} starts once the topics exist"
+        );
+    }
+    for (name, svc) in services {
+        let want = if s(name) == "kafka-init" {
+            "on-failure"
+        } else {
+            "unless-stopped"
+        };
+        assert_eq!(s(&svc["restart"]), want, "restart policy of {}", s(name));
+    }
     // salespulse reaches Kafka where Kafka advertises itself
     let sp = &doc["services"]["salespulse"];
     let brokers = s(&sp["environment"]["SALESPULSE_KAFKA__BROKERS"]);
@@ -178,6 +253,17 @@ fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
     let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     let froms = text.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(froms >= 2, "multi-stage");
+    // Pinned base images, and the dependencies cached across code changes.
+    for from in text.lines().filter(|l| l.starts_with("FROM ")) {
+        let image = from.split_whitespace().nth(1).unwrap();
+        let tag = image.split(':').nth(1).unwrap_or("");
+        assert!(
+            tag.chars().filter(|c| c.is_ascii_digit()).count() >= 4,
+            "{image}: pin a dated or full version tag"
+        );
+    }
+    assert!(text.contains("--mount=type=cache,target=/usr/local/cargo/registry"));
+    assert!(text.contains("--mount=type=cache,target=/src/target"));
     let user = text
         .lines()
         .rfind(|l| l.starts_with("USER "))
@@ -232,6 +318,36 @@ fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
     assert!(!down.success(), "healthcheck passes with nothing listening");
 }
 
+/// The Kubernetes API's own schemas (kubernetes-validate, installed by
+/// scripts/install-validators.sh): every core resource passes strict
+/// validation; the Prometheus Operator's kinds have no schema there.
+#[test]
+fn kubernetes_manifests_pass_kubernetes_validate() {
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(root().join("deploy/k8s/salespulse.yaml"))
+        .output()
+        .expect("kubernetes-validate (./scripts/install-validators.sh installs it; scripts/test.sh puts it on PATH)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for kind in ["configmap", "statefulset", "service", "poddisruptionbudget"] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}/")),
+            "{text}"
+        );
+    }
+    for l in text.lines().filter(|l| !l.starts_with("INFO")) {
+        assert!(
+            l.contains("ServiceMonitor") || l.contains("PrometheusRule"),
+            "{l}"
+        );
+    }
+}
+
 #[test]
 fn kubernetes_manifests_are_consistent() {
     let docs = yaml(&root().join("deploy/k8s/salespulse.yaml"));
@@ -251,6 +367,7 @@ fn kubernetes_manifests_are_consistent() {
         "Service",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "PrometheusRule",
     ] {
         assert!(by_kind.contains_key(k), "no {k}");
     }
@@ -266,6 +383,47 @@ fn kubernetes_manifests_are_consistent() {
     assert_eq!(
         by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
         *labels
+    );
+    // Pod Security Standard "restricted"
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        s(&pod["securityContext"]["seccompProfile"]["type"]),
+        "RuntimeDefault"
+    );
+    for c in pod["containers"].as_vec().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+        assert_eq!(s(&sc["capabilities"]["drop"][0]), "ALL");
+    }
+    // kube-prometheus-stack's default selectors pick the ServiceMonitor and rules up
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert_eq!(
+            s(&by_kind[kind]["metadata"]["labels"]["release"]),
+            "kube-prometheus-stack",
+            "{kind}"
+        );
+    }
+    // The PrometheusRule holds the rules of deploy/prometheus, and promtool accepts them.
+    let rules = &yaml(&root().join("deploy/prometheus/salespulse.rules.yml"))[0];
+    assert_eq!(by_kind["PrometheusRule"]["spec"], *rules);
+    let mut text = String::new();
+    yaml_rust2::YamlEmitter::new(&mut text)
+        .dump(&by_kind["PrometheusRule"]["spec"])
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("rules.yml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian package prometheus; ./scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     // each pod's name is its static group membership id
     let env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
