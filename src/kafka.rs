@@ -693,7 +693,8 @@ async fn ensure_internal_topics(cfg: &Config, input_partitions: i32) -> anyhow::
 async fn input_partitions(
     base: &ClientConfig,
     topics: &[String],
-) -> anyhow::Result<Vec<(String, i32)>> {
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<Option<Vec<(String, i32)>>> {
     let t0 = Instant::now();
     let mut warned: Option<Instant> = None;
     loop {
@@ -710,7 +711,7 @@ async fn input_partitions(
             if warned.is_some() {
                 tracing::info!(waited_s = t0.elapsed().as_secs(), "the input topics exist");
             }
-            return Ok(counts);
+            return Ok(Some(counts));
         }
         if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
             tracing::warn!(
@@ -719,7 +720,10 @@ async fn input_partitions(
             );
             warned = Some(Instant::now());
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = shutdown.as_mut() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -894,7 +898,13 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let m = opts.metrics.clone();
     tracing::info!(kafka = ?k, "starting the Kafka pipeline");
     let base = client_config(cfg);
-    let counts = input_partitions(&base, &k.input_topics).await?;
+    // Registered now: a SIGTERM while waiting for topics or restoring counts.
+    let shutdown = crate::pipeline::shutdown_signal();
+    tokio::pin!(shutdown);
+    let Some(counts) = input_partitions(&base, &k.input_topics, &mut shutdown).await? else {
+        tracing::info!("stopped before the input topics existed");
+        return Ok(RunReport::default());
+    };
     let max_parts = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
     ensure_internal_topics(cfg, max_parts).await?;
     let changelog_parts = {
@@ -956,8 +966,6 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     // a batch (see `SeekBack`) from one with nothing to read.
     let every = Duration::from_millis(if opts.to_end { 250 } else { 2_000 });
     let ends_task = watch_ends(consumer.clone(), ends.clone(), every);
-    let shutdown = crate::pipeline::shutdown_signal();
-    tokio::pin!(shutdown);
     let mut t_batch = Instant::now();
     let mut last_message = Instant::now();
     let mut at_end_since: Option<Instant> = None;

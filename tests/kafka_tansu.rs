@@ -507,6 +507,62 @@ fn same_values(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
         })
 }
 
+/// The KPI series `/metrics` shows after one engine over every event.
+fn single_run_series(cfg: &Config, evs: &[Event<'_>]) -> BTreeMap<String, f64> {
+    let m = salespulse::metrics::Metrics::for_config(cfg);
+    let mut e = Engine::from_config(cfg);
+    for ev in evs {
+        e.process_json(cej::encode(ev).as_bytes()).unwrap();
+    }
+    e.emit_updates();
+    m.observe(&e.take_records(), &e.take_leaderboards());
+    parse(&m.render())
+        .into_iter()
+        .filter(|(n, _, _)| is_kpi_series(n))
+        .map(|(n, l, v)| (format!("{n}{l:?}"), v))
+        .collect()
+}
+
+// Polls until the union equals `want`, checking every scrape; the
+// index of the instance that exports.
+async fn converge(runs: &[&Run], want: &BTreeMap<String, f64>) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = union_of(runs);
+        if same_values(&got, want) {
+            return runs
+                .iter()
+                .position(|r| !kpi_series(r).unwrap_or_default().is_empty())
+                .unwrap();
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(5)
+                .collect();
+            let wrong: Vec<_> = got
+                .iter()
+                .filter(|(k, v)| {
+                    want.get(*k)
+                        .is_none_or(|w| (*v - w).abs() > 1e-9 * w.abs().max(1.0))
+                })
+                .take(5)
+                .collect();
+            panic!(
+                "{} series, want {}; missing {missing:?}; extra or different {wrong:?}\n{}",
+                got.len(),
+                want.len(),
+                runs.iter()
+                    .map(|r| r.log.lock().unwrap().clone())
+                    .collect::<Vec<_>>()
+                    .join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Scale-out and Prometheus: two instances share the input partitions;
 /// only the one running the merger exports KPI series. At every scrape
 /// the union of both instances' series has each series once, and it
@@ -540,21 +596,7 @@ async fn two_instances_export_each_kpi_series_once_with_the_single_run_value() {
         )
     };
     let (first_path, late_path) = (client("m-salespulse"), client("a-salespulse"));
-    // One engine over every event, as /metrics shows it.
-    let want = {
-        let m = salespulse::metrics::Metrics::for_config(&cfg);
-        let mut e = Engine::from_config(&cfg);
-        for ev in &evs {
-            e.process_json(cej::encode(ev).as_bytes()).unwrap();
-        }
-        e.emit_updates();
-        m.observe(&e.take_records(), &e.take_leaderboards());
-        parse(&m.render())
-            .into_iter()
-            .filter(|(n, _, _)| is_kpi_series(n))
-            .map(|(n, l, v)| (format!("{n}{l:?}"), v))
-            .collect::<BTreeMap<_, _>>()
-    };
+    let want = single_run_series(&cfg, &evs);
     assert!(want.len() > 500, "{} series", want.len());
     let start_with = |cfg_path: &Path| {
         salespulse(
@@ -576,45 +618,6 @@ async fn two_instances_export_each_kpi_series_once_with_the_single_run_value() {
         )
     };
     let start = || start_with(&cfg_path);
-    // Polls until the union equals `want`, checking every scrape; the
-    // index of the instance that exports.
-    async fn converge(runs: &[&Run], want: &BTreeMap<String, f64>) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let got = union_of(runs);
-            if same_values(&got, want) {
-                return runs
-                    .iter()
-                    .position(|r| !kpi_series(r).unwrap_or_default().is_empty())
-                    .unwrap();
-            }
-            if Instant::now() > deadline {
-                let missing: Vec<_> = want
-                    .keys()
-                    .filter(|k| !got.contains_key(*k))
-                    .take(5)
-                    .collect();
-                let wrong: Vec<_> = got
-                    .iter()
-                    .filter(|(k, v)| {
-                        want.get(*k)
-                            .is_none_or(|w| (*v - w).abs() > 1e-9 * w.abs().max(1.0))
-                    })
-                    .take(5)
-                    .collect();
-                panic!(
-                    "{} series, want {}; missing {missing:?}; extra or different {wrong:?}\n{}",
-                    got.len(),
-                    want.len(),
-                    runs.iter()
-                        .map(|r| r.log.lock().unwrap().clone())
-                        .collect::<Vec<_>>()
-                        .join("\n-----\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
     // a alone, then b joins (its member id sorts after a's: the merger
     // stays with a while the input partitions are split).
     let a = start_with(&first_path);
@@ -716,7 +719,37 @@ async fn the_changelog_waits_for_the_input_topic_and_gets_its_partitions() {
         assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SIGTERM while it waits: it stops at once (the signal is not lost).
+    let waiting = salespulse(
+        &cfg_path,
+        &[
+            "--brokers",
+            &bs,
+            "--input-topic",
+            "never.events",
+            "--dlq-topic",
+            "recovery.dlq",
+            "--group-id",
+            "never",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !waiting
+        .log
+        .lock()
+        .unwrap()
+        .contains("input topic does not exist yet")
+    {
+        assert!(Instant::now() < deadline, "{}", waiting.log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = waiting.stop(Duration::from_secs(10));
+    assert!(
+        log.contains("stopped before the input topics existed"),
+        "{log}"
+    );
     assert_eq!(partitions_of(&bs, "later.changelog"), 0, "no changelog yet");
     broker.topic("later.events", 4);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -731,4 +764,48 @@ async fn the_changelog_waits_for_the_input_topic_and_gets_its_partitions() {
     }
     assert_eq!(partitions_of(&bs, "later.changelog"), 4);
     run.stop(Duration::from_secs(60));
+}
+
+/// Known issue (docs/operations.md, "Failover"): two instances started
+/// together — the merger and the partitions move once at start-up, no
+/// kill, librdkafka's default (eager) assignor — and in some runs the
+/// merged values never equal one engine's (events of a partition that
+/// changed owner missing or counted differently). A reproduction, cheaper
+/// than the SIGKILL one in tests/failover.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue: merged values differ after a start-up handover in some runs"]
+async fn two_instances_started_together_converge_to_the_single_run() {
+    let broker = Tansu::start();
+    let bs = broker.bootstrap.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    for (t, p) in [("both.events", 3), ("both.kpis", 1), ("recovery.dlq", 1)] {
+        broker.topic(t, p);
+    }
+    let evs = generated(20_000, 41);
+    produce(&bs, "both.events", &keyed(&evs)).await;
+    let (cfg_path, cfg) = recovery_config(tmp.path(), "");
+    let want = single_run_series(&cfg, &evs);
+    let start = || {
+        salespulse(
+            &cfg_path,
+            &[
+                "--brokers",
+                &bs,
+                "--input-topic",
+                "both.events",
+                "--kpi-topic",
+                "both.kpis",
+                "--dlq-topic",
+                "recovery.dlq",
+                "--group-id",
+                "both",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )
+    };
+    let (a, b) = (start(), start());
+    converge(&[&a, &b], &want).await;
+    a.stop(Duration::from_secs(60));
+    b.stop(Duration::from_secs(60));
 }

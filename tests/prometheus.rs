@@ -432,6 +432,9 @@ fn prometheus_scrapes_the_live_demo_across_window_rollovers() {
     let tsdb = api(&prom, "/api/v1/status/tsdb");
     let series = tsdb["headStats"]["numSeries"].as_f64().unwrap();
     assert!(series < 5_000.0, "{series} series in the TSDB");
+    eprintln!(
+        "{instants} instants window-consistent, {days} day rollovers, {series} series in the TSDB"
+    );
     // The same values through Prometheus and through salespulse's /kpis.
     let kpis: Vec<salespulse::output::KpiRecord> =
         serde_json::from_str(&http_get(&sp, "/kpis").unwrap()).unwrap();
