@@ -971,6 +971,20 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     let mut at_end_since: Option<Instant> = None;
     // When the last "no partition" warning was logged.
     let mut warned: Option<Instant> = None;
+    // `--fresh`: the partials already in the topic belong to the state
+    // being discarded (and may say every source is at its end): a merger
+    // of this run reads only those written from now on.
+    let fresh_partials_from = if opts.fresh {
+        let (c, t) = (merge_consumer.clone(), k.partials());
+        tokio::task::spawn_blocking(move || {
+            c.fetch_watermarks(&t, 0, Duration::from_secs(10))
+                .map(|(_, high)| high)
+        })
+        .await?
+        .context("cannot read the end offset of the partials topic")?
+    } else {
+        0
+    };
     let ctx = Shared {
         cfg,
         m: &m,
@@ -980,6 +994,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         expected: &expected,
         changelog_parts,
         fresh: opts.fresh,
+        fresh_partials_from,
     };
     loop {
         let mut ticked = false;
@@ -1218,6 +1233,9 @@ struct Shared<'a> {
     expected: &'a std::collections::BTreeSet<String>,
     changelog_parts: i32,
     fresh: bool,
+    /// First offset of the partials topic a merger of this run reads
+    /// (`--fresh`: its end when the run started; else 0).
+    fresh_partials_from: i64,
 }
 
 impl Shared<'_> {
@@ -1358,6 +1376,7 @@ impl Shared<'_> {
         })
         .await
         .context("restore task failed")??;
+        let next = next.max(self.fresh_partials_from);
         tracing::info!(partials_next = next, "this instance runs the merger");
         *merger = Some(Merger {
             engine,

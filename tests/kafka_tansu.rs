@@ -536,6 +536,16 @@ async fn converge(runs: &[&Run], want: &BTreeMap<String, f64>) -> usize {
                 .unwrap();
         }
         if Instant::now() > deadline {
+            if let Some(dir) = std::env::var_os("TEST_DUMP_DIR") {
+                let dir = std::path::PathBuf::from(dir);
+                let lines = |m: &BTreeMap<String, f64>| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k} {v}\n"))
+                        .collect::<String>()
+                };
+                std::fs::write(dir.join("want.txt"), lines(want)).unwrap();
+                std::fs::write(dir.join("got.txt"), lines(&got)).unwrap();
+            }
             let missing: Vec<_> = want
                 .keys()
                 .filter(|k| !got.contains_key(*k))
@@ -806,6 +816,13 @@ async fn two_instances_started_together_converge_to_the_single_run() {
     };
     let (a, b) = (start(), start());
     converge(&[&a, &b], &want).await;
+    if std::env::var_os("TEST_PRINT_LOGS").is_some() {
+        eprintln!(
+            "{}\n-----\n{}",
+            a.log.lock().unwrap(),
+            b.log.lock().unwrap()
+        );
+    }
     a.stop(Duration::from_secs(60));
     b.stop(Duration::from_secs(60));
 }

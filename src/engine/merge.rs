@@ -267,7 +267,10 @@ impl Default for MergeState {
 /// Stores `v` for `source` if it is not older than what is there.
 fn put<T>(m: &mut BySource<T>, source: &str, version: i64, v: T) -> bool {
     match m.get_mut(source) {
-        Some((old, _)) if *old > version => false,
+        Some((old, _)) if *old > version => {
+            tracing::trace!(source, version, kept = *old, "older partial item ignored");
+            false
+        }
         Some(e) => {
             *e = (version, v);
             true
@@ -521,6 +524,7 @@ impl Engine {
                 .collect(),
         };
         let (src, v) = (p.source.as_str(), p.version);
+        tracing::debug!(source = src, version = v, items = p.items.len(), progress = ?p.progress, "partial absorbed");
         let late_before = m.late_items;
         let cutoff = self.cutoff();
         for it in &p.items {
