@@ -814,6 +814,19 @@ async fn two_instances_started_together_converge_to_the_single_run() {
             ],
         )
     };
+    {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bs)
+            .create()
+            .unwrap();
+        for p in 0..3 {
+            let w = c
+                .fetch_watermarks("both.events", p, Duration::from_secs(10))
+                .unwrap();
+            eprintln!("both.events/{p}: offsets {w:?}");
+        }
+    }
     let (a, b) = (start(), start());
     converge(&[&a, &b], &want).await;
     if std::env::var_os("TEST_PRINT_LOGS").is_some() {
