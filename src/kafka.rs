@@ -65,6 +65,8 @@ pub struct Ctx {
     rebalance_start: Mutex<Option<Instant>>,
     /// Since when the consumer has held no partition (`None`: it holds some).
     unassigned_since: Mutex<Option<Instant>>,
+    /// Assignments seen (see `Src::assignment`).
+    assignments: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -75,6 +77,7 @@ impl Ctx {
             drives_ready,
             rebalance_start: Mutex::new(Some(Instant::now())),
             unassigned_since: Mutex::new(Some(Instant::now())),
+            assignments: Default::default(),
         }
     }
 
@@ -115,6 +118,8 @@ impl ConsumerContext for Ctx {
                 for e in tpl.elements() {
                     a.insert((e.topic().to_string(), e.partition()));
                 }
+                self.assignments
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(partitions = ?names(tpl), assigned = a.len(), "partitions assigned");
                 if let Some(t0) = self.rebalance_start.lock().expect("lock").take() {
                     if self.drives_ready {
@@ -474,6 +479,12 @@ struct Src {
     /// Tells this source's confirmations from those of an earlier one
     /// of the same partition.
     generation: u64,
+    /// The consumer's assignment count when this source last saw its
+    /// partition assigned. A source kept across a revocation whose
+    /// partition comes back (eager rebalancing revokes everything) has
+    /// its fetch position reset to the committed offset, possibly inside
+    /// a batch: its position is unverified again (see [`Src::verified`]).
+    assignment: u64,
 }
 
 impl Src {
@@ -1261,6 +1272,22 @@ impl Shared<'_> {
         sources.retain(|k, s| {
             assigned.contains(k) || s.last_message.elapsed() < Duration::from_secs(5)
         });
+        let assignment = self
+            .consumer
+            .context()
+            .assignments
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for (k, s) in sources.iter_mut() {
+            if s.assignment != assignment && assigned.contains(k) {
+                s.assignment = assignment;
+                // Unverified until a message comes; if none does for a
+                // while, `SeekBack` seeks back (as after a restore).
+                s.back = SeekBack {
+                    last: Some(Instant::now()),
+                    ..SeekBack::default()
+                };
+            }
+        }
         pending.retain(|k, _| assigned.contains(k));
         for (t, p) in assigned {
             let key = (t.clone(), p);
@@ -1314,6 +1341,7 @@ impl Shared<'_> {
                     last_export: now,
                     back: SeekBack::default(),
                     generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    assignment,
                 },
             );
         }
