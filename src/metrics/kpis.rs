@@ -112,7 +112,8 @@ struct Board {
     series: usize,
     /// Series left out by `max_series`, counted at each update.
     refused: u64,
-    last_warning: Option<Instant>,
+    /// When the last warning was logged, and `refused` then.
+    last_warning: Option<(Instant, u64)>,
 }
 
 /// The KPI values `/metrics`, `/kpis` and the terminal summary show.
@@ -196,11 +197,11 @@ impl KpiView {
         for l in boards {
             self.replace_board(b, l);
         }
-        if b.refused > 0
-            && b.last_warning
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        // Logged when series are refused, at most once a minute.
+        let (at, seen) = b.last_warning.unwrap_or((Instant::now(), 0));
+        if b.refused > seen && (b.last_warning.is_none() || at.elapsed() > Duration::from_secs(60))
         {
-            b.last_warning = Some(Instant::now());
+            b.last_warning = Some((Instant::now(), b.refused));
             tracing::warn!(
                 max_series = self.filter.max_series,
                 refused = b.refused,
