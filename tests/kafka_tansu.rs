@@ -719,16 +719,8 @@ async fn the_changelog_waits_for_the_input_topic_and_gets_its_partitions() {
             "127.0.0.1:0",
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !run
-        .log
-        .lock()
-        .unwrap()
-        .contains("input topic does not exist yet")
-    {
-        assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    run.wait_log("input topic does not exist yet", Duration::from_secs(60))
+        .await;
     // SIGTERM while it waits: it stops at once (the signal is not lost).
     let waiting = salespulse(
         &cfg_path,
@@ -745,16 +737,9 @@ async fn the_changelog_waits_for_the_input_topic_and_gets_its_partitions() {
             "127.0.0.1:0",
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !waiting
-        .log
-        .lock()
-        .unwrap()
-        .contains("input topic does not exist yet")
-    {
-        assert!(Instant::now() < deadline, "{}", waiting.log.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    waiting
+        .wait_log("input topic does not exist yet", Duration::from_secs(60))
+        .await;
     let log = waiting.stop(Duration::from_secs(10));
     assert!(
         log.contains("stopped before the input topics existed"),
@@ -762,11 +747,8 @@ async fn the_changelog_waits_for_the_input_topic_and_gets_its_partitions() {
     );
     assert_eq!(partitions_of(&bs, "later.changelog"), 0, "no changelog yet");
     broker.topic("later.events", 4);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !run.log.lock().unwrap().contains("the input topics exist") {
-        assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    run.wait_log("the input topics exist", Duration::from_secs(60))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while partitions_of(&bs, "later.changelog") == 0 {
         assert!(Instant::now() < deadline, "{}", run.log.lock().unwrap());

@@ -159,6 +159,20 @@ impl Run {
         .map(|v| v as u64)
     }
 
+    /// Waits until the instance's log holds `text` (panics with the log
+    /// after `limit`).
+    pub async fn wait_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log within {limit:?}:\n{}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Whether `/readyz` answers ready.
     pub fn ready(&self) -> bool {
         self.addr().and_then(|a| http_get(&a, "/readyz")).is_some()
