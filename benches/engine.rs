@@ -12,8 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use salespulse::config::Config;
 use salespulse::decode::{json, proto, validate};
+use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
 use salespulse::engine::Engine;
-use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
 use std::hint::black_box;
 
 const N: usize = 200_000;

@@ -24,7 +24,7 @@ use rdkafka::Message;
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
 use salespulse::event::{LeadCreated, Payload};
-use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
 use salespulse::kafka::{run, KafkaOptions};
 use salespulse::metrics::Metrics;
 use salespulse::output::KpiRecord;
@@ -119,6 +119,7 @@ async fn main() {
         live_updates: false,
         metrics: metrics.clone(),
         fresh: false,
+        progress: false,
     };
     // The run waits `kafka.end_quiet` before it stops, and librdkafka
     // keeps fetching meanwhile: measure up to the last message instead.
@@ -151,6 +152,7 @@ async fn main() {
         live_updates: true,
         metrics: Arc::new(Metrics::new()),
         fresh: false,
+        progress: false,
     };
     let pipeline = tokio::spawn(async move { run(&cfg, opts).await });
     let reader: StreamConsumer = ClientConfig::new()

@@ -25,7 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use salespulse::config::Config;
 use salespulse::decode::{json, validate};
 use salespulse::engine::Engine;
-use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
 use std::hint::black_box;
 use std::time::Instant;
 

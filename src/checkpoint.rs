@@ -56,56 +56,13 @@ pub struct SinkLengths {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub salespulse_version: String,
-    /// The settings the state's layout depends on (see [`layout`]).
+    /// The settings the state's layout depends on (see [`Settings::layout`]).
     pub layout: Vec<(String, String)>,
     pub input: InputPosition,
     pub sinks: SinkLengths,
     /// Wall time it was written (RFC 3339), for operators.
     pub written_at: String,
     pub state: State,
-}
-
-/// The settings a saved state only makes sense under: time zone, fiscal
-/// year, windows and pipeline stages. Anything else (TTLs, alert rules,
-/// outputs) may change between runs.
-pub fn layout(s: &Settings) -> Vec<(String, String)> {
-    vec![
-        ("time.zone".into(), s.cal.tz.name().to_string()),
-        (
-            "time.fiscal_year_start_month".into(),
-            s.cal.fiscal_start.to_string(),
-        ),
-        (
-            "windows.calendar".into(),
-            format!(
-                "{:?}",
-                s.calendar.iter().map(|k| k.as_str()).collect::<Vec<_>>()
-            ),
-        ),
-        (
-            "windows.rolling / rolling_buckets".into(),
-            format!("{:?}", s.rolling),
-        ),
-        (
-            "pipeline.stages".into(),
-            format!(
-                "{:?}",
-                s.stages.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
-            ),
-        ),
-        (
-            "kpis.dimensions".into(),
-            format!(
-                "{:?}",
-                crate::engine::state::DIMS
-                    .iter()
-                    .zip(s.dims_mask.iter())
-                    .filter(|(_, m)| **m != 0)
-                    .map(|(d, _)| *d)
-                    .collect::<Vec<_>>()
-            ),
-        ),
-    ]
 }
 
 /// Why a checkpoint could not be used.
@@ -198,7 +155,7 @@ impl MergeCheckpoint {
         }
         let payload = postcard::to_stdvec(&Ref {
             salespulse_version: env!("CARGO_PKG_VERSION"),
-            layout: layout(settings),
+            layout: settings.layout(),
             partials_next,
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             state,
@@ -215,7 +172,7 @@ pub fn check_layout(
     name: &Path,
     s: &Settings,
 ) -> Result<(), CheckpointError> {
-    for ((setting, was), (_, now)) in saved.iter().zip(layout(s)) {
+    for ((setting, was), (_, now)) in saved.iter().zip(s.layout()) {
         if *was != now {
             return Err(CheckpointError::Incompatible {
                 path: name.into(),
@@ -248,7 +205,7 @@ impl<'a> CheckpointRef<'a> {
     ) -> Self {
         CheckpointRef {
             salespulse_version: env!("CARGO_PKG_VERSION"),
-            layout: layout(settings),
+            layout: settings.layout(),
             input,
             sinks,
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -614,3 +614,26 @@ pub const MIN_TIME_MS: i64 = 631_152_000_000;
 pub const MAX_TIME_MS: i64 = 4_102_444_800_000;
 /// Largest amount accepted (10¹³ in the major unit).
 pub const MAX_AMOUNT: f64 = 1e13;
+
+/// Dimension names, in the order of the engine's `DimKey`.
+pub const DIMS: [&str; 9] = [
+    "rep",
+    "team",
+    "region",
+    "channel",
+    "product",
+    "campaign",
+    "variant",
+    "competitor",
+    "segment",
+];
+pub const REP: usize = 0;
+pub const TEAM: usize = 1;
+pub const REGION: usize = 2;
+pub const CHANNEL: usize = 3;
+pub const PRODUCT: usize = 4;
+pub const CAMPAIGN: usize = 5;
+pub const VARIANT: usize = 6;
+pub const COMPETITOR: usize = 7;
+pub const SEGMENT: usize = 8;
+pub const NDIMS: usize = DIMS.len();

@@ -2,50 +2,84 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data path:
+//! The folders follow the data path, from the words every part shares
+//! (bottom) to the loops that run them (top). A module imports only from
+//! modules listed above it here; `tests/layout.rs` checks that there is
+//! no import circle, no file over 700 lines and no function over 150.
 //!
-//! - [`event`]: the one typed event model (CloudEvents attributes + typed `data`).
-//! - [`decode`]: bytes → [`event::Event`] for CloudEvents JSON (a lean
-//!   reader for the common shape, serde_json for the rest) and protobuf,
-//!   validation, and the [`decode::RejectReason`] of every rejection.
+//! The vocabulary:
+//! - [`event`]: the typed event model (CloudEvents attributes + typed
+//!   `data`) and the dimension names.
 //! - [`window`]: calendar windows in a time zone (DST, ISO weeks, fiscal
-//!   years) and rolling sub-buckets.
-//! - [`agg`]: mergeable accumulators (counts, integer sums, DDSketch).
-//! - [`engine`]: the single-writer core: entity state, dedup, watermark,
-//!   window buckets, gauges, and the records they emit.
-//! - [`kpi`]: the KPI catalogue and its formulas.
-//! - [`output`]: KPI records and dead letters.
-//! - [`config`]: the TOML / environment configuration and its validation.
-//! - [`metrics`]: every Prometheus metric, and the KPI table the HTTP
-//!   handlers read.
-//! - [`pipeline`], [`http`]: the thin async shell (source → engine → sinks,
-//!   `/metrics`, `/healthz`); [`kafka`]: the consumer-group source and the
-//!   KPI / dead-letter topics, with commits after delivery.
-//! - [`alert`]: alert rules over KPI records, their lifecycle (part of the
-//!   engine state), and delivery to Kafka, Slack, e-mail, Alertmanager,
-//!   webhooks and files.
+//!   years), rolling sub-buckets, window names, time formatting.
+//! - [`intern`]: interned dimension values; [`agg`]: mergeable
+//!   accumulators (counts, integer sums, DDSketch).
+//! - [`kpi`]: the KPI catalogue and every KPI's formula.
+//! - `decode/` ([`decode`]): bytes → [`event::Event`] for CloudEvents JSON
+//!   and protobuf, validation, and the reason of every rejection.
+//! - [`output`]: KPI records, leaderboards, dead letters.
+//! - `config/` ([`config`]): the TOML / environment configuration as plain
+//!   data, one file per large section (`kafka`, `alerts`), and its
+//!   validation (`validate`).
+//!
+//! The engine:
+//! - `alert/` ([`alert`]): alert rules over KPI records and their
+//!   lifecycle (part of the engine state), notification texts.
+//! - `engine/` ([`engine`]): the single-writer core. `apply/` applies an
+//!   event to entity state and aggregates, one file per entity (`lead`,
+//!   `deal`, `customer`, `activity`); `emit/` turns buckets into records
+//!   (`family`: KPIs beyond one rollup, `cohort`: lead cohorts); `state`
+//!   is the serializable state; `hold` the events waiting for an entity or
+//!   the clock; `merge/` the exact scale-out (partials and their merge).
 //! - [`checkpoint`]: the engine state and input position saved atomically
 //!   to a file, and restored with checks.
-//! - [`generator`]: the seeded synthetic CRM of the demo; [`maven`]: the
-//!   Maven CRM CSV → CloudEvents conversion.
+//!
+//! Around it:
+//! - `metrics/` ([`metrics`]): every Prometheus metric, and the KPI view
+//!   `/metrics` and `/kpis` show; [`http`]: the endpoints.
+//! - `demo/` ([`demo`]): the seeded synthetic CRM and the Maven CRM import.
+//! - `sources/` ([`sources`]): files, stdin and the demo generator, read in
+//!   batches.
+//! - `sinks/` ([`sinks`]): the publish step every loop shares, the record
+//!   and dead-letter files, and alert delivery (Slack, e-mail,
+//!   Alertmanager, webhooks, Kafka, files).
+//! - `run/` ([`run`]): the file / live loop, the run report, shutdown,
+//!   replay progress.
+//! - `kafka/` ([`kafka`]): the Kafka loop — clients and topics (`client`),
+//!   producing and commits (`produce`), per-partition sources and the
+//!   merger (`source`), restore from the changelog (`restore`,
+//!   `changelog`), and the loop (`run`) cut into the steps of a turn
+//!   (`turn`).
+//!
+//! # Finding a KPI
+//!
+//! Its name, unit and help are its entry in [`kpi::CATALOGUE`]
+//! (`src/kpi.rs`), and its formula is [`kpi::window_kpis`] over a merged
+//! [`agg::Acc`]; what feeds the accumulator is in
+//! `engine/apply/<entity>.rs`; KPIs that need more than one rollup
+//! (quota, progress, A/B, leaderboards, cohorts) are in `engine/emit/`.
+//! Its tests are in `tests/kpi_formulas.rs` (the formula on hand-built
+//! events) and `tests/kpi_catalogue.rs` (every KPI, every dimension,
+//! against a plain computation); its metric is `salespulse_kpi_<name>`
+//! (docs/prometheus.md), and docs/kpis.md documents it.
 
 pub mod agg;
 pub mod alert;
-pub mod changelog;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod event;
-pub mod generator;
 pub mod http;
 pub mod intern;
 pub mod kafka;
 pub mod kpi;
-pub mod maven;
 pub mod metrics;
 pub mod output;
-pub mod pipeline;
+pub mod run;
+pub mod sinks;
+pub mod sources;
 pub mod window;
 
 /// Types generated from `proto/salespulse/v1/events.proto`.

@@ -190,3 +190,28 @@ pub fn is_period_label(s: &str) -> bool {
         _ => false,
     }
 }
+
+/// Window kind of a rolling window: `rolling_24h`, `rolling_7d`…
+pub fn rolling_name(span: i64) -> String {
+    const H: i64 = 3_600_000;
+    if span % (24 * H) == 0 && span > 24 * H {
+        format!("rolling_{}d", span / (24 * H))
+    } else if span % H == 0 {
+        format!("rolling_{}h", span / H)
+    } else if span % 60_000 == 0 {
+        format!("rolling_{}m", span / 60_000)
+    } else {
+        format!("rolling_{}s", span / 1000)
+    }
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC (`2026-11-23T10:00:00Z`,
+/// with milliseconds only when they are not zero).
+pub fn format_time(ms: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    if ms % 1000 == 0 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    }
+}

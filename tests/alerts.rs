@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use salespulse::alert::config::Language;
 use salespulse::alert::{text, NoteState, Notification, Phase, Rules};
+use salespulse::config::alerts::Language;
 use salespulse::config::Config;
 use salespulse::engine::state::State;
 use salespulse::engine::Engine;

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use salespulse::checkpoint::Checkpoint;
-use salespulse::generator::{GenConfig, Generator};
+use salespulse::demo::generator::{GenConfig, Generator};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -462,3 +462,183 @@ fn json_logs_are_one_object_per_line() {
         .unwrap()
         .contains("cannot open input"));
 }
+
+/// `check-config` reports every error at once — parse errors (unknown
+/// keys, wrong types) and validation errors, and librdkafka properties
+/// `run` would refuse — and an error from a `SALESPULSE_*` variable
+/// names the variable.
+#[test]
+fn check_config_reports_every_error_and_names_environment_variables() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("many.toml"),
+        "[time]\nzone = 5\nzones = \"UTC\"\nfiscal_year_start_month = 13\n[bogus]\nx = 1\n\
+         [kafka]\nbrokers = \"localhost:9092\"\n[kafka.properties]\n\"fetch.wait.max.mss\" = 5\n\"session.timeout.ms\" = \"soon\"\n",
+    )
+    .unwrap();
+    let out = sp(&["check-config", "many.toml"], d.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "bogus: unknown field",
+        "time.zone: invalid type",
+        "time.zones: unknown field",
+        "time.fiscal_year_start_month: 13 is not a month",
+        "kafka.properties.fetch.wait.max.mss: librdkafka refuses it",
+        "kafka.properties.session.timeout.ms: librdkafka refuses it",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    assert_eq!(err.matches("(fix: ").count(), 6, "{err}");
+    // the same file is refused by `run`, with the same errors
+    let run = sp(&["run", "--config", "many.toml", "--input", "-"], d.path());
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("librdkafka refuses it"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    std::fs::write(d.path().join("ok.toml"), "[time]\nzone = \"UTC\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "ok.toml"])
+        .current_dir(d.path())
+        .env("SALESPULSE_BIN", "/usr/local/bin/salespulse")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SALESPULSE_BIN (environment variable")
+            && err.contains("unset SALESPULSE_BIN"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ok.toml: bin"),
+        "not blamed on the file: {err}"
+    );
+}
+
+/// Every subcommand's `--help` describes it and shows an example; `run`'s
+/// mentions Kafka.
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let d = tempfile::tempdir().unwrap();
+    for cmd in [
+        "run",
+        "generate",
+        "check-config",
+        "convert-maven",
+        "healthcheck",
+    ] {
+        let out = sp(&[cmd, "--help"], d.path());
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example"), "{cmd}: {help}");
+        assert!(help.contains(&format!("salespulse {cmd}")), "{cmd}: {help}");
+        let about = help.lines().next().unwrap_or_default();
+        assert!(about.len() > 20, "{cmd}: no description: {help}");
+        if cmd == "run" {
+            assert!(about.contains("Kafka"), "{help}");
+        }
+    }
+}
+
+/// A file replay with `--listen` serves `/metrics` while it reads (here
+/// from stdin, kept open), and its logs carry no ANSI escape codes when
+/// stderr is not a terminal.
+#[test]
+fn file_mode_serves_metrics_with_listen_and_logs_without_ansi_codes() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let events = sp(&["generate", "--events", "5000", "--seed", "3"], d.path()).stdout;
+    let mut child = Command::new(BIN)
+        .args(["run", "--input", "-", "--listen", "127.0.0.1:0"])
+        .current_dir(d.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&events).unwrap();
+    stdin.flush().unwrap();
+    // the address from the log line "serving http://ADDR/metrics"
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        let _ = tx.send(all);
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("serving");
+    let t0 = Instant::now();
+    let counted = loop {
+        let body = http_get(&addr, "/metrics").unwrap_or_default();
+        let n = metric_sum(&body, "salespulse_events_in_total");
+        if n >= 4000.0 || t0.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(counted >= 4000.0, "events counted on /metrics: {counted}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let log = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(log.contains("done"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI codes in a log that is not a terminal: {log:?}"
+    );
+}
+
+/// On a terminal (a pseudo-terminal from `script`), a file replay shows
+/// its progress: events, event time, rate, share done.
+#[test]
+fn a_file_replay_on_a_terminal_shows_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let gen = sp(
+        &[
+            "generate",
+            "--events",
+            "20000",
+            "--seed",
+            "5",
+            "--output",
+            "big.jsonl",
+        ],
+        d.path(),
+    );
+    assert!(gen.status.success());
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{BIN} run --input big.jsonl --output /dev/null"),
+            "/dev/null",
+        ])
+        .current_dir(d.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("script (bsdutils) runs the replay on a pseudo-terminal");
+    assert!(out.status.success(), "{out:?}");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains(" events · event time 2026-"), "{tty}");
+    assert!(tty.contains(" ev/s · ") && tty.contains(" %"), "{tty}");
+    // not on a pipe
+    let piped = sp(
+        &["run", "--input", "big.jsonl", "--output", "/dev/null"],
+        d.path(),
+    );
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains(" ev/s"));
+}

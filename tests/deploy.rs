@@ -209,7 +209,7 @@ fn compose_stack_refers_only_to_what_exists() {
         .alerts
         .routes
         .iter()
-        .find(|r| r.kind == salespulse::alert::config::RouteKind::Alertmanager)
+        .find(|r| r.kind == salespulse::config::alerts::RouteKind::Alertmanager)
         .expect("an alertmanager route");
     assert_eq!(route.url, format!("http://{am}"));
     let example = salespulse::config::Config::from_toml(

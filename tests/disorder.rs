@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
 use salespulse::decode::RejectReason;
+use salespulse::demo::generator::{GenConfig, Generator};
 use salespulse::engine::{Engine, Settings};
-use salespulse::generator::{GenConfig, Generator};
 use salespulse::output::KpiRecord;
 use salespulse::window::CalendarKind;
 use serde_json::json;
@@ -69,7 +69,7 @@ fn generated(start: &str, n: usize) -> Vec<String> {
 
 fn maven() -> Vec<String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/maven-crm");
-    let (events, _) = salespulse::maven::convert(&dir).unwrap();
+    let (events, _) = salespulse::demo::maven::convert(&dir).unwrap();
     events.iter().map(cej::encode).collect()
 }
 

@@ -2,8 +2,9 @@
 //! Kafka-protocol broker started here): a killed instance restarted at
 //! once consumes again within seconds with exact KPIs, a restarted static
 //! member takes its partitions back without a rebalance (mock cluster),
-//! readiness and the assignment are visible. The two-instance takeover is
-//! a known issue, kept as an ignored reproduction.
+//! readiness and the assignment are visible, and when one of two
+//! instances is killed the survivor takes every partition within seconds,
+//! exactly.
 //!
 //! The tests run one at a time (they measure seconds).
 
@@ -17,9 +18,9 @@ use common::*;
 use kafka_util::*;
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
+use salespulse::demo::generator::{GenConfig, Generator};
 use salespulse::engine::Engine;
 use salespulse::event::Event;
-use salespulse::generator::{GenConfig, Generator};
 use salespulse::output::KpiRecord;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 /// The default Kafka settings (no session or heartbeat override), reps
 /// listed, checkpoints every second, tansu's quiet period at the end.
 fn config(dir: &Path, extra: &str) -> (PathBuf, Config) {
-    let reps: String = salespulse::generator::roster(6)
+    let reps: String = salespulse::demo::generator::roster(6)
         .iter()
         .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
         .collect();
@@ -205,16 +206,10 @@ async fn a_killed_instance_restarted_at_once_consumes_again_within_seconds() {
     assert_equal_file_mode(&bs, "crashbar.kpis", &cfg, &evs);
 }
 
-/// Two instances, one killed: the survivor should own every partition
-/// within the session timeout (6 s) plus a rebalance, with the KPIs
-/// exact. Known issue (docs/operations.md, "Known issue"), kept as a
-/// reproduction: on tansu 0.6 the eager assignor never hands a dead
-/// member's partitions over, and with cooperative-sticky (set here) the
-/// takeover takes 6.8–7.3 s but about one run in four ends with final
-/// records that differ from file mode. Run it with
-/// `cargo test --test failover -- --ignored survivor`.
+/// Two instances, one killed, with the default configuration
+/// (cooperative-sticky): the survivor owns every partition within the
+/// session timeout (6 s) plus a rebalance, and the KPIs are exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue: finals differ in about one run in four after the takeover (docs/operations.md)"]
 async fn the_survivor_takes_every_partition_within_the_session_timeout() {
     let _one = SERIAL.lock().await;
     let broker = Tansu::start();
@@ -225,10 +220,7 @@ async fn the_survivor_takes_every_partition_within_the_session_timeout() {
     }
     let evs = generated(60_000, 32);
     produce(&bs, "pair.events", &keyed(&evs)).await;
-    let (cfg_path, cfg) = config(
-        tmp.path(),
-        "[kafka.properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n",
-    );
+    let (cfg_path, cfg) = config(tmp.path(), "");
     let a = start(&cfg_path, &bs, "pair.events", "pair.kpis", "pair", &[]);
     // b joins once a consumes: a rebalance splits the partitions
     until(Duration::from_secs(60), "a consuming", &a, || {

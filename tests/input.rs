@@ -4,9 +4,9 @@
 mod common;
 use common::*;
 use salespulse::decode::{json as cej, proto, validate, RejectReason};
+use salespulse::demo::generator::{GenConfig, Generator};
 use salespulse::engine::Outcome;
 use salespulse::event::EventType;
-use salespulse::generator::{GenConfig, Generator};
 use serde_json::json;
 
 fn reason(line: &[u8]) -> RejectReason {

@@ -17,8 +17,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
+use salespulse::demo::generator::{GenConfig, Generator};
 use salespulse::engine::Engine;
-use salespulse::generator::{GenConfig, Generator};
 use salespulse::kafka::{run, KafkaOptions};
 use salespulse::metrics::Metrics;
 use salespulse::output::KpiRecord;
@@ -40,7 +40,7 @@ fn events(n: usize) -> Vec<salespulse::event::Event<'static>> {
 /// first contact) then gets its team and region from config, not from
 /// whichever of the rep's events a partition happened to deliver first.
 fn config(bootstrap: &str, group: &str) -> Config {
-    let reps: String = salespulse::generator::roster(5)
+    let reps: String = salespulse::demo::generator::roster(5)
         .iter()
         .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
         .collect();
@@ -92,7 +92,7 @@ fn kpi_records(bootstrap: &str) -> Vec<KpiRecord> {
         .collect()
 }
 
-async fn run_to_end(cfg: &Config) -> (salespulse::pipeline::RunReport, Arc<Metrics>) {
+async fn run_to_end(cfg: &Config) -> (salespulse::run::RunReport, Arc<Metrics>) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("salespulse=debug,rdkafka=info")
@@ -103,6 +103,7 @@ async fn run_to_end(cfg: &Config) -> (salespulse::pipeline::RunReport, Arc<Metri
         live_updates: false,
         metrics: metrics.clone(),
         fresh: false,
+        progress: false,
     };
     let report = tokio::time::timeout(Duration::from_secs(40), run(cfg, opts))
         .await
@@ -347,6 +348,7 @@ async fn broker_errors_lose_no_record() {
         live_updates: false,
         metrics: metrics.clone(),
         fresh: false,
+        progress: false,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), run(&cfg, opts))
         .await
@@ -437,6 +439,7 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
         live_updates: false,
         metrics: metrics.clone(),
         fresh: false,
+        progress: false,
     };
     let task = tokio::spawn({
         let cfg = cfg.clone();

@@ -18,9 +18,9 @@ use common::*;
 use kafka_util::*;
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
+use salespulse::demo::generator::{GenConfig, Generator};
 use salespulse::engine::Engine;
 use salespulse::event::Event;
-use salespulse::generator::{GenConfig, Generator};
 use salespulse::output::KpiRecord;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use tansu_util::*;
 const QUIET: &str = "[kafka]\nend_quiet = \"8s\"\n";
 
 fn roster_toml(reps: u32) -> String {
-    salespulse::generator::roster(reps)
+    salespulse::demo::generator::roster(reps)
         .iter()
         .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
         .collect()
@@ -63,7 +63,7 @@ async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
         broker.topic(t, p);
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/maven-crm");
-    let (maven, _) = salespulse::maven::convert(&dir).unwrap();
+    let (maven, _) = salespulse::demo::maven::convert(&dir).unwrap();
     // Dirty time (docs/time.md), each in one partition: a lead dated 2099
     // (dead-lettered as `future`) and one two years ahead of its
     // neighbours (held, counted alone in its own windows at the end).
@@ -435,7 +435,7 @@ async fn a_damaged_changelog_checkpoint_is_refused_and_fresh_rebuilds() {
         .rev()
         .find(|m| rdkafka::Message::key(*m) == Some(b"source/bad.events/1#0".as_slice()))
         .expect("a checkpoint of partition 1");
-    let mut chunk: salespulse::changelog::Chunk =
+    let mut chunk: salespulse::kafka::changelog::Chunk =
         postcard::from_bytes(rdkafka::Message::payload(m).unwrap()).unwrap();
     let n = chunk.data.len();
     chunk.data[n / 2] ^= 0x40;
@@ -589,12 +589,14 @@ async fn two_instances_export_each_kpi_series_once_with_the_single_run_value() {
     }
     let evs = generated(20_000, 41);
     produce(&bs, "prom.events", &keyed(&evs)).await;
-    // The range assignor gives the partials topic's one partition to the
-    // member whose id sorts first; tansu's member ids start with the
-    // client id: the instance restarted last ("a-…") takes the merger.
+    // The range assignor (set here: the default, cooperative-sticky,
+    // keeps the merger where it is while its instance lives) gives the
+    // partials topic's one partition to the member whose id sorts first;
+    // tansu's member ids start with the client id: the instance restarted
+    // last ("a-…") takes the merger.
     let (cfg_path, cfg) = recovery_config(
         tmp.path(),
-        "[kafka.properties]\n\"client.id\" = \"z-salespulse\"\n",
+        "[kafka.properties]\n\"client.id\" = \"z-salespulse\"\n\"partition.assignment.strategy\" = \"range,roundrobin\"\n",
     );
     let client = |id: &str| {
         write_config(

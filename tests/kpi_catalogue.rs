@@ -942,7 +942,7 @@ fn series_beyond_the_cap_fold_into_other_and_are_counted() {
 
 #[test]
 fn every_kpi_and_leaderboard_has_data_in_the_default_demo() {
-    use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+    use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
     let d = salespulse::config::Config::default();
     let g = Generator::new(GenConfig {
         seed: d.generator.seed,
@@ -994,7 +994,7 @@ fn every_kpi_and_leaderboard_has_data_in_the_default_demo() {
 /// with five dimensions equal those of the default nine.
 #[test]
 fn dimensions_left_out_drop_their_series_and_change_nothing_else() {
-    use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+    use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
     let lines: Vec<Vec<u8>> = Generator::new(GenConfig {
         seed: 3,
         start: DEFAULT_START,

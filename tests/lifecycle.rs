@@ -704,9 +704,9 @@ fn lost_one_day_and_won_the_next_counts_one_win_with_the_default_config() {
 /// emits what an uninterrupted one does, and deals do expire.
 #[test]
 fn expiry_is_the_same_after_a_restore() {
+    use salespulse::demo::generator::{GenConfig, Generator};
     use salespulse::engine::state::State;
     use salespulse::engine::Settings;
-    use salespulse::generator::{GenConfig, Generator};
     let cfg = salespulse::config::Config::from_toml(
         "[pipeline]\nmax_open_age = \"3d\"\n[windows]\nrolling = [\"7d\"]\n",
     )

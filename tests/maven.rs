@@ -71,7 +71,7 @@ fn maven_crm_kpis_are_the_same_with_a_30_day_ttl() {
 
 /// Checks the quarterly KPIs against the CSV; returns the deals the TTL forgot.
 fn check_against_the_csv(cfg: Config) -> u64 {
-    let (events, report) = salespulse::maven::convert(&dir()).unwrap();
+    let (events, report) = salespulse::demo::maven::convert(&dir()).unwrap();
     assert_eq!(report.rows, 8800);
     assert_eq!(
         report.skipped_no_date, 500,
@@ -185,7 +185,7 @@ fn maven_discount_vs_list_price_per_product_matches_the_csv() {
     }
     assert!(unpriced_won > 0, "the export has won GTXPro deals");
 
-    let (events, report) = salespulse::maven::convert(&dir()).unwrap();
+    let (events, report) = salespulse::demo::maven::convert(&dir()).unwrap();
     assert_eq!(report.unknown_products.get("GTXPro"), Some(&gtxpro_rows));
     let mut e = Engine::from_config(&Config::default());
     for ev in &events {

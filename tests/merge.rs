@@ -6,9 +6,9 @@ use proptest::prelude::*;
 use salespulse::agg::{sketch_config, small_quantiles, Acc, Dist};
 use salespulse::config::Config;
 use salespulse::decode::json as cej;
+use salespulse::demo::generator::{GenConfig, Generator};
 use salespulse::engine::state::State;
 use salespulse::engine::{Engine, Settings};
-use salespulse::generator::{GenConfig, Generator};
 
 fn acc_strategy() -> impl Strategy<Value = Vec<(u8, i64)>> {
     proptest::collection::vec((0u8..16, 0i64..10_000_000_000), 0..60)

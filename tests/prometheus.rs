@@ -105,7 +105,7 @@ fn check_scrape(text: &str) -> (usize, usize) {
 /// window and dimension exported too.
 #[test]
 fn every_scrape_of_the_demo_is_window_consistent_and_within_budget() {
-    use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+    use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
     let mut everything = salespulse::config::Config::default();
     everything.prometheus.windows = Some(everything.window_kinds());
     everything.prometheus.dimensions = Some(everything.kpis.dimensions.clone());

@@ -10,11 +10,11 @@ mod kafka_common;
 
 use kafka_common::{assert_same_finals, finals};
 use salespulse::config::Config;
+use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
 use salespulse::engine::merge::{MergeState, Partial, Progress};
 use salespulse::engine::state::State;
 use salespulse::engine::{Engine, Settings};
 use salespulse::event::Event;
-use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
 use salespulse::output::KpiRecord;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,7 +37,7 @@ fn events(n: usize) -> Vec<Event<'static>> {
 /// partition it is in (see README, "Scale-out").
 fn config() -> Config {
     let d = Config::default();
-    let reps: String = salespulse::generator::roster(d.generator.reps)
+    let reps: String = salespulse::demo::generator::roster(d.generator.reps)
         .iter()
         .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
         .collect();
@@ -297,7 +297,7 @@ fn a_partial_under_other_settings_is_refused() {
 #[test]
 fn maven_replay_merged_equals_one_engine() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/maven-crm");
-    let (evs, _) = salespulse::maven::convert(&dir).unwrap();
+    let (evs, _) = salespulse::demo::maven::convert(&dir).unwrap();
     let want = finals(&file_mode(&evs));
     let (recs, late) = scaled(&evs, 5, false);
     assert_eq!(late, 0);

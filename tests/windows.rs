@@ -173,7 +173,7 @@ fn rolling_records(
 #[test]
 fn staged_rolling_windows_equal_each_window_computed_alone() {
     use salespulse::decode::json;
-    use salespulse::generator::{GenConfig, Generator, DEFAULT_START};
+    use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
     let mut lines: Vec<String> = Generator::new(GenConfig {
         seed: 7,
         start: DEFAULT_START,

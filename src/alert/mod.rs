@@ -1,6 +1,6 @@
 //! Threshold-breach alerts.
 //!
-//! Rules ([`config::RuleConfig`]) look at the KPI records the engine emits.
+//! Rules ([`crate::config::alerts::RuleConfig`]) look at the KPI records the engine emits.
 //! A series that matches a rule is one alert *instance*, with the
 //! lifecycle inactive → pending → firing → resolved (→ inactive). The
 //! instance map ([`AlertState`]) is part of the engine's serializable
@@ -9,15 +9,14 @@
 //! the same events gives the same notifications.
 //!
 //! [`Notification`]s leave the engine through
-//! [`crate::engine::Engine::take_notifications`]; [`deliver`] sends them
-//! along routes, and [`text`] writes their English or French texts.
+//! [`crate::engine::Engine::take_notifications`];
+//! [`crate::sinks::alert`] sends them along routes, and [`text`] writes
+//! their English or French texts.
 
-pub mod config;
-pub mod deliver;
 pub mod text;
 
+use crate::config::alerts::{self as config, AlertsConfig, Condition, Evaluate, RuleConfig};
 use crate::output::KpiRecord;
-use config::{AlertsConfig, Condition, Evaluate, RuleConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -187,7 +186,7 @@ pub fn fingerprint(rule: &str, dims: &BTreeMap<String, String>) -> String {
 }
 
 fn rfc3339(ms: i64) -> String {
-    crate::decode::json::format_time(ms)
+    crate::window::format_time(ms)
 }
 
 impl Rules {

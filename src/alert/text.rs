@@ -1,7 +1,7 @@
 //! Notification texts in English and French.
 
-use super::config::Language;
 use super::{NoteState, Notification};
+use crate::config::alerts::Language;
 
 /// Human name of a KPI.
 pub fn kpi_name(kpi: &str, lang: Language) -> String {

@@ -353,16 +353,7 @@ struct OutEnvelope<'e, 'a> {
     data: &'e Payload<'a>,
 }
 
-/// Formats milliseconds since the epoch as RFC 3339 UTC (`2026-11-23T10:00:00Z`,
-/// with milliseconds only when they are not zero).
-pub fn format_time(ms: i64) -> String {
-    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    if ms % 1000 == 0 {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-    }
-}
+pub use crate::window::format_time;
 
 /// Encodes an event as a structured-mode CloudEvent (one line, no newline).
 pub fn encode(e: &Event<'_>) -> String {
@@ -385,7 +376,7 @@ mod tests {
     //! the same event where it succeeds, and where it gives up, serde_json
     //! decides (the same event or the same rejection).
     use super::*;
-    use crate::generator::{GenConfig, Generator, DEFAULT_START};
+    use crate::demo::generator::{GenConfig, Generator, DEFAULT_START};
     use proptest::prelude::*;
 
     fn lines(n: usize) -> Vec<String> {

@@ -39,7 +39,24 @@ pub fn decode_message(bytes: &[u8]) -> Result<pb::Event, Reject> {
 
 /// Turns a decoded protobuf message into the typed model, borrowing its strings.
 pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
-    use pb::event::Payload as P;
+    let time = attributes(m)?;
+    let p = m.payload.as_ref().ok_or_else(|| {
+        Reject::new(
+            RejectReason::UnknownType,
+            "no payload case set (unknown or missing event type)",
+        )
+    })?;
+    Ok(Event {
+        id: s(&m.id),
+        source: s(&m.source),
+        time,
+        subject: os(&m.subject),
+        payload: payload_of(p)?,
+    })
+}
+
+/// Checks the CloudEvents attributes; the event time in milliseconds.
+fn attributes(m: &pb::Event) -> Result<i64, Reject> {
     match m.specversion.as_str() {
         "1.0" => {}
         "" => {
@@ -75,17 +92,17 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
             format!("time nanos {} out of range", ts.nanos),
         ));
     }
-    let time = check_time(
+    check_time(
         ts.seconds
             .saturating_mul(1000)
             .saturating_add(i64::from(ts.nanos / 1_000_000)),
-    )?;
-    let payload = match m.payload.as_ref().ok_or_else(|| {
-        Reject::new(
-            RejectReason::UnknownType,
-            "no payload case set (unknown or missing event type)",
-        )
-    })? {
+    )
+}
+
+/// The typed payload of a message.
+fn payload_of(p: &pb::event::Payload) -> Result<Payload<'_>, Reject> {
+    use pb::event::Payload as P;
+    Ok(match p {
         P::LeadCreated(d) => Payload::LeadCreated(LeadCreated {
             lead_id: s(&d.lead_id),
             channel: s(&d.channel),
@@ -183,13 +200,6 @@ pub fn to_event(m: &pb::Event) -> Result<Event<'_>, Reject> {
             amount: d.amount,
             product: os(&d.product),
         }),
-    };
-    Ok(Event {
-        id: s(&m.id),
-        source: s(&m.source),
-        time,
-        subject: os(&m.subject),
-        payload,
     })
 }
 

@@ -16,8 +16,9 @@
 
 use super::state::*;
 use super::Engine;
-use crate::decode::{json, proto, Reject, RejectReason};
+use crate::decode::{proto, Reject, RejectReason};
 use crate::event::Event;
+use crate::window::format_time;
 
 fn system_clock_ms() -> i64 {
     std::time::SystemTime::now()
@@ -50,9 +51,9 @@ impl Engine {
             RejectReason::Future,
             format!(
                 "event time {} is more than time.max_future_skew ({} s) after the wall clock ({})",
-                json::format_time(t),
+                format_time(t),
                 skew / 1000,
-                json::format_time(now)
+                format_time(now)
             ),
         ))
     }
@@ -82,8 +83,8 @@ impl Engine {
         self.state.stats.outliers[0] += 1;
         if w.run == 1 {
             tracing::warn!(
-                time = %json::format_time(e.time),
-                clock = %json::format_time(self.state.clock),
+                time = %format_time(e.time),
+                clock = %format_time(self.state.clock),
                 "an event far ahead of the event-time clock (time.max_jump) is held: it moves the clock only if time.jump_confirmations events in a row confirm the jump (counted in salespulse_time_outliers_total)"
             );
         }
@@ -117,8 +118,8 @@ impl Engine {
         };
         self.state.stats.jumps += 1;
         tracing::info!(
-            to = %json::format_time(target),
-            from = %json::format_time(self.state.clock),
+            to = %format_time(target),
+            from = %format_time(self.state.clock),
             events = mine.len(),
             "a jump of the event-time clock is confirmed: it moves on"
         );
@@ -171,7 +172,7 @@ impl Engine {
             // The jump closed its windows (it was held against the old
             // clock): late, like an event that arrives after them.
             self.state.stats.rejected[RejectReason::Late as usize] += 1;
-            tracing::warn!(time = %json::format_time(e.time), cutoff = %json::format_time(cutoff), "a held event is late after the jump it was part of: not counted (salespulse_events_rejected_total{{reason=\"late\"}})");
+            tracing::warn!(time = %format_time(e.time), cutoff = %format_time(cutoff), "a held event is late after the jump it was part of: not counted (salespulse_events_rejected_total{{reason=\"late\"}})");
             return;
         }
         self.state.stats.outliers[outcome] += 1;

@@ -12,13 +12,14 @@ mod apply;
 mod emit;
 mod hold;
 pub mod merge;
-pub use emit::rolling_name;
+pub use crate::window::rolling_name;
 pub mod state;
 
 use crate::config::Config;
 use crate::decode::{json, proto, validate, Reject, RejectReason};
 use crate::event::{Event, EventType};
 use crate::output::{KpiRecord, LeaderboardRecord};
+use crate::window::format_time;
 use crate::window::{Bounds, Calendar, CalendarKind};
 use state::*;
 use std::collections::{BTreeMap, HashMap};
@@ -83,6 +84,50 @@ pub fn rolling_fine(rolling: &[(i64, i64)]) -> Option<usize> {
 }
 
 impl Settings {
+    /// The settings a saved state only makes sense under: time zone, fiscal
+    /// year, windows and pipeline stages. Anything else (TTLs, alert rules,
+    /// outputs) may change between runs.
+    pub fn layout(&self) -> Vec<(String, String)> {
+        let s = self;
+        vec![
+            ("time.zone".into(), s.cal.tz.name().to_string()),
+            (
+                "time.fiscal_year_start_month".into(),
+                s.cal.fiscal_start.to_string(),
+            ),
+            (
+                "windows.calendar".into(),
+                format!(
+                    "{:?}",
+                    s.calendar.iter().map(|k| k.as_str()).collect::<Vec<_>>()
+                ),
+            ),
+            (
+                "windows.rolling / rolling_buckets".into(),
+                format!("{:?}", s.rolling),
+            ),
+            (
+                "pipeline.stages".into(),
+                format!(
+                    "{:?}",
+                    s.stages.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+                ),
+            ),
+            (
+                "kpis.dimensions".into(),
+                format!(
+                    "{:?}",
+                    state::DIMS
+                        .iter()
+                        .zip(s.dims_mask.iter())
+                        .filter(|(_, m)| **m != 0)
+                        .map(|(d, _)| *d)
+                        .collect::<Vec<_>>()
+                ),
+            ),
+        ]
+    }
+
     /// Resolves a validated [`Config`].
     pub fn from_config(c: &Config) -> Settings {
         let tz = c.time.zone.parse().expect("validated time zone");
@@ -404,8 +449,8 @@ impl Engine {
                 RejectReason::Late,
                 format!(
                     "event time {} is before the watermark minus grace ({}): its windows are closed",
-                    json::format_time(e.time),
-                    json::format_time(cutoff)
+                    format_time(e.time),
+                    format_time(cutoff)
                 ),
             ));
         }

@@ -10,28 +10,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Dimension names, in the order of a [`DimKey`].
-pub const DIMS: [&str; 9] = [
-    "rep",
-    "team",
-    "region",
-    "channel",
-    "product",
-    "campaign",
-    "variant",
-    "competitor",
-    "segment",
-];
-pub const REP: usize = 0;
-pub const TEAM: usize = 1;
-pub const REGION: usize = 2;
-pub const CHANNEL: usize = 3;
-pub const PRODUCT: usize = 4;
-pub const CAMPAIGN: usize = 5;
-pub const VARIANT: usize = 6;
-pub const COMPETITOR: usize = 7;
-pub const SEGMENT: usize = 8;
-pub const NDIMS: usize = DIMS.len();
+pub use crate::event::{
+    CAMPAIGN, CHANNEL, COMPETITOR, DIMS, NDIMS, PRODUCT, REGION, REP, SEGMENT, TEAM, VARIANT,
+};
 
 /// The scope of dimension `d` = value `v`.
 pub fn scope(d: usize, v: u32) -> Scope {

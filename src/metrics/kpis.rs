@@ -15,7 +15,7 @@
 //! `control`, `competitor`). What is exported is set by `[prometheus]`.
 
 use crate::config::{Config, SampleSizes};
-use crate::engine::state::DIMS;
+use crate::event::DIMS;
 use crate::kpi::{KpiDef, CATALOGUE};
 use crate::output::{KpiRecord, LeaderboardRecord, WindowInfo};
 use std::borrow::Cow;

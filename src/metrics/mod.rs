@@ -36,17 +36,13 @@ pub struct Metrics {
     outliers: IntCounter,
     outliers_released: IntCounterVec,
     jumps: IntCounter,
-    waiting: IntGaugeVec,
     unknown_entity: IntCounterVec,
     evicted: IntCounterVec,
     dedup_evicted: IntCounter,
     records_out: IntCounter,
     /// Time to process one input batch, per event (seconds).
     pub event_seconds: Histogram,
-    entities: IntGaugeVec,
-    dedup_entries: IntGauge,
-    buckets: IntGauge,
-    watermark: Gauge,
+    state: StateGauges,
     folded: IntCounterVec,
     /// Counters as last copied, to turn the engine's totals into increments.
     last: Mutex<HashMap<String, Stats>>,
@@ -57,6 +53,64 @@ pub struct Metrics {
     pub checkpoint: CheckpointMetrics,
     /// `/readyz`: the source is connected and events flow (Kafka: partitions assigned).
     pub ready: std::sync::atomic::AtomicBool,
+}
+
+/// The engine's state, as gauges (copied from the engines after each batch).
+struct StateGauges {
+    entities: IntGaugeVec,
+    waiting: IntGaugeVec,
+    dedup_entries: IntGauge,
+    buckets: IntGauge,
+    watermark: Gauge,
+}
+
+impl StateGauges {
+    fn new(r: &Registry) -> StateGauges {
+        let entities = IntGaugeVec::new(
+            Opts::new(
+                "salespulse_state_entities",
+                "Leads, deals and customers in memory.",
+            ),
+            &["entity"],
+        )
+        .expect("metric");
+        r.register(Box::new(entities.clone())).expect("register");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            r.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let waiting = IntGaugeVec::new(
+        Opts::new(
+            "salespulse_events_waiting",
+            "Events held back now: for=\"entity\" waiting for their lead, deal or customer; for=\"clock\" outliers held (docs/time.md).",
+        ),
+        &["for"],
+    )
+    .expect("metric");
+        r.register(Box::new(waiting.clone())).expect("register");
+        let dedup_entries = gauge(
+            "salespulse_state_dedup_entries",
+            "Event ids remembered for duplicate detection.",
+        );
+        let buckets = gauge(
+            "salespulse_state_window_buckets",
+            "Open window buckets (calendar windows and rolling sub-buckets).",
+        );
+        let watermark = Gauge::new(
+            "salespulse_watermark_seconds",
+            "Watermark (newest event time − out-of-orderness), Unix seconds.",
+        )
+        .expect("metric");
+        r.register(Box::new(watermark.clone())).expect("register");
+        StateGauges {
+            entities,
+            waiting,
+            dedup_entries,
+            buckets,
+            watermark,
+        }
+    }
 }
 
 /// Kafka source and sink health (zero / absent when Kafka is off).
@@ -298,26 +352,13 @@ impl Metrics {
     /// Metrics exporting the KPIs `[prometheus]` of `cfg` selects.
     pub fn for_config(cfg: &crate::config::Config) -> Metrics {
         let r = Registry::new();
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "salespulse_build_info",
-                "Always 1; the labels say which salespulse is running.",
-            ),
-            &["version", "rust_version"],
-        )
-        .expect("metric");
-        build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_RUST_VERSION")])
-            .set(1);
-        r.register(Box::new(build)).expect("register");
-        #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("register");
-        let counter_vec = |name: &str, help: &str, label: &str| {
+        register_build_and_process(&r);
+        let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("metric");
             r.register(Box::new(c.clone())).expect("register");
+            for v in values {
+                c.with_label_values(&[v]);
+            }
             c
         };
         let counter = |name: &str, help: &str| {
@@ -329,18 +370,20 @@ impl Metrics {
             "salespulse_events_in_total",
             "Events accepted, by CloudEvents type.",
             "type",
+            &EventType::ALL
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>(),
         );
         let rejected = counter_vec(
             "salespulse_events_rejected_total",
             "Inputs rejected to the dead-letter sink, by reason.",
             "reason",
+            &RejectReason::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
         );
-        for t in EventType::ALL {
-            events_in.with_label_values(&[t.as_str()]);
-        }
-        for reason in RejectReason::ALL {
-            rejected.with_label_values(&[reason.as_str()]);
-        }
         let late = counter(
             "salespulse_events_late_total",
             "Events older than watermark − grace (also in rejected{reason=\"late\"}).",
@@ -349,18 +392,14 @@ impl Metrics {
             "salespulse_events_duplicate_total",
             "Events not counted because they repeat what was: reason \"id\" (same source + id) or \"repeated_transition\" (the same lifecycle step of the same lead, deal or customer, e.g. a re-sent webhook).",
             "reason",
+            &DUPLICATE_REASONS,
         );
-        for r in DUPLICATE_REASONS {
-            duplicates.with_label_values(&[r]);
-        }
         let outcomes_revised = counter_vec(
             "salespulse_deal_outcomes_revised_total",
             "Deal outcomes replaced by a later one (reopen or correction): \"withdrawn\" from a window still open, or \"kept_final\" by a window already final.",
             "revision",
+            &REVISION_KINDS,
         );
-        for r in REVISION_KINDS {
-            outcomes_revised.with_label_values(&[r]);
-        }
         let deals_expired = counter(
             "salespulse_deals_expired_total",
             "Open deals closed by pipeline.max_open_age (also the deals_expired KPI).",
@@ -369,10 +408,8 @@ impl Metrics {
             "salespulse_waited_events_total",
             "Events that waited for the lead, deal or customer they name: \"attributed\" (it came in time: counted with its dimensions) or \"unknown\" (it did not: counted in the dimensions' \"unknown\" series).",
             "outcome",
+            &WAIT_OUTCOMES,
         );
-        for o in WAIT_OUTCOMES {
-            waited.with_label_values(&[o]);
-        }
         let outliers = counter(
             "salespulse_time_outliers_total",
             "Events held because they were more than time.max_jump ahead of the event-time clock.",
@@ -381,10 +418,8 @@ impl Metrics {
             "salespulse_time_outliers_released_total",
             "Held outliers that counted: \"jump_confirmed\" (time.jump_confirmations events confirmed the jump), \"caught_up\" (the clock came within time.max_jump), \"alone\" (end of input: in their own windows, the clock unmoved).",
             "outcome",
+            &OUTLIER_OUTCOMES,
         );
-        for o in OUTLIER_OUTCOMES {
-            outliers_released.with_label_values(&[o]);
-        }
         let jumps = counter(
             "salespulse_time_jumps_total",
             "Jumps of the event-time clock beyond time.max_jump confirmed by time.jump_confirmations events in a row.",
@@ -393,11 +428,13 @@ impl Metrics {
             "salespulse_unknown_entity_total",
             "Events naming a lead, deal or customer that is unknown (never seen, or evicted by TTL).",
             "entity",
+            &[],
         );
         let evicted = counter_vec(
             "salespulse_entities_evicted_total",
             "Entities forgotten after state.entity_ttl: leads, closed deals, cancelled customers (open deals and active customers never are).",
             "entity",
+            &[],
         );
         let dedup_evicted = counter(
             "salespulse_dedup_evicted_total",
@@ -416,51 +453,13 @@ impl Metrics {
         .expect("metric");
         r.register(Box::new(event_seconds.clone()))
             .expect("register");
-        let entities = IntGaugeVec::new(
-            Opts::new(
-                "salespulse_state_entities",
-                "Leads, deals and customers in memory.",
-            ),
-            &["entity"],
-        )
-        .expect("metric");
-        r.register(Box::new(entities.clone())).expect("register");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("metric");
-            r.register(Box::new(g.clone())).expect("register");
-            g
-        };
-        let waiting = IntGaugeVec::new(
-            Opts::new(
-                "salespulse_events_waiting",
-                "Events held back now: for=\"entity\" waiting for their lead, deal or customer; for=\"clock\" outliers held (docs/time.md).",
-            ),
-            &["for"],
-        )
-        .expect("metric");
-        r.register(Box::new(waiting.clone())).expect("register");
-        let dedup_entries = gauge(
-            "salespulse_state_dedup_entries",
-            "Event ids remembered for duplicate detection.",
-        );
-        let buckets = gauge(
-            "salespulse_state_window_buckets",
-            "Open window buckets (calendar windows and rolling sub-buckets).",
-        );
-        let watermark = Gauge::new(
-            "salespulse_watermark_seconds",
-            "Watermark (newest event time − out-of-orderness), Unix seconds.",
-        )
-        .expect("metric");
-        r.register(Box::new(watermark.clone())).expect("register");
+        let state = StateGauges::new(&r);
         let folded = counter_vec(
             "salespulse_series_folded_total",
             "Events whose dimension value was folded into \"other\" (kpis.max_series_per_dimension reached), by dimension.",
             "dimension",
+            &DIMS,
         );
-        for d in DIMS {
-            folded.with_label_values(&[d]);
-        }
         let kafka = KafkaMetrics::new(&r);
         let alerts = AlertMetrics::new(&r);
         let checkpoint = CheckpointMetrics::new(&r);
@@ -476,16 +475,12 @@ impl Metrics {
             outliers,
             outliers_released,
             jumps,
-            waiting,
             unknown_entity,
             evicted,
             dedup_evicted,
             records_out,
             event_seconds,
-            entities,
-            dedup_entries,
-            buckets,
-            watermark,
+            state,
             folded,
             last: Mutex::new(HashMap::new()),
             kpis: KpiView::new(kpis::Filter::from_config(cfg)),
@@ -576,19 +571,20 @@ impl Metrics {
     pub fn sync_gauges(&self, engines: &[&Engine]) {
         for (i, name) in ENTITY_NAMES.iter().enumerate() {
             let n: usize = engines.iter().map(|e| e.entity_counts()[i]).sum();
-            self.entities.with_label_values(&[name]).set(n as i64);
+            self.state.entities.with_label_values(&[name]).set(n as i64);
         }
         for (i, what) in ["entity", "clock"].iter().enumerate() {
             let n: usize = engines.iter().map(|e| e.waiting_counts()[i]).sum();
-            self.waiting.with_label_values(&[what]).set(n as i64);
+            self.state.waiting.with_label_values(&[what]).set(n as i64);
         }
-        self.dedup_entries.set(
+        self.state.dedup_entries.set(
             engines
                 .iter()
                 .map(|e| e.state.dedup.order.len())
                 .sum::<usize>() as i64,
         );
-        self.buckets
+        self.state
+            .buckets
             .set(engines.iter().map(|e| e.bucket_count()).sum::<usize>() as i64);
         if let Some(w) = engines
             .iter()
@@ -596,7 +592,7 @@ impl Metrics {
             .map(|e| e.watermark())
             .min()
         {
-            self.watermark.set(w as f64 / 1000.0);
+            self.state.watermark.set(w as f64 / 1000.0);
         }
     }
 
@@ -621,6 +617,27 @@ impl Metrics {
     pub fn current(&self, kpi: &str, window: &str) -> Option<KpiRecord> {
         self.kpis.current(kpi, window)
     }
+}
+
+/// `salespulse_build_info` and, on Linux, the `process_*` metrics.
+fn register_build_and_process(r: &Registry) {
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "salespulse_build_info",
+            "Always 1; the labels say which salespulse is running.",
+        ),
+        &["version", "rust_version"],
+    )
+    .expect("metric");
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_RUST_VERSION")])
+        .set(1);
+    r.register(Box::new(build)).expect("register");
+    #[cfg(target_os = "linux")]
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
+    .expect("register");
 }
 
 impl Default for Metrics {

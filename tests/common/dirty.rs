@@ -10,7 +10,7 @@ pub const OUT_OF_ORDERNESS: i64 = HOUR;
 
 /// The generator's first reps, listed with their team and region.
 pub fn config_toml() -> String {
-    salespulse::generator::roster(4)
+    salespulse::demo::generator::roster(4)
         .iter()
         .map(|(n, t, r)| format!("[[reps]]\nname = \"{n}\"\nteam = \"{t}\"\nregion = \"{r}\"\n"))
         .collect()
@@ -30,7 +30,7 @@ fn line(id: usize, ty: &str, t: i64, data: Value) -> String {
 /// Sorted by time: the clean, ordered run.
 pub fn stream(seed: u64, entities: usize, start: i64) -> Vec<(i64, String)> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let reps: Vec<String> = salespulse::generator::roster(4)
+    let reps: Vec<String> = salespulse::demo::generator::roster(4)
         .into_iter()
         .map(|r| r.0)
         .collect();

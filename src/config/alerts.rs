@@ -1,7 +1,7 @@
 //! `[alerts]`: threshold rules over KPI series and the routes their
 //! notifications go to.
 
-use crate::config::{ConfigError, Dur};
+use super::{ConfigError, Dur};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -221,6 +221,13 @@ impl RouteConfig {
 impl AlertsConfig {
     /// Checks rules and routes; `windows` are the configured window kinds.
     pub fn validate(&self, windows: &[String], errs: &mut Vec<ConfigError>) {
+        self.validate_delivery(errs);
+        self.validate_routes(errs);
+        self.validate_rules(windows, errs);
+    }
+
+    /// Retry delays and the queue.
+    fn validate_delivery(&self, errs: &mut Vec<ConfigError>) {
         let mut err = |field: String, problem: String, fix: &str| {
             errs.push(ConfigError {
                 field,
@@ -248,6 +255,17 @@ impl AlertsConfig {
                 "use a positive number, e.g. 10000",
             );
         }
+    }
+
+    /// Each route: a unique name, a target its kind can reach, its options.
+    fn validate_routes(&self, errs: &mut Vec<ConfigError>) {
+        let mut err = |field: String, problem: String, fix: &str| {
+            errs.push(ConfigError {
+                field,
+                problem,
+                fix: fix.into(),
+            })
+        };
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let f = |k: &str| format!("alerts.routes[{i}].{k}");
@@ -356,6 +374,17 @@ impl AlertsConfig {
                 }
             }
         }
+    }
+
+    /// Each rule: a unique name, a known KPI and window, a condition, routes that exist, labels.
+    fn validate_rules(&self, windows: &[String], errs: &mut Vec<ConfigError>) {
+        let mut err = |field: String, problem: String, fix: &str| {
+            errs.push(ConfigError {
+                field,
+                problem,
+                fix: fix.into(),
+            })
+        };
         let known_kpis: Vec<&str> = crate::kpi::CATALOGUE.iter().map(|k| k.name).collect();
         let mut rule_names = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {

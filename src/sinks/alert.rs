@@ -7,8 +7,8 @@
 //! `alerts.retry_for` is given up, counted and logged with its whole
 //! content. A full queue drops the notification, counted and logged.
 
-use super::config::{AlertsConfig, Language, RouteConfig, RouteKind, SmtpTls};
-use super::{text, NoteState, Notification};
+use crate::alert::{text, NoteState, Notification};
+use crate::config::alerts::{AlertsConfig, Language, RouteConfig, RouteKind, SmtpTls};
 use crate::metrics::Metrics;
 use lettre::AsyncTransport;
 use rdkafka::producer::{FutureProducer, FutureRecord};

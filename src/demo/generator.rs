@@ -448,6 +448,18 @@ impl Generator {
         if !won {
             return;
         }
+        self.customer_story(t, channel, segment, amount);
+    }
+
+    /// A won deal's customer: acquired, first order, a survey answer,
+    /// maybe a later order, maybe a cancellation.
+    fn customer_story(
+        &mut self,
+        t: i64,
+        channel: &'static str,
+        segment: &'static str,
+        amount: f64,
+    ) {
         let customer = self.id("cust");
         self.schedule(
             t + 1000,

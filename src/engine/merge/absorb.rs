@@ -1,0 +1,339 @@
+//! The merger's side of scale-out: a partial from a source replaces
+//! that source's earlier contribution to each item it names, and the
+//! merged items replace the merger's buckets; the merger's clock follows
+//! the slowest source that is not idle.
+
+use super::*;
+
+/// A dimension key of a partial in this engine's interned ids (`ids`:
+/// the partial's name table, interned).
+fn remap(ids: &[u32], k: &DimKey) -> DimKey {
+    DimKey(k.map(|v| ids.get(v as usize).copied().unwrap_or(0)))
+}
+
+/// A partial's cells in this engine's interned ids.
+fn remap_cells(ids: &[u32], c: &Cells) -> Rolled {
+    let id = |v: u32| ids.get(v as usize).copied().unwrap_or(0);
+    Rolled {
+        scopes: c
+            .scopes
+            .iter()
+            .map(|((d, v), a)| ((*d, id(*v)), a.clone()))
+            .collect(),
+        pairs: c
+            .pairs
+            .iter()
+            .map(|((p, q), a)| ((id(*p), id(*q)), a.clone()))
+            .collect(),
+    }
+}
+
+impl Engine {
+    /// Takes in one partial (merger only). Returns false when it is refused.
+    pub fn absorb(&mut self, p: &Partial) -> bool {
+        let Some(mut m) = self.merge.take() else {
+            return false;
+        };
+        let ok = self.absorb_into(&mut m, p);
+        self.merge = Some(m);
+        ok
+    }
+
+    pub(super) fn absorb_into(&mut self, m: &mut MergeState, p: &Partial) -> bool {
+        if p.layout != layout_hash(&self.settings) {
+            m.refused += 1;
+            tracing::error!(source = %p.source, "a partial made under other time / window / stage settings was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages");
+            return false;
+        }
+        if !m.expected.is_empty() && !m.expected.contains(&p.source) {
+            m.refused += 1;
+            tracing::error!(source = %p.source, "a partial from a partition of another topic was refused: give each pipeline its own kafka.partials_topic");
+            return false;
+        }
+        let ids: Vec<u32> = p
+            .names
+            .iter()
+            .map(|s| self.state.interner.intern(s))
+            .collect();
+        let (src, v) = (p.source.as_str(), p.version);
+        tracing::debug!(source = src, version = v, items = p.items.len(), progress = ?p.progress, "partial absorbed");
+        let late_before = m.late_items;
+        for it in &p.items {
+            match it {
+                Item::Day { start, cells } => {
+                    self.absorb_day(m, src, v, *start, remap_cells(&ids, cells))
+                }
+                Item::Rolling { set, start, cells } => {
+                    self.absorb_rolling(m, src, v, (*set, *start), remap_cells(&ids, cells))
+                }
+                Item::Ledger { day, slots } => {
+                    let slots = slots.iter().map(|(t, k, d)| (*t, remap(&ids, k), *d));
+                    self.absorb_ledger(m, src, v, *day, slots.collect())
+                }
+                Item::Cohort { day, cells } => {
+                    let cells = cells.iter().map(|(k, c)| (remap(&ids, k), *c));
+                    self.absorb_cohort(m, src, v, *day, cells.collect())
+                }
+                Item::Pipeline { cells } => {
+                    let cells = cells.iter().map(|((st, k), p)| ((*st, remap(&ids, k)), *p));
+                    self.absorb_pipeline(m, src, v, cells.collect())
+                }
+                Item::Misc(x) => {
+                    let x = x.map_ids(|i| ids.get(i as usize).copied().unwrap_or(0));
+                    self.absorb_misc(m, src, v, x)
+                }
+            }
+        }
+        if m.late_items > late_before {
+            tracing::warn!(source = %p.source, items = m.late_items - late_before, "partials for windows the merger had already closed were dropped: a partition that was idle (kafka.idle_partition_timeout) sent events older than the other partitions' watermark");
+        }
+        if let Some(pr) = p.progress {
+            match m.sources.get_mut(src) {
+                Some(s) if s.version > v => {}
+                Some(s) => {
+                    s.version = v;
+                    s.progress = pr;
+                }
+                None => {
+                    m.sources.insert(
+                        src.to_string(),
+                        SourceState {
+                            version: v,
+                            progress: pr,
+                        },
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// A day bucket's cells from one source; the merged day replaces the
+    /// bucket (opened if needed, unless its window is closed: late).
+    pub(super) fn absorb_day(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        start: i64,
+        cells: Rolled,
+    ) {
+        let open = self.state.calendar[0].buckets.contains_key(&start);
+        if !open {
+            let b = self.settings.cal.bounds(CalendarKind::Day, start);
+            if b.end <= self.cutoff() || b.start != start {
+                m.late_items += 1;
+                return;
+            }
+            self.open_day(b);
+        }
+        let e = m.days.entry(start).or_default();
+        if put(e, src, v, cells) {
+            let merged = merged_aggs(e);
+            let b = self.state.calendar[0]
+                .buckets
+                .get_mut(&start)
+                .expect("day bucket open");
+            b.aggs = merged;
+            b.dirty = true;
+        }
+    }
+
+    /// A rolling sub-bucket's cells from one source.
+    pub(super) fn absorb_rolling(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        (set, start): (u8, i64),
+        cells: Rolled,
+    ) {
+        let Some(r) = self.state.rolling.get_mut(set as usize) else {
+            return;
+        };
+        let e = m.rolling.entry((set, start)).or_default();
+        if put(e, src, v, cells) {
+            r.buckets.insert(start, merged_aggs(e));
+            r.dirty = true;
+        }
+    }
+
+    /// One day of the open-entity ledger from one source: the day's
+    /// slots are rebuilt from every source's.
+    pub(super) fn absorb_ledger(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        day: i64,
+        slots: LedgerDay,
+    ) {
+        if day + DAY_MS <= m.ledger_folded {
+            m.late_items += 1;
+            return;
+        }
+        let e = m.ledger.entry(day).or_default();
+        if put(e, src, v, slots) {
+            let l = &mut self.state.ledger;
+            let old: Vec<i64> = l.slots.range(day..day + DAY_MS).map(|(t, _)| *t).collect();
+            for t in old {
+                for (k, d) in l.slots.remove(&t).unwrap_or_default() {
+                    *l.active.entry(k).or_default() -= d;
+                }
+            }
+            for (_, (_, slots)) in e.iter() {
+                for (t, k, d) in slots {
+                    if *t >= m.ledger_folded {
+                        l.add(*t, *k, *d);
+                    }
+                }
+            }
+            l.active.retain(|_, n| *n != 0);
+            self.state.gauges_dirty = true;
+        }
+    }
+
+    /// One cohort day from one source: the day's cohort is the sum of
+    /// every source's.
+    pub(super) fn absorb_cohort(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        day: i64,
+        cells: CohortCells,
+    ) {
+        if !self.state.cohorts.contains_key(&day)
+            && day + DAY_MS <= self.state.clock.saturating_sub(self.settings.entity_ttl)
+        {
+            m.late_items += 1;
+            return;
+        }
+        let e = m.cohorts.entry(day).or_default();
+        if put(e, src, v, cells) {
+            let mut c = Cohort {
+                dirty: true,
+                ..Default::default()
+            };
+            for (_, (_, cells)) in e.iter() {
+                for (k, (a, b)) in cells {
+                    let x = c.cells.entry(*k).or_default();
+                    x.0 += a;
+                    x.1 += b;
+                }
+            }
+            self.state.cohorts.insert(day, c);
+        }
+    }
+
+    /// The open pipeline of one source: the pipeline is the sum of every
+    /// source's.
+    pub(super) fn absorb_pipeline(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        cells: Vec<((u8, DimKey), Pipeline)>,
+    ) {
+        if put(&mut m.pipeline, src, v, cells) {
+            let mut out: FxHashMap<(u8, DimKey), Pipeline> = FxHashMap::default();
+            for (_, (_, cells)) in m.pipeline.iter() {
+                for (k, p) in cells {
+                    let x = out.entry(*k).or_default();
+                    x.deals += p.deals;
+                    x.amount_cents += p.amount_cents;
+                }
+            }
+            self.state.pipeline = out;
+            self.state.gauges_dirty = true;
+        }
+    }
+
+    /// Settings learned from events (quotas, rep teams, headcount, market
+    /// sizes) of one source.
+    pub(super) fn absorb_misc(&mut self, m: &mut MergeState, src: &str, v: i64, x: Misc) {
+        if put(&mut m.misc, src, v, x) {
+            let s = &mut self.state;
+            s.quotas.clear();
+            s.rep_info.clear();
+            s.headcount.clear();
+            s.market_size.clear();
+            // Sources in name order: where two disagree (a rep
+            // seen with two teams), the same one wins everywhere.
+            for (_, (_, x)) in m.misc.iter() {
+                s.quotas.extend(x.quotas.iter().copied());
+                s.rep_info.extend(x.rep_info.iter().copied());
+                s.headcount.extend(x.headcount.iter().copied());
+                s.market_size.extend(x.market.iter().copied());
+            }
+        }
+    }
+
+    /// Moves the merger's clock to the slowest source that is not idle
+    /// (every expected source must have reported), closing the windows
+    /// it passes, and forgets the contributions of closed items.
+    pub fn merge_advance(&mut self) {
+        let Some(m) = self.merge.take() else {
+            return;
+        };
+        let known: Vec<&SourceState> = m
+            .expected
+            .iter()
+            .filter_map(|s| m.sources.get(s))
+            .chain(
+                m.sources
+                    .iter()
+                    .filter(|(k, _)| !m.expected.contains(*k))
+                    .map(|(_, s)| s),
+            )
+            .collect();
+        let complete = m.expected.iter().all(|s| m.sources.contains_key(s));
+        let max_time = known.iter().map(|s| s.progress.max_time).max();
+        let active: Vec<i64> = known
+            .iter()
+            .filter(|s| !s.progress.idle)
+            .map(|s| s.progress.clock)
+            .collect();
+        let clock = if !complete {
+            None
+        } else if active.is_empty() {
+            known.iter().map(|s| s.progress.clock).max()
+        } else {
+            active.into_iter().min()
+        };
+        if let Some(t) = max_time {
+            self.state.max_time = self.state.max_time.max(t);
+        }
+        self.merge = Some(m);
+        if let Some(t) = clock.filter(|t| *t != i64::MIN) {
+            self.advance_clock(t);
+        }
+        self.merge_forget();
+    }
+
+    /// Every expected source has read its partition to the end.
+    pub fn merge_at_end(&self) -> bool {
+        self.merge.as_ref().is_some_and(|m| {
+            !m.expected.is_empty()
+                && m.expected
+                    .iter()
+                    .all(|s| m.sources.get(s).is_some_and(|s| s.progress.at_end))
+        })
+    }
+
+    pub(super) fn merge_forget(&mut self) {
+        let Some(m) = self.merge.as_mut() else {
+            return;
+        };
+        let s = &self.state;
+        m.days.retain(|d, _| s.calendar[0].buckets.contains_key(d));
+        m.rolling.retain(|(set, start), _| {
+            s.rolling
+                .get(*set as usize)
+                .is_some_and(|r| r.buckets.contains_key(start))
+        });
+        let folded = m.ledger_folded;
+        m.ledger.retain(|d, _| d + DAY_MS > folded);
+        m.cohorts.retain(|d, _| s.cohorts.contains_key(d));
+    }
+}

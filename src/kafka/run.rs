@@ -1,0 +1,523 @@
+//! The Kafka loop ([`run`]): one task owns every engine of this
+//! instance; each turn of the loop is a named step of [`super::turn`].
+
+use super::client::{
+    client_config, ensure_internal_topics, group_consumer, input_partitions, partition_counts,
+    producer, watch_ends, Ends,
+};
+use super::produce::{deliverer, send, Ack, Confirm, Confirmed};
+use super::source::{position, process, source_name, Merger, Pos, Src};
+use super::turn::Shared;
+use super::KafkaOptions;
+use crate::config::Config;
+use crate::decode::Reject;
+use crate::engine::Outcome;
+use crate::run::RunReport;
+use crate::sinks::alert::Dispatcher;
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::DeliveryFuture;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Runs the Kafka pipeline until SIGTERM / Ctrl-C, or with `to_end` until
+/// every partition is consumed to its end and (on the instance that
+/// holds the merger) every window is closed.
+///
+/// Each assigned input partition has its own source engine, restored
+/// from the changelog topic when the partition is assigned. Sources
+/// export partials to the partials topic (one partition); the instance
+/// assigned that partition (consumer group `<group_id>.merge`) runs the
+/// merger, which emits the KPI records, leaderboards and alerts. Every
+/// `kafka.checkpoint_interval`: wait until everything produced is
+/// acknowledged, write each changed state to the changelog, wait for
+/// that, then commit the input offsets those states have reached.
+pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> {
+    let k = &cfg.kafka;
+    let m = opts.metrics.clone();
+    tracing::info!(kafka = ?k, "starting the Kafka pipeline");
+    let base = client_config(cfg);
+    // Registered now: a SIGTERM while waiting for topics or restoring counts.
+    let shutdown = crate::run::shutdown_signal();
+    tokio::pin!(shutdown);
+    let Some(counts) = input_partitions(&base, &k.input_topics, &mut shutdown).await? else {
+        tracing::info!("stopped before the input topics existed");
+        return Ok(RunReport::default());
+    };
+    let max_parts = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+    ensure_internal_topics(cfg, max_parts).await?;
+    let changelog_parts = {
+        let (b, t) = (base.clone(), vec![k.changelog()]);
+        tokio::task::spawn_blocking(move || partition_counts(&b, &t))
+            .await??
+            .first()
+            .map_or(1, |(_, n)| (*n).max(1))
+    };
+    let expected: std::collections::BTreeSet<String> = counts
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| source_name(t, p)))
+        .collect();
+    let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+    let consumer = group_consumer(cfg, &k.group_id, &topics, m.clone(), true)?;
+    let merge_group = format!("{}.merge", k.group_id);
+    let merge_consumer = group_consumer(
+        cfg,
+        &merge_group,
+        &[k.partials().as_str()],
+        m.clone(),
+        false,
+    )?;
+    let producer = producer(cfg)?;
+    let alerts = Dispatcher::start(
+        &cfg.alerts,
+        &k.alert_topic,
+        Some(producer.clone()),
+        m.clone(),
+    )?;
+    let (ack_tx, ack_rx) = mpsc::channel::<Ack>(8);
+    let confirmed: Confirmed = Default::default();
+    let deliverer = tokio::spawn(deliverer(
+        ack_rx,
+        producer.clone(),
+        m.clone(),
+        confirmed.clone(),
+    ));
+    let ends: Ends = Default::default();
+    // End offsets: for `--to-end`, and to tell a partition stuck inside
+    // a batch (see `SeekBack`) from one with nothing to read.
+    let every = Duration::from_millis(if opts.to_end { 250 } else { 2_000 });
+    let ends_task = watch_ends(consumer.clone(), ends.clone(), every);
+    // `--fresh`: the partials already in the topic belong to the state
+    // being discarded (and may say every source is at its end): a merger
+    // of this run reads only those written from now on.
+    let fresh_partials_from = if opts.fresh {
+        let (c, t) = (merge_consumer.clone(), k.partials());
+        tokio::task::spawn_blocking(move || {
+            c.fetch_watermarks(&t, 0, Duration::from_secs(10))
+                .map(|(_, high)| high)
+        })
+        .await?
+        .context("cannot read the end offset of the partials topic")?
+    } else {
+        0
+    };
+    let ctx = Shared {
+        cfg,
+        m: &m,
+        producer: &producer,
+        consumer: &consumer,
+        merge_consumer: &merge_consumer,
+        expected: &expected,
+        changelog_parts,
+        fresh: opts.fresh,
+        fresh_partials_from,
+    };
+    let mut lp = Loop::new(&opts, alerts, ack_tx, confirmed, ends);
+    let mut tick = tokio::time::interval(
+        cfg.output
+            .update_interval
+            .0
+            .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut ticked = false;
+        tokio::select! {
+            msg = consumer.recv() => match msg {
+                Ok(msg) => lp.on_input(&ctx, msg).await?,
+                Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+            },
+            msg = merge_consumer.recv() => match msg {
+                Ok(msg) => lp.on_partial(&ctx, &msg).await?,
+                Err(e) => tracing::warn!(error = %e, "Kafka consumer error (partials)"),
+            },
+            _ = tick.tick() => { ticked = true; }
+            _ = &mut shutdown => {
+                tracing::info!("stop signal received: draining");
+                break;
+            }
+        }
+        if (ticked || lp.since_flush >= cfg.input.batch_size) && lp.turn(&ctx, ticked).await? {
+            break;
+        }
+    }
+    ctx.checkpoint(&mut lp.sources, lp.merger.as_mut(), &lp.ack_tx)
+        .await?;
+    let Loop {
+        ack_tx,
+        alerts,
+        report,
+        ends,
+        mut progress,
+        ..
+    } = lp;
+    progress.finish();
+    drop(ack_tx);
+    deliverer.await.context("delivery task failed")??;
+    alerts.shutdown().await;
+    drop(ends);
+    let _ = ends_task.await;
+    Ok(report)
+}
+
+/// The state of the Kafka loop between its steps.
+struct Loop {
+    to_end: bool,
+    live_updates: bool,
+    alerts: Dispatcher,
+    ack_tx: mpsc::Sender<Ack>,
+    confirmed: Confirmed,
+    ends: Ends,
+    sources: HashMap<(String, i32), Src>,
+    /// Assigned partitions waiting for their first message, since when.
+    pending: HashMap<(String, i32), Instant>,
+    merger: Option<Merger>,
+    report: RunReport,
+    /// Produced since the last hand-over to the delivery task.
+    deliveries: Vec<DeliveryFuture>,
+    confirms: Vec<Confirm>,
+    /// Input messages since the last turn, and when that turn ended.
+    since_flush: usize,
+    t_batch: Instant,
+    last_message: Instant,
+    last_checkpoint: Instant,
+    at_end_since: Option<Instant>,
+    /// When the last "no partition" warning was logged.
+    warned: Option<Instant>,
+    progress: crate::run::Progress,
+}
+
+impl Loop {
+    fn new(
+        opts: &KafkaOptions,
+        alerts: Dispatcher,
+        ack_tx: mpsc::Sender<Ack>,
+        confirmed: Confirmed,
+        ends: Ends,
+    ) -> Loop {
+        Loop {
+            to_end: opts.to_end,
+            live_updates: opts.live_updates,
+            alerts,
+            ack_tx,
+            confirmed,
+            ends,
+            sources: HashMap::new(),
+            pending: HashMap::new(),
+            merger: None,
+            report: RunReport::default(),
+            deliveries: Vec::new(),
+            confirms: Vec::new(),
+            since_flush: 0,
+            t_batch: Instant::now(),
+            last_message: Instant::now(),
+            last_checkpoint: Instant::now(),
+            at_end_since: None,
+            warned: None,
+            progress: crate::run::Progress::new(opts.progress),
+        }
+    }
+
+    /// One input message: into its partition's source engine, or skipped
+    /// (already in the state), or a seek back (a gap); a rejection goes
+    /// to the dead-letter topic.
+    async fn on_input(&mut self, ctx: &Shared<'_>, msg: BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let key = (msg.topic().to_string(), msg.partition());
+        if !self.sources.contains_key(&key) {
+            ctx.sync_sources(
+                &mut self.sources,
+                &mut self.pending,
+                Some((&key, msg.offset())),
+            )
+            .await?;
+        }
+        self.last_message = Instant::now();
+        let Some(src) = self.sources.get_mut(&key) else {
+            return Ok(());
+        };
+        src.back.seen = Some(Instant::now());
+        let offset = msg.offset();
+        match position(src.next, offset) {
+            Pos::Skip => return Ok(()),
+            Pos::Gap => {
+                src.back.seek(ctx.consumer, &key.0, key.1, src.next, 16);
+                return Ok(());
+            }
+            Pos::Apply => {}
+        }
+        let r = process(&mut src.engine, &msg, ctx.cfg.kafka.default_format);
+        drop(msg);
+        src.next = offset + 1;
+        src.back.tries = 0;
+        src.last_message = Instant::now();
+        src.changed = true;
+        src.consumed += 1;
+        self.since_flush += 1;
+        match r {
+            Ok(Outcome::Counted) => self.report.accepted += 1,
+            Ok(Outcome::Duplicate) => self.report.duplicates += 1,
+            Err(bad) => {
+                self.report.rejected += 1;
+                self.dead_letter(ctx, *bad).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A rejected message to the dead-letter topic (clipped to
+    /// `output.dead_letter_max_bytes`), or a WARN without one.
+    async fn dead_letter(
+        &mut self,
+        ctx: &Shared<'_>,
+        (rej, orig, headers): (Reject, OwnedMessage, OwnedHeaders),
+    ) -> anyhow::Result<()> {
+        let k = &ctx.cfg.kafka;
+        if k.dlq_topic.is_empty() {
+            tracing::warn!(reason = rej.reason.as_str(), detail = %rej.detail, topic = orig.topic(), partition = orig.partition(), offset = orig.offset(), "rejected message (no kafka.dlq_topic)");
+            return Ok(());
+        }
+        let (value, cut) = crate::output::clip_raw(
+            orig.payload().unwrap_or_default(),
+            ctx.cfg.output.dead_letter_max_bytes,
+        );
+        let headers = match &cut {
+            Some((len, hash)) => headers
+                .insert(Header {
+                    key: "salespulse.original_length",
+                    value: Some(&len.to_string()),
+                })
+                .insert(Header {
+                    key: "salespulse.original_xxh3",
+                    value: Some(hash.as_str()),
+                }),
+            None => headers,
+        };
+        let key = orig.key().unwrap_or_default();
+        let d = send(ctx.producer, &k.dlq_topic, None, key, value, Some(headers)).await?;
+        self.deliveries.push(d);
+        Ok(())
+    }
+
+    /// One message of the partials topic, into the merger.
+    async fn on_partial(
+        &mut self,
+        ctx: &Shared<'_>,
+        msg: &BorrowedMessage<'_>,
+    ) -> anyhow::Result<()> {
+        if self.merger.is_none() {
+            ctx.sync_merger(&mut self.merger, Some(msg.offset()))
+                .await?;
+        }
+        let Some(mg) = self.merger.as_mut() else {
+            return Ok(());
+        };
+        mg.back.seen = Some(Instant::now());
+        let offset = msg.offset();
+        match position(mg.next, offset) {
+            Pos::Skip => {}
+            Pos::Gap => mg
+                .back
+                .seek(ctx.merge_consumer, msg.topic(), msg.partition(), mg.next, 1),
+            Pos::Apply => {
+                match crate::engine::merge::Partial::decode(msg.payload().unwrap_or_default()) {
+                    Ok(p) => {
+                        mg.engine.absorb(&p);
+                    }
+                    Err(e) => {
+                        tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped")
+                    }
+                }
+                mg.next = offset + 1;
+                mg.back.tries = 0;
+                mg.changed = true;
+                mg.last_message = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// A turn, every `input.batch_size` messages or update tick: follow
+    /// the assignment, export partials, advance and publish the merger,
+    /// hand deliveries over, checkpoint when due. True when the run is
+    /// over (`--to-end`).
+    async fn turn(&mut self, ctx: &Shared<'_>, ticked: bool) -> anyhow::Result<bool> {
+        let k = &ctx.cfg.kafka;
+        if self.since_flush > 0 {
+            ctx.m
+                .event_seconds
+                .observe(self.t_batch.elapsed().as_secs_f64() / self.since_flush as f64);
+        }
+        ctx.sync_sources(&mut self.sources, &mut self.pending, None)
+            .await?;
+        ctx.sync_merger(&mut self.merger, None).await?;
+        self.warn_unassigned(ctx);
+        let ends_now = self.ends.lock().expect("ends lock").clone();
+        for ((t, p), src) in self.sources.iter_mut() {
+            let Some(&(low, high)) = ends_now.get(&(t.clone(), *p)) else {
+                continue;
+            };
+            if (src.next < high || !src.verified(low)) && src.back.stuck(src.last_message) {
+                src.back.seek(ctx.consumer, t, *p, src.next, 16);
+            }
+        }
+        ctx.export(
+            &mut self.sources,
+            &mut self.deliveries,
+            &mut self.confirms,
+            &self.confirmed,
+            k.idle_partition_timeout.0,
+            &ends_now,
+            self.to_end,
+        )
+        .await?;
+        let finished = self.advance_merger(ctx, ticked).await?;
+        self.show_progress(&ends_now);
+        ctx.sync_metrics(&self.sources, self.merger.as_ref());
+        self.hand_over().await?;
+        self.since_flush = 0;
+        self.t_batch = Instant::now();
+        if finished {
+            tracing::info!("every partition is consumed to its end and every window is closed");
+            return Ok(true);
+        }
+        if self.last_checkpoint.elapsed() >= k.checkpoint_interval.0 {
+            ctx.checkpoint(&mut self.sources, self.merger.as_mut(), &self.ack_tx)
+                .await?;
+            self.last_checkpoint = Instant::now();
+        }
+        Ok(self.to_end && self.sources_done_elsewhere(ctx))
+    }
+
+    /// A `--to-end` replay's progress: offsets consumed of those to read.
+    fn show_progress(&mut self, ends: &super::client::EndOffsets) {
+        let (mut pos, mut total) = (0u64, 0u64);
+        for (key, src) in &self.sources {
+            if let Some(&(low, high)) = ends.get(key) {
+                total += (high - low).max(0) as u64;
+                pos += (src.next.min(high) - low).max(0) as u64;
+            }
+        }
+        let clock = self
+            .merger
+            .as_ref()
+            .map_or(i64::MIN, |m| m.engine.state.clock);
+        let r = &self.report;
+        let events = r.accepted + r.duplicates + r.rejected;
+        self.progress.show(events, clock, Some((pos, total)));
+    }
+
+    /// WARN when this instance has held no input partition for
+    /// `kafka.unassigned_warn_after`, again at that interval.
+    fn warn_unassigned(&mut self, ctx: &Shared<'_>) {
+        let k = &ctx.cfg.kafka;
+        match ctx.consumer.context().unassigned_for() {
+            Some(d)
+                if d >= k.unassigned_warn_after.0
+                    && self
+                        .warned
+                        .is_none_or(|w| w.elapsed() >= k.unassigned_warn_after.0) =>
+            {
+                tracing::warn!(
+                    seconds = d.as_secs(),
+                    group = %k.group_id,
+                    "in the consumer group without any input partition: more instances than partitions, or a rebalance that does not end (docs/operations.md, Failover)"
+                );
+                self.warned = Some(Instant::now());
+            }
+            Some(_) => {}
+            None => self.warned = None,
+        }
+    }
+
+    /// The merger's clock moves to the slowest source; at the end of a
+    /// `--to-end` run it checkpoints, then closes every window. Its new
+    /// records are published. True when it finished.
+    async fn advance_merger(&mut self, ctx: &Shared<'_>, ticked: bool) -> anyhow::Result<bool> {
+        let Some(mg) = self.merger.as_mut() else {
+            return Ok(false);
+        };
+        mg.engine.merge_advance();
+        let at_end = self.to_end && mg.engine.merge_at_end();
+        if at_end {
+            // The merger's last checkpoint is its state before the last
+            // windows close (as in file mode): a merger restored from it
+            // (this instance stopped, another one holds the partials
+            // now) finishes again with the same finals. Restored from a
+            // finished state it would open those windows again with only
+            // the partials read after it, and publish wrong finals.
+            // As at every checkpoint, what the saved state has emitted
+            // (windows the last partials closed) is handed out first.
+            ctx.publish(
+                &mut mg.engine,
+                &mut self.deliveries,
+                &mut self.report,
+                &self.alerts,
+            )
+            .await?;
+            mg.changed = true;
+            self.hand_over().await?;
+            ctx.checkpoint(&mut self.sources, self.merger.as_mut(), &self.ack_tx)
+                .await?;
+            self.last_checkpoint = Instant::now();
+        }
+        let mg = self.merger.as_mut().expect("merger");
+        if at_end {
+            mg.engine.finish();
+            // Not saved again (see above).
+            mg.changed = false;
+        } else if ticked && self.live_updates {
+            mg.engine.emit_updates();
+        }
+        ctx.publish(
+            &mut mg.engine,
+            &mut self.deliveries,
+            &mut self.report,
+            &self.alerts,
+        )
+        .await?;
+        Ok(at_end)
+    }
+
+    /// What was produced since the last hand-over goes to the delivery
+    /// task, with the progress it confirms.
+    async fn hand_over(&mut self) -> anyhow::Result<()> {
+        if self.deliveries.is_empty() {
+            return Ok(());
+        }
+        self.ack_tx
+            .send(Ack {
+                deliveries: std::mem::take(&mut self.deliveries),
+                barrier: None,
+                confirms: std::mem::take(&mut self.confirms),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the delivery task stopped"))
+    }
+
+    /// `--to-end` on an instance without the merger: every source at its
+    /// end and quiet for `kafka.end_quiet`, then `end_quiet` more in case
+    /// the merger comes to it.
+    fn sources_done_elsewhere(&mut self, ctx: &Shared<'_>) -> bool {
+        let quiet = ctx.cfg.kafka.end_quiet.0;
+        let all_end = !self.sources.is_empty()
+            && self
+                .sources
+                .values()
+                .all(|s| s.last_sent.is_some_and(|p| p.at_end))
+            && self.last_message.elapsed() >= quiet;
+        if !(all_end && self.merger.is_none()) {
+            self.at_end_since = None;
+            return false;
+        }
+        let since = *self.at_end_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= quiet {
+            tracing::info!(
+                "this instance's partitions are consumed to their end; the merger is elsewhere"
+            );
+            return true;
+        }
+        false
+    }
+}

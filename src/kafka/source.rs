@@ -1,0 +1,222 @@
+//! The per-partition source engines and the merger, where a message
+//! stands against the offset a state expects, and decoding one message
+//! into its engine (with the dead-letter headers of a rejection).
+
+use super::client::Consumer_;
+use crate::decode::{json::BinaryAttrs, wire_of, Format, Reject, Wire};
+use crate::engine::merge::Progress;
+use crate::engine::{Engine, Outcome};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// A source engine: the state of one input partition.
+pub(super) struct Src {
+    pub(super) engine: Engine,
+    /// Next offset to apply: smaller ones are already in the state.
+    pub(super) next: i64,
+    /// `next` in the last checkpoint.
+    pub(super) saved: i64,
+    pub(super) last_message: Instant,
+    pub(super) consumed: u64,
+    /// Applied something since the last export.
+    pub(super) changed: bool,
+    /// Progress at the last export, and the (confirmed) progress it sent.
+    pub(super) last_progress: Option<Progress>,
+    pub(super) last_sent: Option<Progress>,
+    pub(super) last_export: Instant,
+    /// Seeking back: see [`SeekBack`].
+    pub(super) back: SeekBack,
+    /// Tells this source's confirmations from those of an earlier one
+    /// of the same partition.
+    pub(super) generation: u64,
+    /// The consumer's assignment count when this source last saw its
+    /// partition assigned. A source kept across a revocation whose
+    /// partition comes back (eager rebalancing revokes everything) has
+    /// its fetch position reset to the committed offset, possibly inside
+    /// a batch: its position is unverified again (see [`Src::verified`]).
+    pub(super) assignment: u64,
+}
+
+impl Src {
+    /// The fetch position is known to be right: a message came since the
+    /// restore (librdkafka then reads on in order), or the state starts at
+    /// the partition's first offset. Until then the end offset proves
+    /// nothing: tansu 0.6 reports the base offset of the last batch + 1 as
+    /// the end, and serves nothing to a fetch from inside that batch.
+    pub(super) fn verified(&self, low: i64) -> bool {
+        self.back.seen.is_some() || self.next <= low
+    }
+}
+
+/// Seeking back to the offset a restored state expects, further each
+/// time: some brokers (tansu 0.6) serve a fetch from inside a record
+/// batch from the *next* batch, or nothing at all when it is the last
+/// one. Whatever comes before the expected offset is skipped.
+#[derive(Default)]
+pub(super) struct SeekBack {
+    pub(super) last: Option<Instant>,
+    pub(super) tries: u32,
+    /// Last message of the partition, applied or skipped.
+    pub(super) seen: Option<Instant>,
+}
+
+impl SeekBack {
+    /// Seeks `topic/partition` back from `next` (at most once a second):
+    /// 4, 16, 64… × `step` offsets, the further the more tries.
+    pub(super) fn seek(
+        &mut self,
+        c: &Consumer_,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        step: i64,
+    ) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.tries += 1;
+        let to = (next - step * (1i64 << (2 * self.tries.min(10)))).max(0);
+        tracing::info!(
+            topic,
+            partition,
+            next,
+            seek = to,
+            "seeking back to the restored checkpoint's offset"
+        );
+        if let Err(e) = seek(c, topic, partition, to) {
+            tracing::debug!(error = %e, "seek failed; trying again later");
+        }
+    }
+
+    /// No message for 2 s (none at all since the restore, or none since
+    /// the last seek) although the partition holds offsets from `next`
+    /// on: the fetch is stuck inside a batch.
+    pub(super) fn stuck(&self, since: Instant) -> bool {
+        let quiet = |t: Instant| t.elapsed() > Duration::from_secs(2);
+        quiet(self.seen.unwrap_or(since).max(self.last.unwrap_or(since)))
+    }
+}
+
+/// Numbers the sources this process creates (see `Src::generation`).
+pub(super) static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The merger: the one engine that emits KPI records.
+pub(super) struct Merger {
+    pub(super) engine: Engine,
+    /// Next offset of the partials topic to read.
+    pub(super) next: i64,
+    pub(super) saved: i64,
+    pub(super) changed: bool,
+    pub(super) back: SeekBack,
+    pub(super) last_message: Instant,
+}
+
+/// Moves the fetch position of an assigned partition.
+pub(super) fn seek(c: &Consumer_, topic: &str, partition: i32, offset: i64) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    for e in c.seek_partitions(tpl, Duration::from_secs(5))?.elements() {
+        if let Err(err) = e.error() {
+            anyhow::bail!("{err}");
+        }
+    }
+    Ok(())
+}
+
+/// Where a message stands against the next offset a state expects.
+pub(super) enum Pos {
+    Apply,
+    /// Already in the state (read again after a restore or a seek).
+    Skip,
+    /// Offsets were skipped (the group's committed offset is past the
+    /// restored checkpoint): seek back.
+    Gap,
+}
+
+pub(super) fn position(next: i64, offset: i64) -> Pos {
+    match offset.cmp(&next) {
+        std::cmp::Ordering::Equal => Pos::Apply,
+        std::cmp::Ordering::Less => Pos::Skip,
+        std::cmp::Ordering::Greater => Pos::Gap,
+    }
+}
+
+/// `topic/partition`: a source's name in partials.
+pub fn source_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+pub(super) fn source_key(topic: &str, partition: i32) -> String {
+    format!("source/{topic}/{partition}")
+}
+
+pub(super) const MERGE_KEY: &str = "merge";
+
+/// Header value as UTF-8, if present.
+pub(super) fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+    let h = msg.headers()?;
+    h.iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The original headers plus `salespulse.*` headers saying why and where from.
+pub(super) fn dead_letter_headers(msg: &BorrowedMessage<'_>, rej: &Reject) -> OwnedHeaders {
+    let mut h = msg.headers().map(|h| h.detach()).unwrap_or_default();
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    for (k, v) in [
+        ("salespulse.reason", rej.reason.as_str()),
+        ("salespulse.detail", rej.detail.as_str()),
+        ("salespulse.source.topic", msg.topic()),
+        ("salespulse.source.partition", partition.as_str()),
+        ("salespulse.source.offset", offset.as_str()),
+    ] {
+        h = h.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    h
+}
+
+/// Decodes and applies one message; a rejection is returned with what the
+/// dead-letter message needs (owned, so nothing borrows the consumer).
+pub(super) fn process(
+    engine: &mut Engine,
+    msg: &BorrowedMessage<'_>,
+    default: Format,
+) -> Result<Outcome, Box<(Reject, OwnedMessage, OwnedHeaders)>> {
+    let payload = msg.payload().unwrap_or_default();
+    let binary = header(msg, "ce_specversion");
+    let r = match wire_of(header(msg, "content-type"), binary.is_some(), default) {
+        Ok(Wire::Structured(Format::Json)) => engine.process_json(payload),
+        Ok(Wire::Structured(Format::Protobuf)) => engine.process_protobuf(payload),
+        Ok(Wire::BinaryJson) => {
+            let attrs = BinaryAttrs {
+                specversion: binary,
+                id: header(msg, "ce_id"),
+                source: header(msg, "ce_source"),
+                ty: header(msg, "ce_type"),
+                time: header(msg, "ce_time"),
+                subject: header(msg, "ce_subject"),
+            };
+            engine.process_binary(&attrs, payload)
+        }
+        Err(rej) => {
+            engine.count_external_reject(rej.reason);
+            Err(rej)
+        }
+    };
+    r.map_err(|rej| {
+        let headers = dead_letter_headers(msg, &rej);
+        Box::new((rej, msg.detach(), headers))
+    })
+}

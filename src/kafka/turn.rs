@@ -1,0 +1,461 @@
+//! The steps of one turn of the Kafka loop: bring the sources in line
+//! with the assignment, run or hand over the merger, export partials,
+//! publish the merger's records, and checkpoint to the changelog.
+
+use super::changelog;
+use super::client::{committed, Consumer_, EndOffsets};
+use super::produce::{
+    commit, deliver_all, encode_leaderboard, encode_record, record_key, send, Ack, Confirm,
+    Confirmed,
+};
+use super::restore::{restore_merger, restore_source};
+use super::source::{source_key, source_name, Merger, SeekBack, Src, GENERATION, MERGE_KEY};
+use crate::config::Config;
+use crate::engine::merge::Progress;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::run::RunReport;
+use crate::sinks::alert::Dispatcher;
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the steps of the Kafka loop share.
+pub(super) struct Shared<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) m: &'a Arc<Metrics>,
+    pub(super) producer: &'a FutureProducer,
+    pub(super) consumer: &'a Arc<Consumer_>,
+    pub(super) merge_consumer: &'a Arc<Consumer_>,
+    pub(super) expected: &'a std::collections::BTreeSet<String>,
+    pub(super) changelog_parts: i32,
+    pub(super) fresh: bool,
+    /// First offset of the partials topic a merger of this run reads
+    /// (`--fresh`: its end when the run started; else 0).
+    pub(super) fresh_partials_from: i64,
+}
+
+impl Shared<'_> {
+    /// Restores the sources of newly assigned partitions (before any of
+    /// their messages is applied) and drops those of revoked ones (their
+    /// new owner restores them from the changelog and replays).
+    pub(super) async fn sync_sources(
+        &self,
+        sources: &mut HashMap<(String, i32), Src>,
+        pending: &mut HashMap<(String, i32), Instant>,
+        with: Option<(&(String, i32), i64)>,
+    ) -> anyhow::Result<()> {
+        let mut assigned: HashSet<(String, i32)> = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assignment lock")
+            .clone();
+        // A message can come before the assignment callback is seen: its
+        // partition is restored too, and kept for a while.
+        assigned.extend(with.map(|(k, _)| k.clone()));
+        sources.retain(|k, s| {
+            assigned.contains(k) || s.last_message.elapsed() < Duration::from_secs(5)
+        });
+        let assignment = self
+            .consumer
+            .context()
+            .assignments
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for (k, s) in sources.iter_mut() {
+            if s.assignment != assignment && assigned.contains(k) {
+                s.assignment = assignment;
+                // Unverified until a message comes; if none does for a
+                // while, `SeekBack` seeks back (as after a restore).
+                s.back = SeekBack {
+                    last: Some(Instant::now()),
+                    ..SeekBack::default()
+                };
+            }
+        }
+        pending.retain(|k, _| assigned.contains(k));
+        for (t, p) in assigned {
+            let key = (t.clone(), p);
+            if sources.contains_key(&key) {
+                continue;
+            }
+            // A partition is restored at its first message, whose offset
+            // is the group's committed one: the changelog is read up to
+            // that checkpoint, so no seek is needed (some brokers, tansu
+            // 0.6, stall after one). One that brings no message for a few
+            // seconds is restored anyway (it reports its progress).
+            let first = with.filter(|(k, _)| **k == key).map(|(_, o)| o);
+            let since = *pending.entry(key.clone()).or_insert_with(Instant::now);
+            if first.is_none() && since.elapsed() < Duration::from_secs(3) {
+                continue;
+            }
+            pending.remove(&key);
+            let (cfg, tt, parts, fresh) = (
+                self.cfg.clone(),
+                t.clone(),
+                self.changelog_parts,
+                self.fresh,
+            );
+            let c = self.consumer.clone();
+            let t0 = Instant::now();
+            let (engine, next) = tokio::task::spawn_blocking(move || {
+                // The group's committed offset; else the first message's
+                // (some brokers answer the offset fetch late).
+                let target = committed(&c, &tt, p).or(first);
+                tracing::debug!(topic = %tt, partition = p, ?target, "restoring the partition's state");
+                restore_source(&cfg, &tt, p, parts, fresh, target)
+            })
+            .await
+            .context("restore task failed")??;
+            self.m
+                .checkpoint
+                .restore_seconds
+                .observe(t0.elapsed().as_secs_f64());
+            let now = Instant::now();
+            sources.insert(
+                (t, p),
+                Src {
+                    engine,
+                    next,
+                    saved: next,
+                    last_message: now,
+                    consumed: 0,
+                    changed: true,
+                    last_progress: None,
+                    last_sent: None,
+                    last_export: now,
+                    back: SeekBack::default(),
+                    generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    assignment,
+                },
+            );
+        }
+        // Ready (`/readyz`) once every assigned partition is restored.
+        let (n, restored) = {
+            let assigned = self
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .expect("assignment lock");
+            let restored = assigned.iter().filter(|k| sources.contains_key(*k)).count();
+            (assigned.len(), restored)
+        };
+        self.m.kafka.restored.set(restored as i64);
+        self.m.set_ready(n > 0 && restored == n);
+        Ok(())
+    }
+
+    /// Restores the merger when this instance is assigned the partials
+    /// partition, drops it when that is revoked.
+    pub(super) async fn sync_merger(
+        &self,
+        merger: &mut Option<Merger>,
+        first: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let got_message = first.is_some();
+        // A message can come before the assignment callback is seen.
+        let recent = merger
+            .as_ref()
+            .is_some_and(|m| m.last_message.elapsed() < Duration::from_secs(5));
+        let assigned = !self
+            .merge_consumer
+            .context()
+            .assigned
+            .lock()
+            .expect("assignment lock")
+            .is_empty();
+        // `/metrics` shows the KPIs only while the partition is assigned:
+        // a revoked merger kept a few seconds (`recent`) shows nothing,
+        // so the next owner never exports a series at the same time.
+        self.m.kpis.show(assigned);
+        let held = got_message || recent || assigned;
+        if !held {
+            if merger.take().is_some() {
+                // Its KPI series are exported by the instance that has it now.
+                self.m.kpis.clear();
+                tracing::info!("the merger moved to another instance");
+            }
+            return Ok(());
+        }
+        if merger.is_some() {
+            return Ok(());
+        }
+        let (cfg, expected, fresh) = (self.cfg.clone(), self.expected.clone(), self.fresh);
+        let c = self.merge_consumer.clone();
+        let (engine, next) = tokio::task::spawn_blocking(move || {
+            let target = first.or_else(|| committed(&c, &cfg.kafka.partials(), 0));
+            restore_merger(&cfg, expected, fresh, target)
+        })
+        .await
+        .context("restore task failed")??;
+        let next = next.max(self.fresh_partials_from);
+        tracing::info!(partials_next = next, "this instance runs the merger");
+        *merger = Some(Merger {
+            engine,
+            next,
+            saved: next,
+            changed: true,
+            back: SeekBack::default(),
+            last_message: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Exports the partials of every source that changed (or whose
+    /// progress did, or once a second as a heartbeat).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn export(
+        &self,
+        sources: &mut HashMap<(String, i32), Src>,
+        deliveries: &mut Vec<DeliveryFuture>,
+        confirms: &mut Vec<Confirm>,
+        confirmed: &Confirmed,
+        idle: Duration,
+        ends: &EndOffsets,
+        to_end: bool,
+    ) -> anyhow::Result<()> {
+        let topic = &self.cfg.kafka.partials();
+        for ((t, p), src) in sources.iter_mut() {
+            let end = ends.get(&(t.clone(), *p)).copied();
+            // End offsets unknown (not fetched yet, or not allowed):
+            // idleness falls back to time alone, and no end is reached.
+            let behind = end.is_some_and(|(low, high)| src.next < high || !src.verified(low));
+            let quiet = src.last_message.elapsed();
+            // Quiet too: some brokers (tansu 0.6) report end offsets
+            // short of what they hold.
+            let at_end = to_end && quiet >= self.cfg.kafka.end_quiet.0 && end.is_some() && !behind;
+            if at_end && src.engine.waiting_counts() != [0, 0] {
+                // End of input (`--to-end`): what still waits counts now,
+                // as in file mode.
+                src.engine.end_of_input();
+                src.changed = true;
+            }
+            let progress = Progress {
+                clock: src.engine.state.clock,
+                max_time: src.engine.state.max_time,
+                // Idle: nothing to read. A partition with messages left
+                // (restoring, seeking, slow) holds the merger's clock back.
+                idle: quiet >= idle && !behind,
+                at_end,
+            };
+            let key = (t.clone(), *p);
+            let sent = confirmed
+                .lock()
+                .expect("confirmed lock")
+                .get(&key)
+                .filter(|(g, _)| *g == src.generation)
+                .map(|(_, p)| *p);
+            if !src.changed
+                && src.last_progress == Some(progress)
+                && src.last_sent == sent
+                && src.last_export.elapsed() < Duration::from_secs(1)
+            {
+                continue;
+            }
+            let name = source_name(t, *p);
+            for part in src.engine.export(&name, src.next, sent, changelog::CHUNK) {
+                deliveries.push(
+                    send(
+                        self.producer,
+                        topic,
+                        Some(0),
+                        name.as_bytes(),
+                        &part.encode(),
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            if src.consumed > 0 {
+                self.m
+                    .kafka
+                    .consumed
+                    .with_label_values(&[t.as_str()])
+                    .inc_by(std::mem::take(&mut src.consumed));
+            }
+            confirms.push((key, src.generation, progress));
+            src.changed = false;
+            src.last_progress = Some(progress);
+            src.last_sent = sent;
+            src.last_export = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The publish step ([`crate::sinks::take`]), then the merger's new
+    /// records and leaderboards sent to their topics.
+    pub(super) async fn publish(
+        &self,
+        engine: &mut Engine,
+        deliveries: &mut Vec<DeliveryFuture>,
+        report: &mut RunReport,
+        alerts: &Dispatcher,
+    ) -> anyhow::Result<()> {
+        let (recs, boards) = crate::sinks::take(engine, self.m, &mut report.records, alerts);
+        let k = &self.cfg.kafka;
+        let mut out: Vec<(&str, String, Vec<u8>)> = Vec::new();
+        if !k.kpi_topic.is_empty() {
+            out.extend(recs.iter().map(|r| {
+                (
+                    k.kpi_topic.as_str(),
+                    record_key(r),
+                    encode_record(r, k.kpi_format),
+                )
+            }));
+        }
+        if !k.leaderboard_topic.is_empty() {
+            out.extend(boards.iter().map(|b| {
+                (
+                    k.leaderboard_topic.as_str(),
+                    b.key(),
+                    encode_leaderboard(b, k.kpi_format),
+                )
+            }));
+        }
+        for (topic, key, payload) in out {
+            deliveries
+                .push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
+        }
+        Ok(())
+    }
+
+    pub(super) fn sync_metrics(
+        &self,
+        sources: &HashMap<(String, i32), Src>,
+        merger: Option<&Merger>,
+    ) {
+        for ((t, p), s) in sources {
+            self.m.sync_counters(&source_name(t, *p), &s.engine);
+        }
+        let mut engines: Vec<&Engine> = sources.values().map(|s| &s.engine).collect();
+        if let Some(mg) = merger {
+            self.m.sync_counters(MERGE_KEY, &mg.engine);
+            engines.push(&mg.engine);
+        }
+        self.m.sync_gauges(&engines);
+    }
+
+    /// Waits until everything produced so far is acknowledged, writes the
+    /// changed states to the changelog, waits for that, then commits the
+    /// offsets those states have reached.
+    pub(super) async fn checkpoint(
+        &self,
+        sources: &mut HashMap<(String, i32), Src>,
+        merger: Option<&mut Merger>,
+        ack_tx: &mpsc::Sender<Ack>,
+    ) -> anyhow::Result<()> {
+        use crate::checkpoint::{CheckpointRef, InputPosition, MergeCheckpoint, SinkLengths};
+        let dirty: Vec<(String, i32)> = sources
+            .iter()
+            .filter(|(_, s)| s.next != s.saved)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let merger = merger.filter(|mg| mg.changed);
+        if dirty.is_empty() && merger.is_none() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ack_tx
+            .send(Ack {
+                deliveries: Vec::new(),
+                barrier: Some(tx),
+                confirms: Vec::new(),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        let k = &self.cfg.kafka;
+        let mut futs = Vec::new();
+        let mut bytes_total = 0usize;
+        let mut offsets = Vec::new();
+        for (t, p) in &dirty {
+            let s = &sources[&(t.clone(), *p)];
+            let pos = InputPosition::Kafka {
+                topic: t.clone(),
+                partition: *p,
+                next: s.next,
+            };
+            let bytes = CheckpointRef::new(
+                &s.engine.settings,
+                &pos,
+                SinkLengths::default(),
+                &s.engine.state,
+            )
+            .encode()?;
+            bytes_total += bytes.len();
+            let key = source_key(t, *p);
+            let cp = p % self.changelog_parts;
+            for (i, chunk) in changelog::chunks(&bytes, s.next).iter().enumerate() {
+                let ck = changelog::chunk_key(&key, i as u32);
+                futs.push(
+                    send(
+                        self.producer,
+                        &k.changelog(),
+                        Some(cp),
+                        ck.as_bytes(),
+                        chunk,
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            offsets.push(((t.clone(), *p), s.next));
+        }
+        let mut merge_offset = None;
+        if let Some(mg) = &merger {
+            let ms = mg.engine.merge_state().expect("merger mode");
+            let bytes = MergeCheckpoint::encode(&mg.engine.settings, mg.next, &mg.engine.state, ms);
+            bytes_total += bytes.len();
+            for (i, chunk) in changelog::chunks(&bytes, mg.next).iter().enumerate() {
+                let ck = changelog::chunk_key(MERGE_KEY, i as u32);
+                futs.push(
+                    send(
+                        self.producer,
+                        &k.changelog(),
+                        Some(0),
+                        ck.as_bytes(),
+                        chunk,
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            merge_offset = Some(((k.partials(), 0), mg.next));
+        }
+        deliver_all(self.producer, futs, self.m).await?;
+        // Durable: the offsets may be committed.
+        commit(self.consumer, &offsets, self.m).await;
+        if let Some(o) = merge_offset {
+            commit(self.merge_consumer, &[o], self.m).await;
+        }
+        for ((t, p), next) in offsets {
+            if let Some(s) = sources.get_mut(&(t, p)) {
+                s.saved = next;
+            }
+        }
+        if let Some(mg) = merger {
+            mg.saved = mg.next;
+            mg.changed = false;
+        }
+        self.m
+            .checkpoint
+            .seconds
+            .observe(t0.elapsed().as_secs_f64());
+        self.m.checkpoint.bytes.set(bytes_total as i64);
+        self.m.checkpoint.written.inc();
+        tracing::debug!(
+            partitions = dirty.len(),
+            bytes = bytes_total,
+            "checkpoint written to the changelog"
+        );
+        Ok(())
+    }
+}
