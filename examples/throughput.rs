@@ -24,8 +24,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use salespulse::config::Config;
 use salespulse::decode::{json, validate};
-use salespulse::engine::Engine;
 use salespulse::demo::generator::{GenConfig, Generator, DEFAULT_START};
+use salespulse::engine::Engine;
 use std::hint::black_box;
 use std::time::Instant;
 

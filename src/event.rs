@@ -201,54 +201,42 @@ pub(crate) fn opt_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     d.deserialize_option(OptCowStr)
 }
 
+/// A CRM event's `data` struct, with `opt name,` for an optional string
+/// field: borrowed from the input when it has no escapes ([`opt_str`]),
+/// absent when missing, and left out when serialized.
+macro_rules! crm_data {
+    ($(#[$m:meta])* pub struct $name:ident<$lt:lifetime> { $($fields:tt)* }) => {
+        crm_data!(@munch $lt [$(#[$m])* pub struct $name<$lt>] [] $($fields)*);
+    };
+    (@munch $lt:lifetime $head:tt [$($out:tt)*] $(#[$fm:meta])* opt $f:ident, $($rest:tt)*) => {
+        crm_data!(@munch $lt $head [$($out)*
+            $(#[$fm])*
+            #[serde(borrow, default, deserialize_with = "opt_str", skip_serializing_if = "Option::is_none")]
+            pub $f: OptStr<$lt>,
+        ] $($rest)*);
+    };
+    (@munch $lt:lifetime $head:tt [$($out:tt)*] $(#[$fm:meta])* pub $f:ident : $t:ty, $($rest:tt)*) => {
+        crm_data!(@munch $lt $head [$($out)* $(#[$fm])* pub $f: $t,] $($rest)*);
+    };
+    (@munch $lt:lifetime [$($head:tt)*] [$($out:tt)*]) => {
+        $($head)* { $($out)* }
+    };
+}
+
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadCreated<'a> {
     #[serde(borrow)]
     pub lead_id: Cow<'a, str>,
     #[serde(borrow)]
     pub channel: Cow<'a, str>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub rep: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub campaign: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub variant: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub team: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub region: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub segment: OptStr<'a>,
+    opt rep,
+    opt campaign,
+    opt variant,
+    opt team,
+    opt region,
+    opt segment,
+}
 }
 
 /// Lead qualification level.
@@ -274,26 +262,17 @@ pub struct LeadContacted<'a> {
     pub rep: Cow<'a, str>,
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadConverted<'a> {
     #[serde(borrow)]
     pub lead_id: Cow<'a, str>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub customer_id: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub deal_id: OptStr<'a>,
+    opt customer_id,
+    opt deal_id,
+}
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DealCreated<'a> {
     #[serde(borrow)]
@@ -303,62 +282,15 @@ pub struct DealCreated<'a> {
     pub amount: f64,
     #[serde(borrow)]
     pub stage: Cow<'a, str>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub channel: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub product: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub lead_id: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub team: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub region: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub campaign: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub variant: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub segment: OptStr<'a>,
+    opt channel,
+    opt product,
+    opt lead_id,
+    opt team,
+    opt region,
+    opt campaign,
+    opt variant,
+    opt segment,
+}
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,6 +305,7 @@ pub struct DealStageChanged<'a> {
     pub amount: Option<f64>,
 }
 
+crm_data! {
 /// `crm.deal.won` and `crm.deal.lost`. The optional dimensions override
 /// the ones remembered from the deal's `crm.deal.created`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -382,55 +315,14 @@ pub struct DealClosed<'a> {
     pub amount: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_price: Option<f64>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub competitor: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub reason: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub rep: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub channel: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub product: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub team: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub region: OptStr<'a>,
+    opt competitor,
+    opt reason,
+    opt rep,
+    opt channel,
+    opt product,
+    opt team,
+    opt region,
+}
 }
 
 /// Kind of order.
@@ -453,37 +345,23 @@ pub struct OrderPlaced<'a> {
     pub kind: OrderKind,
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerAcquired<'a> {
     #[serde(borrow)]
     pub customer_id: Cow<'a, str>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub channel: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub segment: OptStr<'a>,
+    opt channel,
+    opt segment,
+}
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerCancelled<'a> {
     #[serde(borrow)]
     pub customer_id: Cow<'a, str>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub reason: OptStr<'a>,
+    opt reason,
+}
 }
 
 /// Kind of sales activity.
@@ -513,25 +391,15 @@ impl ActivityKind {
     }
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActivityLogged<'a> {
     #[serde(borrow)]
     pub rep: Cow<'a, str>,
     pub kind: ActivityKind,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub lead_id: OptStr<'a>,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub deal_id: OptStr<'a>,
+    opt lead_id,
+    opt deal_id,
+}
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -571,16 +439,12 @@ pub struct QuotaSet<'a> {
     pub amount: f64,
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadcountSet<'a> {
     pub count: i64,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub team: OptStr<'a>,
+    opt team,
+}
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -593,18 +457,14 @@ pub struct CompetitorPriceObserved<'a> {
     pub our_price: f64,
 }
 
+crm_data! {
 /// The size of the market, for market share: total market revenue per
 /// year, for one product or (without `product`) for the whole market.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MarketSizeSet<'a> {
     pub amount: f64,
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "opt_str",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub product: OptStr<'a>,
+    opt product,
+}
 }
 
 /// Earliest event time accepted (1990-01-01T00:00:00Z): anything before is

@@ -17,11 +17,6 @@ mod tansu_util;
 use common::*;
 use kafka_util::*;
 use salespulse::config::Config;
-use salespulse::decode::json as cej;
-use salespulse::demo::generator::{GenConfig, Generator};
-use salespulse::engine::Engine;
-use salespulse::event::Event;
-use salespulse::output::KpiRecord;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tansu_util::*;
@@ -44,24 +39,6 @@ fn config(dir: &Path, extra: &str) -> (PathBuf, Config) {
     let p = dir.join("failover.toml");
     std::fs::write(&p, &toml).unwrap();
     (p, Config::from_toml(&toml).unwrap())
-}
-
-fn generated(n: usize, seed: u64) -> Vec<Event<'static>> {
-    Generator::new(GenConfig {
-        seed,
-        start: ms("2026-03-01T00:00:00Z"),
-        events_per_day: 2000,
-        reps: 6,
-    })
-    .take(n)
-    .collect()
-}
-
-fn keyed(events: &[Event<'_>]) -> Vec<Out> {
-    events
-        .iter()
-        .map(|e| Out::plain(e.partition_key(), cej::encode(e).into_bytes()))
-        .collect()
 }
 
 fn start(cfg: &Path, bs: &str, topic: &str, kpis: &str, group: &str, extra: &[&str]) -> Run {
@@ -106,25 +83,6 @@ fn assigned(run: &Run) -> Option<u64> {
 fn assigns(run: &Run) -> Option<u64> {
     run.metric("salespulse_kafka_rebalances_total{kind=\"assign\"}")
         .map(|v| v as u64)
-}
-
-fn file_mode(cfg: &Config, events: &[Event<'_>]) -> Vec<KpiRecord> {
-    let mut e = Engine::from_config(cfg);
-    for ev in events {
-        e.process_json(cej::encode(ev).as_bytes()).unwrap();
-    }
-    e.finish();
-    e.take_records()
-}
-
-fn assert_equal_file_mode(bs: &str, kpis: &str, cfg: &Config, evs: &[Event<'_>]) {
-    let recs = records(bs, kpis);
-    assert_finals_agree(&recs);
-    let want = finals(&file_mode(cfg, evs));
-    assert!(want.len() > 1000, "{} final series", want.len());
-    let got = finals(&recs);
-    assert_same_finals(&got, &want);
-    assert_eq!(got.len(), want.len(), "no extra final series");
 }
 
 /// SIGKILL mid-replay, restart at once, twice, with the default
@@ -203,7 +161,7 @@ async fn a_killed_instance_restarted_at_once_consumes_again_within_seconds() {
         "{log}"
     );
     eprintln!("restart → consuming: {figures:?}");
-    assert_equal_file_mode(&bs, "crashbar.kpis", &cfg, &evs);
+    assert_kafka_finals_equal_file_mode(&bs, "crashbar.kpis", &cfg, &evs);
 }
 
 /// Two instances, one killed, with the default configuration
@@ -261,7 +219,7 @@ async fn the_survivor_takes_every_partition_within_the_session_timeout() {
         eprintln!("a:\n{log}\n-----\nb:\n{}", b_log.lock().unwrap());
     }
     assert!(log.contains("every window is closed"), "{log}");
-    assert_equal_file_mode(&bs, "pair.kpis", &cfg, &evs);
+    assert_kafka_finals_equal_file_mode(&bs, "pair.kpis", &cfg, &evs);
 }
 
 /// Static membership (`kafka.instance_id`), on librdkafka's mock cluster

@@ -92,6 +92,19 @@ fn kpi_records(bootstrap: &str) -> Vec<KpiRecord> {
         .collect()
 }
 
+/// Produces `evs` as CloudEvents JSON keyed by their partition key; the
+/// lines produced.
+async fn produce_keyed(bs: &str, topic: &str, evs: &[salespulse::event::Event<'_>]) -> Vec<String> {
+    let lines: Vec<String> = evs.iter().map(cej::encode).collect();
+    let msgs: Vec<Out> = evs
+        .iter()
+        .zip(&lines)
+        .map(|(e, l)| Out::plain(e.partition_key(), l.clone().into_bytes()))
+        .collect();
+    produce(bs, topic, &msgs).await;
+    lines
+}
+
 async fn run_to_end(cfg: &Config) -> (salespulse::run::RunReport, Arc<Metrics>) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -320,13 +333,7 @@ async fn broker_errors_lose_no_record() {
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(1500);
-    let lines: Vec<String> = evs.iter().map(cej::encode).collect();
-    let msgs: Vec<Out> = evs
-        .iter()
-        .zip(&lines)
-        .map(|(e, l)| Out::plain(e.partition_key(), l.clone().into_bytes()))
-        .collect();
-    produce(&bs, "crm.events", &msgs).await;
+    let lines = produce_keyed(&bs, "crm.events", &evs).await;
 
     // Retriable produce errors (librdkafka retries them itself), then
     // errors that fail deliveries outright: salespulse must send those
@@ -420,13 +427,7 @@ async fn a_failing_sink_stops_consumption_until_it_recovers() {
     mock.create_topic("kpis", 8, 1).unwrap();
     mock.create_topic("dlq", 1, 1).unwrap();
     let evs = events(10_000);
-    let lines: Vec<String> = evs.iter().map(cej::encode).collect();
-    let msgs: Vec<Out> = evs
-        .iter()
-        .zip(&lines)
-        .map(|(e, l)| Out::plain(e.partition_key(), l.clone().into_bytes()))
-        .collect();
-    produce(&bs, "crm.events", &msgs).await;
+    let lines = produce_keyed(&bs, "crm.events", &evs).await;
     // Every produce request fails for a while: no record gets in.
     mock.request_errors(
         RDKafkaApiKey::Produce,

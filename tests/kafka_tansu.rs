@@ -36,22 +36,6 @@ fn roster_toml(reps: u32) -> String {
         .collect()
 }
 
-fn file_mode(cfg: &Config, events: &[Event<'_>]) -> Vec<KpiRecord> {
-    let mut e = Engine::from_config(cfg);
-    for ev in events {
-        e.process_json(cej::encode(ev).as_bytes()).unwrap();
-    }
-    e.finish();
-    e.take_records()
-}
-
-fn keyed(events: &[Event<'_>]) -> Vec<Out> {
-    events
-        .iter()
-        .map(|e| Out::plain(e.partition_key(), cej::encode(e).into_bytes()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maven_replay_and_generated_stream_through_tansu_equal_file_mode() {
     let broker = Tansu::start();
@@ -225,17 +209,6 @@ fn recovery_config(dir: &Path, extra: &str) -> (PathBuf, Config) {
     )
 }
 
-fn generated(n: usize, seed: u64) -> Vec<Event<'static>> {
-    Generator::new(GenConfig {
-        seed,
-        start: ms("2026-03-01T00:00:00Z"),
-        events_per_day: 2000,
-        reps: 6,
-    })
-    .take(n)
-    .collect()
-}
-
 fn start_run(cfg: &Path, bs: &str, topic: &str, kpis: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "--brokers",
@@ -254,19 +227,6 @@ fn start_run(cfg: &Path, bs: &str, topic: &str, kpis: &str, extra: &[&str]) -> R
     ];
     args.extend_from_slice(extra);
     salespulse(cfg, &args)
-}
-
-/// Every final record of a key on the KPI topic has the same values
-/// (a record repeated after a crash is the same record), and together
-/// they equal file mode's finals.
-fn assert_kafka_finals_equal_file_mode(bs: &str, kpis: &str, cfg: &Config, evs: &[Event<'_>]) {
-    let recs = records(bs, kpis);
-    assert_finals_agree(&recs);
-    let want = finals(&file_mode(cfg, evs));
-    assert!(want.len() > 1000, "{} final series", want.len());
-    let got = finals(&recs);
-    assert_same_finals(&got, &want);
-    assert_eq!(got.len(), want.len(), "no extra final series");
 }
 
 /// Issue 6, test 1: 200,000 events; the process is killed with SIGKILL at

@@ -4,7 +4,12 @@
 #![allow(dead_code)]
 
 use crate::common::http_get;
-use crate::kafka_util::read_topic;
+use crate::kafka_util::{assert_finals_agree, assert_same_finals, finals, read_topic, Out};
+use salespulse::config::Config;
+use salespulse::decode::json as cej;
+use salespulse::demo::generator::{GenConfig, Generator};
+use salespulse::engine::Engine;
+use salespulse::event::Event;
 use salespulse::output::KpiRecord;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -209,4 +214,47 @@ pub fn sigkill(run: Run) {
     let mut child = run.child;
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `n` generated events from 2026-03-01, 2,000 a day, 6 reps.
+pub fn generated(n: usize, seed: u64) -> Vec<Event<'static>> {
+    Generator::new(GenConfig {
+        seed,
+        start: crate::common::ms("2026-03-01T00:00:00Z"),
+        events_per_day: 2000,
+        reps: 6,
+    })
+    .take(n)
+    .collect()
+}
+
+/// Events as CloudEvents JSON messages keyed by their partition key.
+pub fn keyed(events: &[Event<'_>]) -> Vec<Out> {
+    events
+        .iter()
+        .map(|e| Out::plain(e.partition_key(), cej::encode(e).into_bytes()))
+        .collect()
+}
+
+/// The records of one engine over every event (file mode).
+pub fn file_mode(cfg: &Config, events: &[Event<'_>]) -> Vec<KpiRecord> {
+    let mut e = Engine::from_config(cfg);
+    for ev in events {
+        e.process_json(cej::encode(ev).as_bytes()).unwrap();
+    }
+    e.finish();
+    e.take_records()
+}
+
+/// Every final record of a key on the KPI topic has the same values
+/// (a record repeated after a crash is the same record), and together
+/// they equal file mode's finals.
+pub fn assert_kafka_finals_equal_file_mode(bs: &str, kpis: &str, cfg: &Config, evs: &[Event<'_>]) {
+    let recs = records(bs, kpis);
+    assert_finals_agree(&recs);
+    let want = finals(&file_mode(cfg, evs));
+    assert!(want.len() > 1000, "{} final series", want.len());
+    let got = finals(&recs);
+    assert_same_finals(&got, &want);
+    assert_eq!(got.len(), want.len(), "no extra final series");
 }
