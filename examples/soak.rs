@@ -8,12 +8,12 @@
 //!
 //! ```text
 //! cargo run --release --example soak -- [ENTITIES] [DAYS] [CEILING_MIB]
-//! cargo run --release --example soak -- 10000000 730 1536     # README figures
+//! cargo run --release --example soak -- 10000000 730 1536     # docs/performance.md figures
 //! SALESPULSE_STATE__ENTITY_TTL=90d cargo run --release --example soak
 //! ```
 //!
 //! The configuration is the default one, with `SALESPULSE_*` variables
-//! applied (see README "Configuration"). Each lead story, all ids
+//! applied (see docs/configuration.md). Each lead story, all ids
 //! distinct: `crm.lead.created`; 5 days later one lead in five is
 //! converted into a deal (`crm.lead.converted` + `crm.deal.created`);
 //! 20 days after that one deal in five is won (`crm.deal.won`,

@@ -1,5 +1,5 @@
 //! Probes a broker's support for Kafka transactions as salespulse would
-//! use them for exactly-once output (README "Kafka", "Transactions"):
+//! use them for exactly-once output (docs/operations.md, "Kafka transactions"):
 //! a consume → transactional produce + `send_offsets_to_transaction` →
 //! commit cycle, an aborted transaction, what a `read_committed` reader
 //! then sees, the committed input offset, and fencing of a zombie

@@ -3,7 +3,7 @@
 # runs examples/txn_probe.rs (consume → transactional produce +
 # send_offsets_to_transaction → commit, an aborted transaction, what a
 # read_committed reader sees, the committed offset, zombie fencing).
-# README "Kafka" → "Transactions" reports what it printed.
+# docs/operations.md ("Kafka transactions") reports what it printed.
 #
 #   ./scripts/probe-transactions.sh
 set -euo pipefail

@@ -1,8 +1,8 @@
 //! The `salespulse` command line.
 
 /// mimalloc: KPI records and entity maps are many small allocations, which
-/// it serves markedly faster than the system allocator (see README,
-/// Performance).
+/// it serves markedly faster than the system allocator (see
+/// docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -34,7 +34,7 @@ fn events(n: usize) -> Vec<Event<'static>> {
 
 /// The generator's reps listed in config: a rep-only event (activity,
 /// first contact) gets its team and region from there, whichever
-/// partition it is in (see README, "Scale-out").
+/// partition it is in (see docs/operations.md, "Scale-out").
 fn config() -> Config {
     let d = Config::default();
     let reps: String = salespulse::demo::generator::roster(d.generator.reps)

@@ -400,7 +400,7 @@ impl AlertsConfig {
                 err(
                     f("kpi"),
                     format!("{:?} is not a KPI of the catalogue", r.kpi),
-                    "use a name from README's KPI list, e.g. \"lead_conversion_rate\"",
+                    "use a name from docs/kpis.md, e.g. \"lead_conversion_rate\"",
                 );
             }
             if !windows.contains(&r.window) {

@@ -2,7 +2,7 @@
 //! environment variable (`SALESPULSE_TIME__ZONE=Europe/Paris`: sections are
 //! joined with a double underscore), and defaults so that no file is needed.
 //!
-//! Every field's doc comment is its reference; README's configuration
+//! Every field's doc comment is its reference; docs/configuration.md
 //! table repeats them. [`Config::validate`] checks cross-field rules and
 //! names the field and the fix for each error.
 
