@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Byte-for-byte comparison of two salespulse builds on the same replays:
 # the Maven CRM data (with the example alert rules), a generated JSON
-# stream with a checkpoint, and a generated protobuf stream. For a
+# stream with a checkpoint, a dirty copy of it (dead letters), and a
+# generated protobuf stream. For a
 # refactoring that must not change any output.
 #
 #   scripts/compare-replay.sh REV            # REV's build against the working tree's
@@ -21,7 +22,7 @@ trap 'git worktree remove --force "$wt"' EXIT
 (cd "$wt" && CARGO_TARGET_DIR="$target" cargo build --release --quiet)
 cargo build --release --quiet
 old="$target/release/salespulse"
-new="target/release/salespulse"
+new="$PWD/target/release/salespulse"
 nofuture="$tmp/salespulse-compare-nofuture.toml"
 # generated streams reach past today's date: no wall-clock guard
 printf '[time]\nmax_future_skew = "0s"\n' > "$nofuture"
@@ -36,13 +37,18 @@ for side in old new; do
   "$bin" generate --events 300000 --seed 7 > "$d/gen.jsonl"
   "$bin" run --config "$nofuture" --input "$d/gen.jsonl" --output "$d/gen.out" \
     --dead-letter "$d/gen.dlq" --checkpoint "$d/gen.ckpt" 2>/dev/null
+  # dirty input: every 10th line cut short, every 7th with its type misspelt
+  head -50000 "$d/gen.jsonl" | awk 'NR%10==0{print substr($0,1,length($0)-5); next} NR%7==0{sub(/"crm\./,"\"crm_"); print; next} {print}' > "$d/dirty.jsonl"
+  # (relative names: a dead letter says where it came from)
+  (cd "$d" && "$bin" run --config "$nofuture" --input dirty.jsonl --output dirty.out \
+    --dead-letter dirty.dlq 2>/dev/null)
   "$bin" generate --events 200000 --seed 9 --format protobuf > "$d/gen.pb"
   "$bin" run --config "$nofuture" --format protobuf --input "$d/gen.pb" \
     --output "$d/pb.out" --dead-letter "$d/pb.dlq" 2>/dev/null
 done
 o="$tmp/salespulse-compare-old"
 n="$tmp/salespulse-compare-new"
-for f in maven.jsonl maven.out gen.jsonl gen.out gen.pb pb.out maven.dlq gen.dlq pb.dlq; do
+for f in maven.jsonl maven.out gen.jsonl gen.out dirty.out dirty.dlq gen.pb pb.out maven.dlq gen.dlq pb.dlq; do
   if [ ! -e "$o/$f" ] && [ ! -e "$n/$f" ]; then
     echo "absent in both  $f"
   elif cmp -s "$o/$f" "$n/$f"; then
