@@ -64,10 +64,13 @@ async fn produce(bs: &str, topic: &str, lines: &[(String, String)]) {
     }
 }
 
+/// The pipeline's configuration; `KAFKA_BENCH_TOML` is appended to it
+/// (to try knobs, e.g. `[kafka.properties]` on its own line first).
 fn config(bs: &str, topic: &str, kpis: &str, group: &str, update: &str) -> Config {
+    let extra = std::env::var("KAFKA_BENCH_TOML").unwrap_or_default();
     Config::from_toml(&format!(
-        "[kafka]\nbrokers = \"{bs}\"\ninput_topics = [\"{topic}\"]\nkpi_topic = \"{kpis}\"\n\
-         group_id = \"{group}\"\nend_quiet = \"8s\"\n[output]\nupdate_interval = \"{update}\"\n"
+        "[output]\nupdate_interval = \"{update}\"\n[kafka]\nbrokers = \"{bs}\"\ninput_topics = [\"{topic}\"]\nkpi_topic = \"{kpis}\"\n\
+         group_id = \"{group}\"\nend_quiet = \"8s\"\n{extra}\n"
     ))
     .unwrap()
 }
@@ -159,6 +162,8 @@ async fn main() {
         .set("bootstrap.servers", &bs)
         .set("group.id", "bench-reader")
         .set("auto.offset.reset", "latest")
+        // The reader is the instrument: it must not add its own fetch wait.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
     reader.subscribe(&["bench.live.kpis"]).unwrap();
