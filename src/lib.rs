@@ -3,15 +3,15 @@
 //! # Layout
 //!
 //! The folders follow the data path, from the words every part shares
-//! (bottom) to the loops that run them (top). A module imports only from
-//! modules listed above it here; `tests/layout.rs` checks that there is
-//! no import circle, no file over 700 lines and no function over 150.
+//! to the loops that run them. A module imports only from modules listed
+//! before it here (test code aside); `tests/layout.rs` checks that, and
+//! that no file is over 700 lines and no function over 150.
 //!
 //! The vocabulary:
-//! - [`event`]: the typed event model (CloudEvents attributes + typed
-//!   `data`) and the dimension names.
 //! - [`window`]: calendar windows in a time zone (DST, ISO weeks, fiscal
 //!   years), rolling sub-buckets, window names, time formatting.
+//! - [`event`]: the typed event model (CloudEvents attributes + typed
+//!   `data`) and the dimension names.
 //! - [`intern`]: interned dimension values; [`agg`]: mergeable
 //!   accumulators (counts, integer sums, DDSketch).
 //! - [`kpi`]: the KPI catalogue and every KPI's formula.

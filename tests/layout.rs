@@ -49,6 +49,16 @@ fn rel(path: &Path) -> String {
 struct CrateRefs(BTreeSet<String>);
 
 impl<'a> Visit<'a> for CrateRefs {
+    /// Test modules are not part of the layering.
+    fn visit_item_mod(&mut self, m: &'a syn::ItemMod) {
+        let is_test = m.attrs.iter().any(|a| {
+            a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test")
+        });
+        if !is_test {
+            syn::visit::visit_item_mod(self, m);
+        }
+    }
+
     fn visit_path(&mut self, p: &'a syn::Path) {
         let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
         if segs.len() >= 2 && segs[0] == "crate" {
@@ -227,15 +237,57 @@ fn the_circle_finder_finds_a_circle() {
     assert_eq!(find_circle(&g), None);
 }
 
-#[test]
-fn the_layout_doc_in_lib_rs_names_every_top_level_module() {
+/// The top-level modules in the order the layout doc of `lib.rs` first
+/// names them (as [`name`] or `name/`).
+fn doc_order(doc: &str, modules: &BTreeSet<String>) -> Vec<String> {
+    let mut order: Vec<(usize, String)> = modules
+        .iter()
+        .filter_map(|m| {
+            let a = doc.find(&format!("[`{m}`]"));
+            let b = doc.find(&format!("`{m}/`"));
+            a.into_iter().chain(b).min().map(|i| (i, m.clone()))
+        })
+        .collect();
+    order.sort();
+    order.into_iter().map(|(_, m)| m).collect()
+}
+
+fn layout_doc() -> String {
     let lib =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
-    let doc: String = lib
-        .lines()
+    lib.lines()
         .take_while(|l| l.starts_with("//!"))
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+}
+
+#[test]
+fn each_module_imports_only_modules_the_layout_doc_lists_before_it() {
+    let g = module_graph();
+    let modules: BTreeSet<String> = g.keys().cloned().collect();
+    let order = doc_order(&layout_doc(), &modules);
+    assert_eq!(order.len(), modules.len(), "{order:?}");
+    let rank = |m: &str| order.iter().position(|x| x == m);
+    let mut upward = Vec::new();
+    for (from, edges) in &g {
+        for (to, files) in edges {
+            if let (Some(f), Some(t)) = (rank(from), rank(to)) {
+                if t > f {
+                    upward.push(format!("{from} → {to} (in {files:?})"));
+                }
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports of a module the layout doc lists later ({order:?}):\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn the_layout_doc_in_lib_rs_names_every_top_level_module() {
+    let doc = layout_doc();
     let modules: BTreeSet<String> = sources().iter().filter_map(|p| top_module(p)).collect();
     let missing: Vec<&String> = modules
         .iter()
