@@ -19,7 +19,7 @@
 //!   and protobuf, validation, and the reason of every rejection.
 //! - [`output`]: KPI records, leaderboards, dead letters.
 //! - `config/` ([`config`]): the TOML / environment configuration as plain
-//!   data, one file per large section (`kafka`, `alerts`), and its
+//!   data, one file per large section (`kafka`, `alerts`, `postgres`), and its
 //!   validation (`validate`).
 //!
 //! The engine:
@@ -41,15 +41,16 @@
 //! - `sources/` ([`sources`]): files, stdin and the demo generator, read in
 //!   batches.
 //! - `sinks/` ([`sinks`]): the publish step every loop shares, the record
-//!   and dead-letter files, and alert delivery (Slack, e-mail,
-//!   Alertmanager, webhooks, Kafka, files).
+//!   and dead-letter files, the KPI history in PostgreSQL (`postgres`),
+//!   and alert delivery (Slack, e-mail, Alertmanager, webhooks, Kafka,
+//!   files).
 //! - `run/` ([`run`]): the file / live loop, the run report, shutdown,
 //!   replay progress.
 //! - `kafka/` ([`kafka`]): the Kafka loop — clients and topics (`client`),
 //!   producing and commits (`produce`), per-partition sources and the
 //!   merger (`source`), restore from the changelog (`restore`,
-//!   `changelog`), and the loop (`run`) cut into the steps of a turn
-//!   (`turn`).
+//!   `changelog`), the loop (`run`) cut into the steps of a turn
+//!   (`turn`), and the KPI topic loader into PostgreSQL (`load`).
 //!
 //! # Finding a KPI
 //!

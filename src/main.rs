@@ -71,6 +71,14 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
         url: String,
     },
+    /// The KPI history database: `salespulse db migrate` creates or
+    /// upgrades its tables (docs/history.md).
+    #[command(subcommand)]
+    Db(DbCmd),
+    /// Load records from Kafka into a sink apart from the engine:
+    /// `salespulse sink postgres` (docs/history.md).
+    #[command(subcommand)]
+    Sink(SinkCmd),
     /// Convert the Maven Analytics CRM CSV export in DIR into CloudEvents JSON lines.
     #[command(
         after_help = "Example:\n  salespulse convert-maven tests/data/maven-crm > maven.jsonl\n  salespulse run --input maven.jsonl --output kpis.jsonl"
@@ -82,6 +90,60 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum DbCmd {
+    /// Create the KPI history tables, or bring them to this binary's
+    /// version (`postgres.schema`; safe to run again, and from several
+    /// instances at once).
+    #[command(
+        after_help = "Example:\n  SALESPULSE_POSTGRES__URL=postgres://salespulse@db/kpis salespulse db migrate"
+    )]
+    Migrate(PgArgs),
+}
+
+#[derive(clap::Subcommand)]
+enum SinkCmd {
+    /// Load a KPI topic (and leaderboard topic) into the KPI history, in
+    /// its own consumer group, committing offsets once the rows are durable.
+    #[command(
+        after_help = "Examples:\n  salespulse sink postgres --brokers localhost:9092 --kpi-topic salespulse.kpis --postgres-url postgres://salespulse@db/kpis\n  salespulse sink postgres --config salespulse.toml --to-end   # backfill, then exit"
+    )]
+    Postgres(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct PgArgs {
+    /// TOML configuration file (its `[postgres]` section).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Connection string (`postgres.url`); better from the environment:
+    /// SALESPULSE_POSTGRES__URL.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    pg: PgArgs,
+    /// Kafka bootstrap servers (`kafka.brokers`).
+    #[arg(long, value_name = "HOST:PORT[,…]")]
+    brokers: Option<String>,
+    /// The KPI topic (default `kafka.kpi_topic`).
+    #[arg(long, value_name = "TOPIC")]
+    kpi_topic: Option<String>,
+    /// Also load leaderboards from this topic (default
+    /// `kafka.leaderboard_topic`, if set).
+    #[arg(long, value_name = "TOPIC")]
+    leaderboard_topic: Option<String>,
+    /// The loader's consumer group.
+    #[arg(long, value_name = "ID", default_value = "salespulse-history-loader")]
+    group_id: String,
+    /// Stop once every partition is loaded to its end (a backfill).
+    #[arg(long)]
+    to_end: bool,
 }
 
 const RUN_EXAMPLES: &str = "Examples:
@@ -158,6 +220,10 @@ struct RunArgs {
     /// at the end of the input and on SIGTERM / Ctrl-C.
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
+    /// Write every KPI record to PostgreSQL too (`postgres.url`; better
+    /// from the environment: SALESPULSE_POSTGRES__URL). docs/history.md.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
     /// Start over: move an existing checkpoint aside (`<file>.rejected`)
     /// and read the input from its start.
     #[arg(long)]
@@ -287,7 +353,74 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Generate(args) => generate(args),
         Cmd::ConvertMaven { dir, output } => convert_maven(&dir, output.as_ref()),
         Cmd::Run(args) => run(*args),
+        Cmd::Db(DbCmd::Migrate(a)) => db_migrate(a),
+        Cmd::Sink(SinkCmd::Postgres(a)) => sink_postgres(a),
     }
+}
+
+/// The configuration with `[postgres]` from the command line, validated;
+/// fails when no database is named.
+fn pg_config(a: &mut PgArgs) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(a.config.as_deref())?;
+    if let Some(u) = a.postgres_url.take() {
+        cfg.postgres.url = u;
+    }
+    if !cfg.postgres.enabled() {
+        anyhow::bail!(
+            "postgres.url: no database (fix: give --postgres-url, SALESPULSE_POSTGRES__URL or [postgres] url)"
+        );
+    }
+    Ok(cfg)
+}
+
+fn db_migrate(mut a: PgArgs) -> anyhow::Result<ExitCode> {
+    let cfg = pg_config(&mut a)?;
+    cfg.validate()
+        .map_err(salespulse::config::LoadError::Invalid)?;
+    let rt = runtime()?;
+    let (from, to) = rt.block_on(async {
+        let mut c = salespulse::sinks::postgres::connect(&cfg.postgres.url).await?;
+        salespulse::sinks::postgres::migrate(&mut c, &cfg.postgres.schema).await
+    })?;
+    let s = &cfg.postgres.schema;
+    match from == to {
+        true => println!("schema {s}: at version {to}, nothing to do"),
+        false => println!("schema {s}: migrated from version {from} to {to}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sink_postgres(mut a: LoadArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = pg_config(&mut a.pg)?;
+    if let Some(b) = a.brokers.take() {
+        cfg.kafka.brokers = b;
+    }
+    if cfg.kafka.brokers.trim().is_empty() {
+        anyhow::bail!(
+            "kafka.brokers: no brokers (fix: give --brokers or SALESPULSE_KAFKA__BROKERS)"
+        );
+    }
+    cfg.validate()
+        .map_err(salespulse::config::LoadError::Invalid)?;
+    let leaderboard_topic = a
+        .leaderboard_topic
+        .or_else(|| Some(cfg.kafka.leaderboard_topic.clone()))
+        .filter(|t| !t.is_empty());
+    let opts = salespulse::kafka::LoadOptions {
+        kpi_topic: a.kpi_topic.unwrap_or_else(|| cfg.kafka.kpi_topic.clone()),
+        leaderboard_topic,
+        group: a.group_id,
+        format: cfg.kafka.kpi_format,
+        to_end: a.to_end,
+        metrics: std::sync::Arc::new(salespulse::metrics::Metrics::for_config(&cfg)),
+    };
+    let rt = runtime()?;
+    let r = rt.block_on(salespulse::kafka::load(&cfg, opts))?;
+    eprintln!(
+        "loaded {} KPI records and {} leaderboards ({} messages skipped)",
+        r.records, r.leaderboards, r.skipped
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `check-config`: the loading and validation `run` does, every error.
@@ -407,6 +540,9 @@ fn run_config(a: &mut RunArgs) -> anyhow::Result<(Config, bool)> {
     }
     if let Some(l) = a.listen.clone() {
         cfg.http.listen = l;
+    }
+    if let Some(u) = a.postgres_url.take() {
+        cfg.postgres.url = u;
     }
     if let Some(r) = a.rate {
         cfg.generator.rate = r;

@@ -8,9 +8,11 @@
 
 pub mod alerts;
 mod kafka;
+mod postgres;
 mod validate;
 
 pub use kafka::KafkaConfig;
+pub use postgres::PostgresConfig;
 
 use crate::decode::Format;
 use crate::window::CalendarKind;
@@ -77,6 +79,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub alerts: alerts::AlertsConfig,
     pub checkpoint: CheckpointConfig,
+    pub postgres: PostgresConfig,
 }
 
 /// Checkpoints of the engine state and input position (file, stdin and

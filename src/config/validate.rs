@@ -15,6 +15,7 @@ impl Config {
         let windows = self.window_kinds();
         self.validate_prometheus(&windows, &mut errs);
         self.alerts.validate(&windows, &mut errs);
+        self.postgres.validate(&windows, &mut errs);
         if errs.is_empty() {
             Ok(())
         } else {

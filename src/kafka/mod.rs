@@ -19,6 +19,7 @@
 
 pub mod changelog;
 mod client;
+mod load;
 mod produce;
 mod restore;
 mod run;
@@ -26,6 +27,7 @@ mod source;
 mod turn;
 
 pub use client::{producer, FAILOVER_DEFAULTS};
+pub use load::{load, LoadOptions, LoadReport};
 pub use produce::{encode_leaderboard, encode_record, produce_events, record_key};
 pub use run::run;
 pub use source::source_name;

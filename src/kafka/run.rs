@@ -14,6 +14,7 @@ use crate::decode::Reject;
 use crate::engine::Outcome;
 use crate::run::RunReport;
 use crate::sinks::alert::Dispatcher;
+use crate::sinks::postgres::PgSink;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
@@ -103,8 +104,13 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     } else {
         0
     };
+    let pg = match cfg.postgres.enabled() {
+        true => Some(PgSink::start(cfg, m.clone()).await?),
+        false => None,
+    };
     let ctx = Shared {
         cfg,
+        pg: pg.as_ref(),
         m: &m,
         producer: &producer,
         consumer: &consumer,
@@ -157,6 +163,9 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     drop(ack_tx);
     deliverer.await.context("delivery task failed")??;
     alerts.shutdown().await;
+    if let Some(pg) = pg {
+        pg.close().await?;
+    }
     drop(ends);
     let _ = ends_task.await;
     Ok(report)

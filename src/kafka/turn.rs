@@ -16,6 +16,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::run::RunReport;
 use crate::sinks::alert::Dispatcher;
+use crate::sinks::postgres::PgSink;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
@@ -29,6 +30,8 @@ pub(super) struct Shared<'a> {
     pub(super) cfg: &'a Config,
     pub(super) m: &'a Arc<Metrics>,
     pub(super) producer: &'a FutureProducer,
+    /// The KPI history (the merger's records), when `[postgres]` is set.
+    pub(super) pg: Option<&'a PgSink>,
     pub(super) consumer: &'a Arc<Consumer_>,
     pub(super) merge_consumer: &'a Arc<Consumer_>,
     pub(super) expected: &'a std::collections::BTreeSet<String>,
@@ -298,6 +301,9 @@ impl Shared<'_> {
         alerts: &Dispatcher,
     ) -> anyhow::Result<()> {
         let (recs, boards) = crate::sinks::take(engine, self.m, &mut report.records, alerts);
+        if let Some(pg) = self.pg {
+            pg.send(&recs, &boards).await?;
+        }
         let k = &self.cfg.kafka;
         let mut out: Vec<(&str, String, Vec<u8>)> = Vec::new();
         if !k.kpi_topic.is_empty() {
@@ -372,6 +378,11 @@ impl Shared<'_> {
             .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
         rx.await
             .map_err(|_| anyhow::anyhow!("the delivery task stopped"))?;
+        // The records these states have published are in the KPI history
+        // before the offsets past them are committed.
+        if let Some(pg) = self.pg {
+            pg.flush().await?;
+        }
         let k = &self.cfg.kafka;
         let mut futs = Vec::new();
         let mut bytes_total = 0usize;

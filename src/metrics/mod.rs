@@ -8,6 +8,7 @@
 //! customer id is ever a label.
 
 pub mod kpis;
+pub mod postgres;
 
 use crate::decode::RejectReason;
 use crate::engine::state::{
@@ -51,6 +52,7 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     pub alerts: AlertMetrics,
     pub checkpoint: CheckpointMetrics,
+    pub postgres: postgres::PostgresMetrics,
     /// `/readyz`: the source is connected and events flow (Kafka: partitions assigned).
     pub ready: std::sync::atomic::AtomicBool,
 }
@@ -463,6 +465,7 @@ impl Metrics {
         let kafka = KafkaMetrics::new(&r);
         let alerts = AlertMetrics::new(&r);
         let checkpoint = CheckpointMetrics::new(&r);
+        let postgres = postgres::PostgresMetrics::new(&r);
         Metrics {
             registry: r,
             events_in,
@@ -487,6 +490,7 @@ impl Metrics {
             kafka,
             alerts,
             checkpoint,
+            postgres,
             ready: Default::default(),
         }
     }

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::output::DeadLetter;
 use crate::sinks::alert::Dispatcher;
 use crate::sinks::file::{cut_back, file_len, open_output, Sinks};
+use crate::sinks::postgres::PgSink;
 use crate::sources::{read_file, run_generator, start_of, Batch, Source};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,6 +125,10 @@ pub async fn run(
             .transpose()?,
         dlq_path: opts.dead_letter.clone(),
         dlq: None,
+        pg: match cfg.postgres.enabled() {
+            true => Some(PgSink::start(cfg, opts.metrics.clone()).await?),
+            false => None,
+        },
     };
     let m = opts.metrics.clone();
     let alerts = Dispatcher::start(&cfg.alerts, "", None, m.clone())?;
@@ -154,14 +159,14 @@ pub async fn run(
                 let Some(batch) = batch else { break };
                 position = batch.end.clone();
                 apply_batch(cfg, &mut engine, &batch, format, &mut report, &mut sinks, &m)?;
-                sinks.publish(&m, &mut engine, &mut report.records, &alerts)?;
+                sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
                 let total = report.accepted + report.duplicates + report.rejected;
                 progress.show(total, engine.state.clock, done_of(&position, input_len));
             }
             _ = update.tick(), if opts.live => {
                 engine.emit_updates();
-                sinks.publish(&m, &mut engine, &mut report.records, &alerts)?;
-                sinks.flush()?;
+                sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
+                sinks.flush().await?;
             }
             _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
                 let total = report.accepted + report.duplicates + report.rejected;
@@ -171,7 +176,7 @@ pub async fn run(
             }
             _ = cp_tick.tick(), if cp.is_some() => {
                 let c = cp.as_ref().expect("checkpointing");
-                write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
+                write_checkpoint(c, &engine, &position, &m, &mut sinks).await?;
             }
             _ = &mut shutdown => {
                 tracing::info!("stop signal received: draining");
@@ -185,8 +190,11 @@ pub async fn run(
     if let Some(c) = cp.as_ref().filter(|_| stopped) {
         // Windows stay open: the next run resumes them from this checkpoint.
         reader.abort();
-        sinks.publish(&m, &mut engine, &mut report.records, &alerts)?;
-        write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
+        sinks
+            .publish(&m, &mut engine, &mut report.records, &alerts)
+            .await?;
+        write_checkpoint(c, &engine, &position, &m, &mut sinks).await?;
+        sinks.close().await?;
         alerts.shutdown().await;
         return Ok((report, engine));
     }
@@ -197,12 +205,16 @@ pub async fn run(
     }
     if let Some(c) = &cp {
         // Before closing every window, so that more input can follow.
-        sinks.publish(&m, &mut engine, &mut report.records, &alerts)?;
-        write_checkpoint(c, &engine, &position, &m, &mut sinks)?;
+        sinks
+            .publish(&m, &mut engine, &mut report.records, &alerts)
+            .await?;
+        write_checkpoint(c, &engine, &position, &m, &mut sinks).await?;
     }
     engine.finish();
-    sinks.publish(&m, &mut engine, &mut report.records, &alerts)?;
-    sinks.flush()?;
+    sinks
+        .publish(&m, &mut engine, &mut report.records, &alerts)
+        .await?;
+    sinks.close().await?;
     alerts.shutdown().await;
     Ok((report, engine))
 }
@@ -263,14 +275,14 @@ fn done_of(position: &InputPosition, len: Option<u64>) -> Option<(u64, u64)> {
 /// Writes the records and dead letters so far, then the checkpoint of the
 /// state that produced them. A failed write is logged and counted; the
 /// run goes on and tries again at the next interval.
-fn write_checkpoint(
+async fn write_checkpoint(
     c: &CheckpointOptions,
     engine: &Engine,
     position: &InputPosition,
     m: &Metrics,
     sinks: &mut Sinks,
 ) -> anyhow::Result<()> {
-    sinks.flush()?;
+    sinks.flush().await?;
     let lengths = SinkLengths {
         output: sinks.output_path.as_deref().and_then(file_len),
         dead_letter: file_len(&sinks.dlq_path),

@@ -60,12 +60,15 @@ pub(crate) struct Sinks {
     pub(crate) output: Option<Box<dyn Write + Send>>,
     pub(crate) dlq_path: PathBuf,
     pub(crate) dlq: Option<BufWriter<File>>,
+    /// The KPI history, when `[postgres]` is set.
+    pub(crate) pg: Option<super::postgres::PgSink>,
 }
 
 impl Sinks {
     /// The publish step ([`super::take`]), then the records written out
-    /// and the engine's counters copied to the metrics.
-    pub(crate) fn publish(
+    /// (and handed to the KPI history) and the engine's counters copied
+    /// to the metrics.
+    pub(crate) async fn publish(
         &mut self,
         m: &Metrics,
         engine: &mut Engine,
@@ -84,6 +87,9 @@ impl Sinks {
             }
         }
         m.sync(engine);
+        if let Some(pg) = &self.pg {
+            pg.send(&recs, &boards).await?;
+        }
         Ok(())
     }
 
@@ -104,12 +110,26 @@ impl Sinks {
         Ok(())
     }
 
-    pub(crate) fn flush(&mut self) -> anyhow::Result<()> {
+    /// Flushes the files, and waits until the KPI history holds every
+    /// record handed to it.
+    pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
         if let Some(o) = &mut self.output {
             o.flush()?;
         }
         if let Some(d) = &mut self.dlq {
             d.flush()?;
+        }
+        if let Some(pg) = &self.pg {
+            pg.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The last flush; stops the KPI history writer.
+    pub(crate) async fn close(mut self) -> anyhow::Result<()> {
+        self.flush().await?;
+        if let Some(pg) = self.pg.take() {
+            pg.close().await?;
         }
         Ok(())
     }

@@ -3,12 +3,14 @@
 //! Every loop (file and live mode in [`crate::run`], the Kafka loop in
 //! [`crate::kafka`]) publishes through the same step, [`take`]; then it
 //! writes the records where its run sends them: [`mod@file`] (JSON lines, a
-//! dead-letter file) or Kafka topics. [`alert`] delivers notifications
+//! dead-letter file) or Kafka topics, and — when `[postgres]` is set —
+//! hands them to the KPI history writer ([`postgres`]). [`alert`] delivers notifications
 //! along their routes (Slack, e-mail, Alertmanager, webhooks, Kafka,
 //! files), each route on its own task.
 
 pub mod alert;
 pub mod file;
+pub mod postgres;
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
