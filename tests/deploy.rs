@@ -77,6 +77,14 @@ fn compose_stack_refers_only_to_what_exists() {
         for v in svc["volumes"].as_vec().into_iter().flatten() {
             let v = s(v);
             let host = v.split(':').next().unwrap();
+            if !host.starts_with('.') {
+                // A named volume: declared at the top level.
+                assert!(
+                    !doc["volumes"][host].is_badvalue(),
+                    "{name}: volume {host} is not declared"
+                );
+                continue;
+            }
             assert!(
                 deploy.join(host).exists(),
                 "{name}: volume source {host} is missing"
@@ -246,6 +254,47 @@ fn compose_stack_refers_only_to_what_exists() {
         .join(gf.split(':').next().unwrap())
         .join("salespulse.json")
         .exists());
+    // The KPI history: salespulse writes to the compose PostgreSQL, and
+    // Grafana's history datasource reads the same database as the same
+    // user; the History dashboard is provisioned beside the other.
+    let pg = &doc["services"]["postgres"]["environment"];
+    let (user, password, db) = (
+        s(&pg["POSTGRES_USER"]),
+        s(&pg["POSTGRES_PASSWORD"]),
+        s(&pg["POSTGRES_DB"]),
+    );
+    let url = s(&sp["environment"]["SALESPULSE_POSTGRES__URL"]);
+    assert_eq!(
+        url,
+        format!(
+            "postgres://{user}:{password}@postgres:{}/{db}",
+            ports["postgres"].first().unwrap()
+        )
+    );
+    url.parse::<tokio_postgres::Config>()
+        .expect("a connection string salespulse takes");
+    assert_eq!(
+        s(&sp["depends_on"]["postgres"]["condition"]),
+        "service_healthy"
+    );
+    let hds = &yaml(&deploy.join("grafana/provisioning/datasources/postgres.yml"))[0]["datasources"][0];
+    assert_eq!(s(&hds["url"]), format!("postgres:{}", ports["postgres"].first().unwrap()));
+    assert_eq!(s(&hds["user"]), user);
+    assert_eq!(s(&hds["jsonData"]["database"]), db);
+    assert_eq!(s(&hds["secureJsonData"]["password"]), password);
+    let history: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            deploy
+                .join(gf.split(':').next().unwrap())
+                .join("salespulse-history.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for p in history["panels"].as_array().unwrap() {
+        assert_eq!(p["datasource"]["uid"], hds["uid"].as_str().unwrap());
+        assert_eq!(p["datasource"]["type"], hds["type"].as_str().unwrap());
+    }
 }
 
 #[test]

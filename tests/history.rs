@@ -67,26 +67,6 @@ fn replay(dir: &Path, url: &str, input: &Path, output: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Every kpi_history row, ordered, with times in ms since the epoch.
-fn kpi_rows(pg: &Pg, db: &str) -> Vec<Vec<String>> {
-    pg.query(
-        db,
-        "SELECT kpi, window_kind, (extract(epoch FROM window_start) * 1000)::bigint,
-                dimensions::text, breakdown, (extract(epoch FROM window_end) * 1000)::bigint,
-                window_label, value, numerator, denominator, sample_size, unit, final, revision
-         FROM salespulse.kpi_history ORDER BY 1, 2, 3, 4",
-    )
-}
-
-fn board_rows(pg: &Pg, db: &str) -> Vec<Vec<String>> {
-    pg.query(
-        db,
-        "SELECT board, window_kind, (extract(epoch FROM window_start) * 1000)::bigint,
-                window_label, entries::text, final, revision
-         FROM salespulse.leaderboard_history ORDER BY 1, 2, 3",
-    )
-}
-
 /// A comparable KPI row: (kpi, kind, start ms, dimensions) → (label,
 /// value, numerator, denominator, sample size, unit, final, revision).
 type Dims = BTreeMap<String, String>;
@@ -226,7 +206,7 @@ fn maven_replay_loaded_twice_and_killed_midway_leaves_the_rows_of_one_clean_run(
 
     // Clean run, then the same replay again into the same database.
     replay(tmp.path(), &pg.url("clean"), &input, "clean.jsonl");
-    let (once, boards_once) = (kpi_rows(&pg, "clean"), board_rows(&pg, "clean"));
+    let (once, boards_once) = (pg.kpi_rows("clean"), pg.board_rows("clean"));
     let want = from_json(&tmp.path().join("clean.jsonl"));
     assert!(want.len() > 100_000, "{} rows", want.len());
     assert_same(&from_db(&once), &want, "one replay against its JSON output");
@@ -237,10 +217,10 @@ fn maven_replay_loaded_twice_and_killed_midway_leaves_the_rows_of_one_clean_run(
     );
     replay(tmp.path(), &pg.url("clean"), &input, "again.jsonl");
     assert!(
-        kpi_rows(&pg, "clean") == once,
+        pg.kpi_rows("clean") == once,
         "a second replay changed the rows"
     );
-    assert!(board_rows(&pg, "clean") == boards_once);
+    assert!(pg.board_rows("clean") == boards_once);
 
     // Killed midway: half the input on stdin, checkpoints written, SIGKILL;
     // the restart from the checkpoint gets the whole input again.
@@ -286,7 +266,7 @@ fn maven_replay_loaded_twice_and_killed_midway_leaves_the_rows_of_one_clean_run(
     child.kill().unwrap();
     child.wait().unwrap();
     drop(stdin);
-    let midway = kpi_rows(&pg, "killed").len();
+    let midway = pg.kpi_rows("killed").len();
     assert!(
         midway > 0 && midway < once.len(),
         "{midway} rows at the kill, {} in all",
@@ -310,10 +290,10 @@ fn maven_replay_loaded_twice_and_killed_midway_leaves_the_rows_of_one_clean_run(
     assert!(o.status.success(), "{log}");
     assert!(log.contains("state restored"), "{log}");
     assert!(
-        kpi_rows(&pg, "killed") == once,
+        pg.kpi_rows("killed") == once,
         "after SIGKILL and restart the rows differ from one clean run"
     );
-    assert!(board_rows(&pg, "killed") == boards_once);
+    assert!(pg.board_rows("killed") == boards_once);
 }
 
 #[test]
@@ -412,7 +392,7 @@ fn database_down_for_seconds_mid_live_run_loses_nothing_and_the_metrics_show_the
     // Every record of the output (the highest revision of each row) is in
     // the database: nothing was lost while it was down.
     let want = from_json(&tmp.path().join("out.jsonl"));
-    let got = from_db(&kpi_rows(&pg, "postgres"));
+    let got = from_db(&pg.kpi_rows("postgres"));
     assert_same(&got, &want, "live run with the database stopped midway");
 }
 

@@ -219,6 +219,30 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// Every kpi_history row, ordered, with times in ms since the epoch
+    /// (everything but `updated_at`).
+    pub fn kpi_rows(&self, db: &str) -> Vec<Vec<String>> {
+        self.query(
+            db,
+            "SELECT kpi, window_kind, (extract(epoch FROM window_start) * 1000)::bigint,
+                    dimensions::text, breakdown, (extract(epoch FROM window_end) * 1000)::bigint,
+                    window_label, value, numerator, denominator, sample_size, unit, final, revision
+             FROM salespulse.kpi_history ORDER BY 1, 2, 3, 4",
+        )
+    }
+
+    /// Every leaderboard_history row, ordered.
+    pub fn board_rows(&self, db: &str) -> Vec<Vec<String>> {
+        self.query(
+            db,
+            "SELECT board, window_kind, (extract(epoch FROM window_start) * 1000)::bigint,
+                    window_label, entries::text, final, revision
+             FROM salespulse.leaderboard_history ORDER BY 1, 2, 3",
+        )
+    }
+}
+
 impl Drop for Pg {
     fn drop(&mut self) {
         let _ = self.as_server_user(
