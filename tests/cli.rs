@@ -115,6 +115,25 @@ fn file_mode_writes_a_final_record_for_every_closed_window() {
     assert!(!d.path().join("salespulse-dlq.jsonl").exists());
 }
 
+/// An empty input (a day with no events, a truncated export) is a
+/// run with nothing to say, not a crash (it panicked on the rolling
+/// windows' clock before any event).
+#[test]
+fn an_empty_input_exits_0_with_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.jsonl"), "").unwrap();
+    let out = sp(
+        &["run", "--input", "empty.jsonl", "--output", "out.jsonl"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(records(&dir.path().join("out.jsonl")).is_empty());
+}
+
 #[test]
 fn protobuf_input_gives_the_same_records_as_json() {
     let d = tempfile::tempdir().unwrap();

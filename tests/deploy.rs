@@ -277,8 +277,12 @@ fn compose_stack_refers_only_to_what_exists() {
         s(&sp["depends_on"]["postgres"]["condition"]),
         "service_healthy"
     );
-    let hds = &yaml(&deploy.join("grafana/provisioning/datasources/postgres.yml"))[0]["datasources"][0];
-    assert_eq!(s(&hds["url"]), format!("postgres:{}", ports["postgres"].first().unwrap()));
+    let hds =
+        &yaml(&deploy.join("grafana/provisioning/datasources/postgres.yml"))[0]["datasources"][0];
+    assert_eq!(
+        s(&hds["url"]),
+        format!("postgres:{}", ports["postgres"].first().unwrap())
+    );
     assert_eq!(s(&hds["user"]), user);
     assert_eq!(s(&hds["jsonData"]["database"]), db);
     assert_eq!(s(&hds["secureJsonData"]["password"]), password);

@@ -327,6 +327,50 @@ fn a_database_that_cannot_be_reached_fails_at_start_up_naming_the_setting() {
     );
 }
 
+#[test]
+fn non_final_retention_deletes_only_old_rows_that_never_became_final() {
+    let pg = Pg::start();
+    let o = Command::new(BIN)
+        .args(["db", "migrate", "--postgres-url", &pg.url("postgres")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row = |label: &str, fin: bool, age: &str| {
+        format!(
+            "INSERT INTO salespulse.kpi_history (kpi, window_kind, window_start, window_end,
+                 window_label, value, sample_size, unit, final, revision, updated_at)
+             VALUES ('revenue', 'month', '{label}-01', '{label}-28', '{label}', 1, 1,
+                 'currency', {fin}, 1, now() - interval '{age}')"
+        )
+    };
+    for sql in [
+        row("2026-01", false, "3 hours"),    // old, never final: deleted
+        row("2026-02", false, "10 minutes"), // recent: kept
+        row("2026-03", true, "3 hours"),     // final: kept
+    ] {
+        pg.query("postgres", &sql);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let o = cmd(tmp.path(), &pg.url("postgres"))
+        .args(["run", "--input"])
+        .arg(&empty)
+        .env("SALESPULSE_POSTGRES__NON_FINAL_RETENTION", "1h")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let left = pg.query(
+        "postgres",
+        "SELECT window_label FROM salespulse.kpi_history ORDER BY 1",
+    );
+    assert_eq!(
+        left,
+        vec![vec!["2026-02".to_string()], vec!["2026-03".to_string()]]
+    );
+}
+
 /// A metric of the binary's /metrics (summed over its labels).
 fn metric(addr: &str, name: &str) -> Option<f64> {
     let text = http_get(addr, "/metrics")?;
@@ -493,4 +537,42 @@ fn history_dashboard_is_generated_and_its_queries_return_the_replays_values() {
         assert!(panel_rows > 0, "{title}: no data on the Maven replay");
     }
     assert!(checked > 100, "{checked} values checked");
+
+    // The demo (14 simulated months: last year's months exist too):
+    // every panel has data.
+    let demo = tmp.path().join("demo.jsonl");
+    let o = Command::new(BIN)
+        .args([
+            "generate",
+            "--events",
+            "42000",
+            "--events-per-day",
+            "100",
+            "--output",
+        ])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    pg.create_db("demo");
+    let o = cmd(tmp.path(), &pg.url("demo"))
+        .args(["run", "--input"])
+        .arg(&demo)
+        .env("SALESPULSE_POSTGRES__WINDOWS", "[month, quarter, gauge]")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for p in dash["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap();
+        for t in p["targets"].as_array().unwrap() {
+            let sql = expand(t["rawSql"].as_str().unwrap());
+            let rows = pg.query("demo", &sql);
+            assert!(
+                !rows.is_empty(),
+                "{title} {}: no data on the demo",
+                t["refId"]
+            );
+        }
+    }
 }

@@ -84,8 +84,16 @@ async fn loader_from_the_kpi_topic_gives_the_rows_of_the_direct_sink() {
     .wait(Duration::from_secs(300));
     let want = pg.kpi_rows("direct");
     let want_boards = pg.board_rows("direct");
-    assert!(want.len() > 100_000, "{} rows from the direct sink", want.len());
-    assert!(want_boards.len() > 100, "{} leaderboard rows", want_boards.len());
+    assert!(
+        want.len() > 100_000,
+        "{} rows from the direct sink",
+        want.len()
+    );
+    assert!(
+        want_boards.len() > 100,
+        "{} leaderboard rows",
+        want_boards.len()
+    );
 
     let loaded = config(tmp.path(), "loaded.toml", &pg, "loaded");
     let log = load(&loaded, &bs);

@@ -474,6 +474,8 @@ impl Writer {
                     match msg {
                         None => {
                             self.write_all().await;
+                            self.last_expire = None;
+                            self.expire().await;
                             return;
                         }
                         Some(Msg::Rows(k, b)) => {
@@ -605,7 +607,7 @@ impl Writer {
     }
 
     /// Deletes the non-final rows older than `postgres.non_final_retention`
-    /// (at most once a minute).
+    /// (at most once a minute, and when the run ends).
     async fn expire(&mut self) {
         if self.retention.is_zero()
             || self

@@ -429,7 +429,13 @@ impl Engine {
         }
         // Rolling sub-buckets that can neither change nor be in the span any more.
         let now = self.state.max_time;
-        for r in &mut self.state.rolling {
+        // No event yet (an empty input): no rolling bucket, no clock to trim by.
+        let rolling = if now == i64::MIN {
+            &mut [][..]
+        } else {
+            &mut self.state.rolling[..]
+        };
+        for r in rolling.iter_mut() {
             let span_start = crate::window::sub_bucket(now, r.width) + r.width - r.span;
             let keep_from = span_start.min(cutoff - r.width + 1);
             r.buckets = r
@@ -453,6 +459,7 @@ impl Engine {
                 self.state
                     .rolling
                     .iter()
+                    .filter(|_| now != i64::MIN)
                     .map(|r| crate::window::sub_bucket(now, r.width) + r.width - r.span),
             )
             .min()
