@@ -41,7 +41,8 @@
 //! - `sources/` ([`sources`]): files, stdin and the demo generator, read in
 //!   batches.
 //! - `sinks/` ([`sinks`]): the publish step every loop shares, the record
-//!   and dead-letter files, the KPI history in PostgreSQL (`postgres`),
+//!   and dead-letter files, the KPI history in PostgreSQL (`postgres/`:
+//!   the writer, and its tables in `schema`),
 //!   and alert delivery (Slack, e-mail, Alertmanager, webhooks, Kafka,
 //!   files).
 //! - `run/` ([`run`]): the file / live loop, the run report, shutdown,

@@ -26,6 +26,9 @@ pub struct PostgresConfig {
     pub windows: Vec<String>,
     /// Most rows in one statement.
     pub batch_size: usize,
+    /// Connections written over at once, each with its share of the rows
+    /// (the database's work on a batch is most of a write's cost).
+    pub connections: usize,
     /// Longest a record waits in memory before it is written.
     pub flush_interval: Dur,
     /// Emissions the hand-over to the writer holds; when the database is
@@ -47,6 +50,7 @@ impl Default for PostgresConfig {
             migrate_on_start: true,
             windows: Vec::new(),
             batch_size: 2000,
+            connections: 2,
             flush_interval: Dur::from_str_static("1s"),
             queue_capacity: 64,
             non_final_retention: Dur::from_str_static("0s"),
@@ -60,12 +64,13 @@ impl PostgresConfig {
         !self.url.is_empty()
     }
 
-    /// Whether records of window kind `kind` are written.
-    pub fn keeps(&self, kind: &str, calendar: &[String]) -> bool {
-        if self.windows.is_empty() {
+    /// Whether records of window kind `kind` are written, by `windows`
+    /// (`postgres.windows`) and the calendar kinds computed.
+    pub fn kept(windows: &[String], kind: &str, calendar: &[String]) -> bool {
+        if windows.is_empty() {
             kind == "gauge" || calendar.iter().any(|c| c == kind)
         } else {
-            self.windows.iter().any(|w| w == kind)
+            windows.iter().any(|w| w == kind)
         }
     }
 
@@ -119,6 +124,13 @@ impl PostgresConfig {
                 "use a positive number, e.g. 2000",
             );
         }
+        if !(1..=32).contains(&self.connections) {
+            err(
+                "postgres.connections",
+                format!("{} connections", self.connections),
+                "use 1 to 32, e.g. 2",
+            );
+        }
         if self.queue_capacity == 0 {
             err(
                 "postgres.queue_capacity",
@@ -152,6 +164,7 @@ impl fmt::Debug for PostgresConfig {
             .field("migrate_on_start", &self.migrate_on_start)
             .field("windows", &self.windows)
             .field("batch_size", &self.batch_size)
+            .field("connections", &self.connections)
             .field("flush_interval", &self.flush_interval)
             .field("queue_capacity", &self.queue_capacity)
             .field("non_final_retention", &self.non_final_retention)

@@ -10,139 +10,22 @@
 //! growing backoff; while the database is away the queue fills and the
 //! engine waits (backpressure): nothing is dropped. Checkpoints call
 //! [`PgSink::flush`] first, so that what a checkpoint has emitted is in
-//! the database before the input position moves past it.
+//! the database before the input position moves past it. The tables,
+//! their migrations and the upsert statements are in `schema`.
 
 use crate::config::{Config, PostgresConfig};
 use crate::metrics::Metrics;
 use crate::output::{KpiRecord, LeaderboardRecord};
-use anyhow::Context as _;
 use chrono::{DateTime, TimeZone as _};
+use schema::{prepare, write_boards, write_kpis, Conn};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Statement};
 
-/// Schema version this binary writes.
-pub const SCHEMA_VERSION: i32 = 1;
+mod schema;
 
-/// The migrations in order: (version, SQL; `{schema}` is the schema).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
-CREATE TABLE {schema}.kpi_history (
-    kpi          text             NOT NULL,
-    window_kind  text             NOT NULL,
-    window_start timestamptz      NOT NULL,
-    dimensions   jsonb            NOT NULL DEFAULT '{}',
-    breakdown    text             NOT NULL DEFAULT '',
-    window_end   timestamptz      NOT NULL,
-    window_label text             NOT NULL,
-    value        double precision,
-    numerator    double precision,
-    denominator  double precision,
-    sample_size  bigint           NOT NULL,
-    unit         text             NOT NULL,
-    final        boolean          NOT NULL,
-    revision     bigint           NOT NULL,
-    updated_at   timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (kpi, window_kind, window_start, dimensions)
-);
-CREATE INDEX kpi_history_panel ON {schema}.kpi_history (kpi, window_kind, breakdown, window_start);
-CREATE INDEX kpi_history_open ON {schema}.kpi_history (updated_at) WHERE NOT final;
-CREATE TABLE {schema}.leaderboard_history (
-    board        text        NOT NULL,
-    window_kind  text        NOT NULL,
-    window_start timestamptz NOT NULL,
-    window_end   timestamptz NOT NULL,
-    window_label text        NOT NULL,
-    unit         text        NOT NULL,
-    entries      jsonb       NOT NULL,
-    final        boolean     NOT NULL,
-    revision     bigint      NOT NULL,
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (board, window_kind, window_start)
-);
-CREATE INDEX leaderboard_history_open ON {schema}.leaderboard_history (updated_at) WHERE NOT final;
-"#,
-)];
-
-/// Opens a connection (its driver runs on its own task). The error never
-/// shows the connection string.
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("cannot connect to PostgreSQL (postgres.url)")?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
-}
-
-/// Creates the schema's tables or brings them to [`SCHEMA_VERSION`], under
-/// an advisory lock (instances starting together migrate once). Returns
-/// the version found and the version now.
-pub async fn migrate(client: &mut Client, schema: &str) -> anyhow::Result<(i32, i32)> {
-    let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("salespulse.migrate.{schema}")],
-    )
-    .await?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
-             version integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now())"
-    ))
-    .await
-    .with_context(|| format!("cannot create schema {schema}"))?;
-    let from = version_in(&tx, schema).await?;
-    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
-        tx.batch_execute(&sql.replace("{schema}", schema))
-            .await
-            .with_context(|| format!("migration {v} of schema {schema} failed"))?;
-        tx.execute(
-            &format!("INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"),
-            &[v],
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok((from, SCHEMA_VERSION))
-}
-
-async fn version_in(c: &impl tokio_postgres::GenericClient, schema: &str) -> anyhow::Result<i32> {
-    let from: i32 = c
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"),
-            &[],
-        )
-        .await?
-        .get(0);
-    if from > SCHEMA_VERSION {
-        anyhow::bail!(
-            "schema {schema} is at version {from}, newer than this binary's {SCHEMA_VERSION} (fix: run a newer salespulse, or set postgres.schema to another schema)"
-        );
-    }
-    Ok(from)
-}
-
-/// Checks that the tables exist at this binary's version (for
-/// `postgres.migrate_on_start = false`).
-pub async fn check_version(client: &Client, schema: &str) -> anyhow::Result<()> {
-    let v = version_in(client, schema).await.with_context(|| {
-        format!("schema {schema} has no salespulse tables (fix: run `salespulse db migrate`, or set postgres.migrate_on_start = true)")
-    })?;
-    if v < SCHEMA_VERSION {
-        anyhow::bail!(
-            "schema {schema} is at version {v}, this binary writes version {SCHEMA_VERSION} (fix: run `salespulse db migrate`)"
-        );
-    }
-    Ok(())
-}
+pub use schema::{check_version, connect, migrate, SCHEMA_VERSION};
 
 /// One `kpi_history` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,7 +70,6 @@ pub struct Rows {
     tz: chrono_tz::Tz,
     windows: Vec<String>,
     calendar: Vec<String>,
-    all: bool,
 }
 
 impl Rows {
@@ -201,25 +83,11 @@ impl Rows {
                 .iter()
                 .map(|c| c.as_str().to_string())
                 .collect(),
-            all: false,
         }
-    }
-
-    /// Every window kind (the loader: the engine chose already).
-    pub fn every_window(mut self) -> Rows {
-        self.all = true;
-        self
     }
 
     fn keeps(&self, kind: &str) -> bool {
-        if self.all {
-            return true;
-        }
-        let p = PostgresConfig {
-            windows: self.windows.clone(),
-            ..PostgresConfig::default()
-        };
-        p.keeps(kind, &self.calendar)
+        PostgresConfig::kept(&self.windows, kind, &self.calendar)
     }
 
     /// The row of a KPI record; `None` for a window kind not kept. A gauge
@@ -316,10 +184,7 @@ impl PgSink {
     /// Fails at once when the database cannot be reached or the tables
     /// are missing: a wrong `postgres.url` is found at start-up.
     pub async fn start(cfg: &Config, m: Arc<Metrics>) -> anyhow::Result<PgSink> {
-        PgSink::start_with(cfg, Rows::new(cfg), m).await
-    }
-
-    pub async fn start_with(cfg: &Config, rows: Rows, m: Arc<Metrics>) -> anyhow::Result<PgSink> {
+        let rows = Rows::new(cfg);
         let p = &cfg.postgres;
         let mut client = connect(&p.url).await?;
         if p.migrate_on_start {
@@ -331,10 +196,12 @@ impl PgSink {
             check_version(&client, &p.schema).await?;
         }
         let (tx, rx) = mpsc::channel(p.queue_capacity);
+        let mut conns = vec![None; p.connections.max(1)];
+        conns[0] = Some(Arc::new(prepare(client, &p.schema).await?));
         let writer = Writer {
             url: p.url.clone(),
             schema: p.schema.clone(),
-            conn: None,
+            conns,
             kpis: HashMap::new(),
             boards: HashMap::new(),
             m: m.clone(),
@@ -342,11 +209,6 @@ impl PgSink {
             max_backoff: p.max_backoff.0,
             retention: p.non_final_retention.0,
             last_expire: None,
-        };
-        let conn = writer.prepare(client).await?;
-        let writer = Writer {
-            conn: Some(conn),
-            ..writer
         };
         let task = tokio::spawn(writer.run(rx, p.flush_interval.0.max(Duration::from_millis(10))));
         Ok(PgSink { tx, task, rows, m })
@@ -399,17 +261,12 @@ impl PgSink {
     }
 }
 
-/// A connection with its two upsert statements.
-struct Conn {
-    client: Client,
-    kpi: Statement,
-    board: Statement,
-}
-
 struct Writer {
     url: String,
     schema: String,
-    conn: Option<Conn>,
+    /// `postgres.connections` slots, each written concurrently; `None`
+    /// until (re)connected.
+    conns: Vec<Option<Arc<Conn>>>,
     /// Newest revision of each row not yet written.
     kpis: HashMap<KpiKey, KpiRow>,
     boards: HashMap<BoardKey, BoardRow>,
@@ -421,49 +278,6 @@ struct Writer {
 }
 
 impl Writer {
-    async fn prepare(&self, client: Client) -> anyhow::Result<Conn> {
-        let s = &self.schema;
-        let kpi = client
-            .prepare(&format!(
-                "INSERT INTO {s}.kpi_history AS h (kpi, window_kind, window_start, dimensions,
-                     breakdown, window_end, window_label, value, numerator, denominator,
-                     sample_size, unit, final, revision, updated_at)
-                 SELECT t.kpi, t.kind, t.ws::timestamptz, t.dims::jsonb, t.bd, t.we::timestamptz,
-                     t.wl, t.v, t.n, t.d, t.ss, t.u, t.f, t.r, now()
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::float8[], $9::float8[], $10::float8[],
-                     $11::int8[], $12::text[], $13::bool[], $14::int8[])
-                     AS t(kpi, kind, ws, dims, bd, we, wl, v, n, d, ss, u, f, r)
-                 ON CONFLICT (kpi, window_kind, window_start, dimensions) DO UPDATE SET
-                     breakdown = EXCLUDED.breakdown, window_end = EXCLUDED.window_end,
-                     window_label = EXCLUDED.window_label, value = EXCLUDED.value,
-                     numerator = EXCLUDED.numerator, denominator = EXCLUDED.denominator,
-                     sample_size = EXCLUDED.sample_size, unit = EXCLUDED.unit,
-                     final = EXCLUDED.final, revision = EXCLUDED.revision, updated_at = now()
-                 WHERE h.revision < EXCLUDED.revision"
-            ))
-            .await
-            .context("cannot prepare the kpi_history upsert")?;
-        let board = client
-            .prepare(&format!(
-                "INSERT INTO {s}.leaderboard_history AS h (board, window_kind, window_start,
-                     window_end, window_label, unit, entries, final, revision, updated_at)
-                 SELECT t.b, t.kind, t.ws::timestamptz, t.we::timestamptz, t.wl, t.u,
-                     t.e::jsonb, t.f, t.r, now()
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::bool[], $9::int8[])
-                     AS t(b, kind, ws, we, wl, u, e, f, r)
-                 ON CONFLICT (board, window_kind, window_start) DO UPDATE SET
-                     window_end = EXCLUDED.window_end, window_label = EXCLUDED.window_label,
-                     unit = EXCLUDED.unit, entries = EXCLUDED.entries, final = EXCLUDED.final,
-                     revision = EXCLUDED.revision, updated_at = now()
-                 WHERE h.revision < EXCLUDED.revision"
-            ))
-            .await
-            .context("cannot prepare the leaderboard_history upsert")?;
-        Ok(Conn { client, kpi, board })
-    }
-
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -548,7 +362,6 @@ impl Writer {
                     } else {
                         tracing::debug!(error = format!("{e:#}"), "KPI history write failed again");
                     }
-                    self.conn = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
@@ -562,48 +375,52 @@ impl Writer {
         }
     }
 
+    /// Writes every row held over the connections at once, each taking
+    /// a contiguous share of the rows in key order (no two connections
+    /// lock the same row; a loader writing the same rows locks them in
+    /// the same order). Rows not written stay held; a failed connection
+    /// is opened again at the next attempt.
     async fn try_write(&mut self) -> anyhow::Result<()> {
-        if self.conn.is_none() {
-            let client = connect(&self.url).await?;
-            self.conn = Some(self.prepare(client).await?);
-        }
-        let conn = self.conn.as_ref().expect("connected");
-        // In key order, so that two writers of the same rows (an engine
-        // and a loader) lock them in the same order.
-        let mut keys: Vec<KpiKey> = self.kpis.keys().cloned().collect();
-        keys.sort_unstable();
-        for chunk in keys.chunks(self.batch_size) {
-            let rows: Vec<&KpiRow> = chunk.iter().map(|k| &self.kpis[k]).collect();
-            let t0 = Instant::now();
-            write_kpis(conn, &rows).await?;
-            self.m
-                .postgres
-                .write_seconds
-                .observe(t0.elapsed().as_secs_f64());
-            self.m
-                .postgres
-                .rows
-                .with_label_values(&["kpi_history"])
-                .inc_by(rows.len() as u64);
-            for k in chunk {
-                self.kpis.remove(k);
+        for slot in &mut self.conns {
+            if slot.is_none() {
+                let client = connect(&self.url).await?;
+                *slot = Some(Arc::new(prepare(client, &self.schema).await?));
             }
         }
-        let mut keys: Vec<BoardKey> = self.boards.keys().cloned().collect();
-        keys.sort_unstable();
-        for chunk in keys.chunks(self.batch_size) {
-            let rows: Vec<&BoardRow> = chunk.iter().map(|k| &self.boards[k]).collect();
-            write_boards(conn, &rows).await?;
-            self.m
-                .postgres
-                .rows
-                .with_label_values(&["leaderboard_history"])
-                .inc_by(rows.len() as u64);
-            for k in chunk {
-                self.boards.remove(k);
+        let mut kpis: Vec<KpiRow> = self.kpis.drain().map(|(_, r)| r).collect();
+        kpis.sort_unstable_by(|a, b| kpi_key(a).cmp(&kpi_key(b)));
+        let mut boards: Vec<BoardRow> = self.boards.drain().map(|(_, r)| r).collect();
+        boards.sort_unstable_by(|a, b| board_key(a).cmp(&board_key(b)));
+        let n = self.conns.len();
+        let (ks, bs) = (
+            kpis.len().div_ceil(n).max(1),
+            boards.len().div_ceil(n).max(1),
+        );
+        let (mut kpis, mut boards) = (kpis.into_iter(), boards.into_iter());
+        let mut tasks = Vec::new();
+        for (i, slot) in self.conns.iter().enumerate() {
+            let k: Vec<KpiRow> = kpis.by_ref().take(ks).collect();
+            let b: Vec<BoardRow> = boards.by_ref().take(bs).collect();
+            if k.is_empty() && b.is_empty() {
+                continue;
+            }
+            let conn = slot.clone().expect("connected");
+            let (m, size) = (self.m.clone(), self.batch_size);
+            tasks.push((i, tokio::spawn(write_share(conn, k, b, size, m))));
+        }
+        let mut failed = None;
+        for (i, t) in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err((e, k, b))) => {
+                    self.add(k, b);
+                    self.conns[i] = None;
+                    failed = Some(e);
+                }
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Deletes the non-final rows older than `postgres.non_final_retention`
@@ -616,7 +433,9 @@ impl Writer {
         {
             return;
         }
-        let Some(conn) = &self.conn else { return };
+        let Some(conn) = self.conns.iter().flatten().next().cloned() else {
+            return;
+        };
         self.last_expire = Some(Instant::now());
         let secs = self.retention.as_secs_f64();
         let s = &self.schema;
@@ -634,57 +453,49 @@ impl Writer {
     }
 }
 
-async fn write_kpis(c: &Conn, rows: &[&KpiRow]) -> Result<u64, tokio_postgres::Error> {
-    let col = |f: fn(&KpiRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
-    let num = |f: fn(&KpiRow) -> Option<f64>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let (kpi, kind, start) = (
-        col(|r| r.kpi.clone()),
-        col(|r| r.kind.clone()),
-        col(|r| r.start.clone()),
-    );
-    let (dims, bd, end, label, unit) = (
-        col(|r| r.dimensions.clone()),
-        col(|r| r.breakdown.clone()),
-        col(|r| r.end.clone()),
-        col(|r| r.label.clone()),
-        col(|r| r.unit.clone()),
-    );
-    let (v, n, d) = (
-        num(|r| r.value),
-        num(|r| r.numerator),
-        num(|r| r.denominator),
-    );
-    let ss: Vec<i64> = rows.iter().map(|r| r.sample_size).collect();
-    let fin: Vec<bool> = rows.iter().map(|r| r.is_final).collect();
-    let rev: Vec<i64> = rows.iter().map(|r| r.revision).collect();
-    c.client
-        .execute(
-            &c.kpi,
-            &[
-                &kpi, &kind, &start, &dims, &bd, &end, &label, &v, &n, &d, &ss, &unit, &fin, &rev,
-            ],
-        )
-        .await
+fn kpi_key(r: &KpiRow) -> (&str, &str, &str, &str) {
+    (&r.kpi, &r.kind, &r.start, &r.dimensions)
 }
 
-async fn write_boards(c: &Conn, rows: &[&BoardRow]) -> Result<u64, tokio_postgres::Error> {
-    let col = |f: fn(&BoardRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
-    let fin: Vec<bool> = rows.iter().map(|r| r.is_final).collect();
-    let rev: Vec<i64> = rows.iter().map(|r| r.revision).collect();
-    c.client
-        .execute(
-            &c.board,
-            &[
-                &col(|r| r.board.clone()),
-                &col(|r| r.kind.clone()),
-                &col(|r| r.start.clone()),
-                &col(|r| r.end.clone()),
-                &col(|r| r.label.clone()),
-                &col(|r| r.unit.clone()),
-                &col(|r| r.entries.clone()),
-                &fin,
-                &rev,
-            ],
-        )
-        .await
+fn board_key(r: &BoardRow) -> (&str, &str, &str) {
+    (&r.board, &r.kind, &r.start)
+}
+
+type Unwritten = (anyhow::Error, Vec<KpiRow>, Vec<BoardRow>);
+
+/// One connection's share, in batches; on a failure, what is not written.
+async fn write_share(
+    conn: Arc<Conn>,
+    mut k: Vec<KpiRow>,
+    mut b: Vec<BoardRow>,
+    size: usize,
+    m: Arc<Metrics>,
+) -> Result<(), Unwritten> {
+    let mut done = 0;
+    while done < k.len() {
+        let end = (done + size).min(k.len());
+        let t0 = Instant::now();
+        if let Err(e) = write_kpis(&conn, &k[done..end]).await {
+            return Err((e.into(), k.split_off(done), b));
+        }
+        m.postgres.write_seconds.observe(t0.elapsed().as_secs_f64());
+        m.postgres
+            .rows
+            .with_label_values(&["kpi_history"])
+            .inc_by((end - done) as u64);
+        done = end;
+    }
+    let mut done = 0;
+    while done < b.len() {
+        let end = (done + size).min(b.len());
+        if let Err(e) = write_boards(&conn, &b[done..end]).await {
+            return Err((e.into(), Vec::new(), b.split_off(done)));
+        }
+        m.postgres
+            .rows
+            .with_label_values(&["leaderboard_history"])
+            .inc_by((end - done) as u64);
+        done = end;
+    }
+    Ok(())
 }
