@@ -166,7 +166,7 @@ pub async fn run(
             _ = update.tick(), if opts.live => {
                 engine.emit_updates();
                 sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
-                sinks.flush().await?;
+                sinks.flush_files()?;
             }
             _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
                 let total = report.accepted + report.duplicates + report.rejected;

@@ -110,15 +110,21 @@ impl Sinks {
         Ok(())
     }
 
-    /// Flushes the files, and waits until the KPI history holds every
-    /// record handed to it.
-    pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
+    /// Flushes the files (the KPI history writes on its own interval).
+    pub(crate) fn flush_files(&mut self) -> anyhow::Result<()> {
         if let Some(o) = &mut self.output {
             o.flush()?;
         }
         if let Some(d) = &mut self.dlq {
             d.flush()?;
         }
+        Ok(())
+    }
+
+    /// Flushes the files, and waits until the KPI history holds every
+    /// record handed to it (before a checkpoint, at the end).
+    pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
+        self.flush_files()?;
         if let Some(pg) = &self.pg {
             pg.flush().await?;
         }
