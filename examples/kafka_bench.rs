@@ -135,6 +135,42 @@ async fn main() {
     });
     let report = run(&cfg, opts).await.unwrap();
     let (full_wall, full_cpu) = watch.await.unwrap();
+    if std::env::var("KAFKA_BENCH_TOPICS").is_ok() {
+        let c: StreamConsumer = ClientConfig::new().set("bootstrap.servers", &bs).create().unwrap();
+        for t in ["bench-full.partials", "bench-full.changelog", "bench.kpis"] {
+            let md = c.fetch_metadata(Some(t), Duration::from_secs(5)).unwrap();
+            let parts = md.topics()[0].partitions().len() as i32;
+            let mut total = 0;
+            for p in 0..parts {
+                total += c.fetch_watermarks(t, p, Duration::from_secs(5)).unwrap().1;
+            }
+            eprintln!("topic {t}: {total} messages");
+        }
+        let pc: StreamConsumer = ClientConfig::new().set("bootstrap.servers", &bs).set("group.id", "diag").set("auto.offset.reset", "earliest").create().unwrap();
+        pc.subscribe(&["bench-full.partials"]).unwrap();
+        let mut kinds: std::collections::BTreeMap<&str, (usize, usize, usize)> = Default::default();
+        let mut bytes = 0;
+        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(3), pc.recv()).await {
+            let pl = m.payload().unwrap_or_default();
+            bytes += pl.len();
+            let p = salespulse::engine::merge::Partial::decode(pl).unwrap();
+            for it in &p.items {
+                use salespulse::engine::merge::Item;
+                let (k, n) = match it {
+                    Item::Day { cells, .. } => ("day", cells.scopes.len() + cells.pairs.len()),
+                    Item::Rolling { cells, .. } => ("rolling", cells.scopes.len() + cells.pairs.len()),
+                    Item::Ledger { slots, .. } => ("ledger", slots.len()),
+                    Item::Cohort { cells, .. } => ("cohort", cells.len()),
+                    Item::Pipeline { cells } => ("pipeline", cells.len()),
+                    _ => ("misc", 1),
+                };
+                let e = kinds.entry(k).or_default();
+                e.0 += 1;
+                e.1 += n;
+            }
+        }
+        eprintln!("partials: {bytes} bytes; items (count, cells): {kinds:?}");
+    }
     assert_eq!(report.accepted as usize, n);
     let per_core = |cpu: f64| n as f64 / cpu;
     println!(

@@ -17,7 +17,8 @@
 //! number of events,
 //! generated events per day (default 1,000). With `THROUGHPUT_LINES=FILE`
 //! the events are read from that JSON-lines file instead of generated
-//! (so that a profiler sees the timed part only).
+//! (so that a profiler sees the timed part only); `THROUGHPUT_CONFIG=FILE`
+//! replaces the default configuration.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,8 +47,9 @@ fn main() {
         None => generated(n, per_day),
     };
     let n = lines.len();
-    // The default config, with SALESPULSE_* variables applied.
-    let mut config = Config::load(None).expect("config");
+    // The default config (or `THROUGHPUT_CONFIG`), with SALESPULSE_* variables applied.
+    let path = std::env::var_os("THROUGHPUT_CONFIG").map(std::path::PathBuf::from);
+    let mut config = Config::load(path.as_deref()).expect("config");
     // Generated events run on simulated time, past the wall clock.
     config.time.max_future_skew = salespulse::config::Dur(std::time::Duration::ZERO);
     let mut engine = Engine::from_config(&config);
