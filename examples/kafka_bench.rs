@@ -77,6 +77,12 @@ fn config(bs: &str, topic: &str, kpis: &str, group: &str, update: &str) -> Confi
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var_os("KAFKA_BENCH_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("KAFKA_BENCH_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut a = std::env::args().skip(1);
     let bs = a.next().expect("BOOTSTRAP");
     let n: usize = a.next().map_or(200_000, |s| s.parse().unwrap());
@@ -136,7 +142,10 @@ async fn main() {
     let report = run(&cfg, opts).await.unwrap();
     let (full_wall, full_cpu) = watch.await.unwrap();
     if std::env::var("KAFKA_BENCH_TOPICS").is_ok() {
-        let c: StreamConsumer = ClientConfig::new().set("bootstrap.servers", &bs).create().unwrap();
+        let c: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bs)
+            .create()
+            .unwrap();
         for t in ["bench-full.partials", "bench-full.changelog", "bench.kpis"] {
             let md = c.fetch_metadata(Some(t), Duration::from_secs(5)).unwrap();
             let parts = md.topics()[0].partitions().len() as i32;
@@ -146,7 +155,12 @@ async fn main() {
             }
             eprintln!("topic {t}: {total} messages");
         }
-        let pc: StreamConsumer = ClientConfig::new().set("bootstrap.servers", &bs).set("group.id", "diag").set("auto.offset.reset", "earliest").create().unwrap();
+        let pc: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bs)
+            .set("group.id", "diag")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
         pc.subscribe(&["bench-full.partials"]).unwrap();
         let mut kinds: std::collections::BTreeMap<&str, (usize, usize, usize)> = Default::default();
         let mut bytes = 0;
@@ -158,7 +172,9 @@ async fn main() {
                 use salespulse::engine::merge::Item;
                 let (k, n) = match it {
                     Item::Day { cells, .. } => ("day", cells.scopes.len() + cells.pairs.len()),
-                    Item::Rolling { cells, .. } => ("rolling", cells.scopes.len() + cells.pairs.len()),
+                    Item::Rolling { cells, .. } => {
+                        ("rolling", cells.scopes.len() + cells.pairs.len())
+                    }
                     Item::Ledger { slots, .. } => ("ledger", slots.len()),
                     Item::Cohort { cells, .. } => ("cohort", cells.len()),
                     Item::Pipeline { cells } => ("pipeline", cells.len()),
@@ -185,11 +201,13 @@ async fn main() {
     );
 
     // 2. Latency at a fixed rate.
-    let cfg = config(&bs, "bench.live", "bench.live.kpis", "bench-live", "100ms");
+    let update = std::env::var("KAFKA_BENCH_UPDATE").unwrap_or_else(|_| "100ms".into());
+    let cfg = config(&bs, "bench.live", "bench.live.kpis", "bench-live", &update);
+    let live_metrics = Arc::new(Metrics::new());
     let opts = KafkaOptions {
         to_end: false,
         live_updates: true,
-        metrics: Arc::new(Metrics::new()),
+        metrics: live_metrics.clone(),
         fresh: false,
         progress: false,
     };
@@ -205,6 +223,7 @@ async fn main() {
     reader.subscribe(&["bench.live.kpis"]).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let total = (rate * secs as f64) as usize;
+    let live_cpu0 = cpu_seconds();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .set("linger.ms", "1")
@@ -250,11 +269,13 @@ async fn main() {
         }
     });
     let mut latencies = Vec::with_capacity(total);
+    let mut records_read = 0usize;
     let deadline = Instant::now() + Duration::from_secs(secs + 30);
     while latencies.len() < total && Instant::now() < deadline {
         let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), reader.recv()).await else {
             continue;
         };
+        records_read += 1;
         let Some(r) = m
             .payload()
             .and_then(|p| serde_json::from_slice::<KpiRecord>(p).ok())
@@ -272,11 +293,21 @@ async fn main() {
         }
     }
     prod.await.unwrap();
+    let live_cpu = cpu_seconds() - live_cpu0;
+    if latencies.len() < total {
+        eprintln!(
+            "only {} of {total} events were seen published within {} s ({} consumed, {:?} in the merger's last record)",
+            latencies.len(),
+            secs + 30,
+            live_metrics.kafka.consumed.with_label_values(&["bench.live"]).get(),
+            live_metrics.current("leads_created", "day").and_then(|r| r.value),
+        );
+    }
     pipeline.abort();
     latencies.sort_by(f64::total_cmp);
     let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
     println!(
-        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({} events, updates every 100 ms): p50 {:.0} ms, p99 {:.0} ms",
+        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({} events, updates every {update}, {live_cpu:.1} CPU-s, {records_read} KPI records read): p50 {:.0} ms, p99 {:.0} ms",
         latencies.len(),
         q(0.5),
         q(0.99)

@@ -216,3 +216,97 @@ impl DeadLetter {
         }
     }
 }
+
+/// Drops provisional records that would repeat the last record sent for
+/// their series and window (same value, numerator, denominator and
+/// sample size; for a rolling window also the same start): a live update
+/// then carries only what changed. Final records always pass, and end
+/// their series' entry.
+#[derive(Default)]
+pub struct Unchanged {
+    last: rustc_hash::FxHashMap<u64, u64>,
+}
+
+impl Unchanged {
+    /// True when `r` is to be sent.
+    pub fn keep(&mut self, r: &KpiRecord) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut k = xxhash_rust::xxh3::Xxh3::new();
+        (&r.kpi, &r.window.kind, &r.window.label, &*r.dimensions).hash(&mut k);
+        let key = k.finish();
+        if r.is_final {
+            self.last.remove(&key);
+            return true;
+        }
+        let mut v = xxhash_rust::xxh3::Xxh3::new();
+        (
+            r.value.map(f64::to_bits),
+            r.numerator.map(f64::to_bits),
+            r.denominator.map(f64::to_bits),
+            r.sample_size,
+        )
+            .hash(&mut v);
+        if r.window.kind != "gauge" {
+            r.window.start_ms.hash(&mut v);
+        }
+        let v = v.finish();
+        self.last.insert(key, v) != Some(v)
+    }
+
+    /// Series remembered (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: &str, start_ms: i64, value: f64, is_final: bool) -> KpiRecord {
+        KpiRecord {
+            kpi: Cow::Borrowed("leads_created"),
+            unit: Cow::Borrowed("count"),
+            window: Arc::new(WindowInfo {
+                kind: kind.into(),
+                start: String::new(),
+                end: String::new(),
+                label: "2026-12-03".into(),
+                start_ms,
+            }),
+            dimensions: Default::default(),
+            value: Some(value),
+            numerator: None,
+            denominator: None,
+            sample_size: value as u64,
+            is_final,
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn a_live_update_repeats_no_unchanged_series_and_finals_always_pass() {
+        let mut u = Unchanged::default();
+        assert!(u.keep(&rec("day", 0, 1.0, false)), "first value");
+        assert!(!u.keep(&rec("day", 0, 1.0, false)), "the same again");
+        assert!(u.keep(&rec("day", 0, 2.0, false)), "changed");
+        assert!(u.keep(&rec("week", 0, 2.0, false)), "another series");
+        assert!(u.keep(&rec("day", 0, 2.0, true)), "final, even unchanged");
+        assert!(u.keep(&rec("day", 0, 2.0, false)), "a final ends the entry");
+        assert!(u.keep(&rec("rolling_24h", 0, 3.0, false)));
+        assert!(
+            u.keep(&rec("rolling_24h", 3_600_000, 3.0, false)),
+            "a rolling window moved"
+        );
+        assert!(u.keep(&rec("gauge", 0, 4.0, false)));
+        assert!(
+            !u.keep(&rec("gauge", 5, 4.0, false)),
+            "a gauge's time alone is no change"
+        );
+        assert_eq!(u.len(), 4);
+    }
+}

@@ -98,7 +98,9 @@ struct Source {
 
 /// Runs the partitions through sources and a merger with faults at
 /// random points (seeded); returns every record the merger emitted.
-fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u64) {
+/// `local`: the merger also takes in the items of each export as it is
+/// sent (`Engine::absorb_items`, a merger on the sources' instance).
+fn scaled(evs: &[Event<'static>], seed: u64, faults: bool, local: bool) -> (Vec<KpiRecord>, u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut parts: Vec<Vec<&Event<'static>>> = vec![Vec::new(); PARTS];
     for e in evs {
@@ -155,6 +157,11 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool) -> (Vec<KpiRecord>, u
             s.engine = new_source(Some(roundtrip(&s.saved.0)));
             s.next = s.saved.1;
             continue;
+        }
+        if local {
+            for m in &msgs {
+                assert!(merger.absorb_items(m));
+            }
         }
         if faults && rng.u8(..8) == 0 {
             // A zombie: these come again much later.
@@ -251,7 +258,7 @@ fn merged_partials_equal_one_engine() {
     let evs = events(60_000);
     let want = finals(&file_mode(&evs));
     assert!(want.len() > 1000, "{} final series", want.len());
-    let (recs, late) = scaled(&evs, 1, false);
+    let (recs, late) = scaled(&evs, 1, false, false);
     assert_eq!(late, 0);
     assert_finals_consistent(&recs);
     let got = finals(&recs);
@@ -264,12 +271,57 @@ fn merged_partials_stay_exact_through_crashes_replays_and_zombies() {
     let evs = events(30_000);
     let want = finals(&file_mode(&evs));
     for seed in [2, 3] {
-        let (recs, _) = scaled(&evs, seed, true);
+        let (recs, _) = scaled(&evs, seed, true, false);
         assert_finals_consistent(&recs);
         let got = finals(&recs);
         assert_same_finals(&got, &want);
         assert_eq!(got.len(), want.len(), "no extra final series");
     }
+}
+
+/// A merger on the sources' instance takes their exports in at once
+/// (live, without the trip through the partials topic) and again from the
+/// topic: the finals are still those of one engine, through crashes,
+/// replays and zombies, and its clock moves only with the topic's copies.
+#[test]
+fn own_exports_absorbed_at_once_and_again_from_the_topic_change_no_final() {
+    let evs = events(30_000);
+    let want = finals(&file_mode(&evs));
+    let (recs, _) = scaled(&evs, 4, true, true);
+    assert_finals_consistent(&recs);
+    let got = finals(&recs);
+    assert_same_finals(&got, &want);
+    assert_eq!(got.len(), want.len(), "no extra final series");
+
+    // Items only: no progress, so no clock and no closed window.
+    let mut src = new_source(None);
+    for e in &evs[..2000] {
+        let _ = src.apply(e);
+    }
+    let progress = Progress {
+        clock: src.state.clock,
+        max_time: src.state.max_time,
+        idle: false,
+        at_end: false,
+    };
+    let mut merger = new_merger(None);
+    for m in src.export(&name(0), 2000, progress, 1 << 20) {
+        assert!(merger.absorb_items(&m));
+    }
+    merger.merge_advance();
+    assert_eq!(
+        merger.state.clock,
+        i64::MIN,
+        "the clock waits for the topic's copy"
+    );
+    merger.emit_updates();
+    let live = merger.take_records();
+    assert!(
+        live.iter()
+            .any(|r| r.kpi == "leads_created" && r.value.unwrap_or(0.0) > 0.0),
+        "live values from the items alone"
+    );
+    assert!(live.iter().all(|r| !r.is_final));
 }
 
 #[test]
@@ -299,7 +351,7 @@ fn maven_replay_merged_equals_one_engine() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/maven-crm");
     let (evs, _) = salespulse::demo::maven::convert(&dir).unwrap();
     let want = finals(&file_mode(&evs));
-    let (recs, late) = scaled(&evs, 5, false);
+    let (recs, late) = scaled(&evs, 5, false, false);
     assert_eq!(late, 0);
     assert_same_finals(&finals(&recs), &want);
 }
@@ -327,7 +379,7 @@ fn dirty_streams_in_any_interleaving_equal_file_mode_on_the_sorted_stream() {
             .map(|l| decode(l))
             .collect();
         for faults in [false, true] {
-            let (recs, late) = scaled(&shuffled, seed, faults);
+            let (recs, late) = scaled(&shuffled, seed, faults, false);
             // (zombies' partials for closed windows are dropped)
             assert!(faults || late == 0, "{late}");
             assert_finals_consistent(&recs);

@@ -40,6 +40,12 @@ pub struct KafkaConfig {
     /// committed right after, once the broker has it. A restarted or
     /// reassigned partition replays at most this much.
     pub checkpoint_interval: Dur,
+    /// The shortest gap between two exports of a partition's partial
+    /// aggregates (and two publishes of live updates by the merger) while
+    /// input keeps coming. A partition whose input is caught up exports
+    /// at once (at most this often): latency at low rates, big batches
+    /// under load.
+    pub export_interval: Dur,
     /// Internal topic (1 partition) the partition states send their
     /// partial aggregates to; created at start if missing. Empty =
     /// `<group_id>.partials`.
@@ -144,6 +150,7 @@ impl Default for KafkaConfig {
             default_format: Format::Json,
             idle_partition_timeout: Dur(std::time::Duration::from_secs(30)),
             checkpoint_interval: Dur(std::time::Duration::from_secs(5)),
+            export_interval: Dur(std::time::Duration::from_millis(10)),
             partials_topic: String::new(),
             changelog_topic: String::new(),
             internal_replication: -1,
@@ -181,6 +188,7 @@ impl fmt::Debug for KafkaConfig {
             .field("default_format", &self.default_format)
             .field("idle_partition_timeout", &self.idle_partition_timeout)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("export_interval", &self.export_interval)
             .field("partials_topic", &self.partials_topic)
             .field("changelog_topic", &self.changelog_topic)
             .field("internal_replication", &self.internal_replication)

@@ -361,6 +361,16 @@ impl Config {
                     "use a positive duration, e.g. \"30s\"",
                 );
             }
+            if k.export_interval.0 > std::time::Duration::from_secs(10) {
+                err(
+                    "kafka.export_interval",
+                    format!(
+                        "{:?} would hold every KPI back that long",
+                        k.export_interval.0
+                    ),
+                    "use at most \"10s\" (default \"10ms\"; \"0s\" = at every caught-up read)",
+                );
+            }
             for key in k.properties.keys() {
                 let norm = key.to_ascii_lowercase().replace('_', ".");
                 if matches!(

@@ -128,24 +128,47 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             .clamp(Duration::from_millis(10), Duration::from_secs(1)),
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batch = cfg.input.batch_size;
     loop {
         let mut ticked = false;
+        let due = lp.due(k.export_interval.0, cfg.output.update_interval.0);
         tokio::select! {
-            msg = consumer.recv() => match msg {
-                Ok(msg) => lp.on_input(&ctx, msg).await?,
-                Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+            msg = consumer.recv() => {
+                match msg {
+                    Ok(msg) => lp.on_input(&ctx, msg).await?,
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                }
+                // What is already fetched, up to a batch; a turn follows
+                // soon once the input is caught up (see `Loop::due`).
+                lp.caught_up = false;
+                while lp.since_flush < batch {
+                    match ready(consumer.recv()) {
+                        Some(Ok(msg)) => lp.on_input(&ctx, msg).await?,
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "Kafka consumer error");
+                            break;
+                        }
+                        None => {
+                            lp.caught_up = true;
+                            break;
+                        }
+                    }
+                }
             },
             msg = merge_consumer.recv() => match msg {
                 Ok(msg) => lp.on_partial(&ctx, &msg).await?,
                 Err(e) => tracing::warn!(error = %e, "Kafka consumer error (partials)"),
             },
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
             _ = tick.tick() => { ticked = true; }
             _ = &mut shutdown => {
                 tracing::info!("stop signal received: draining");
                 break;
             }
         }
-        if (ticked || lp.since_flush >= cfg.input.batch_size) && lp.turn(&ctx, ticked).await? {
+        let now = Instant::now();
+        let turn = ticked || lp.since_flush >= batch || due.is_some_and(|d| d <= now);
+        if turn && lp.turn(&ctx, ticked).await? {
             break;
         }
     }
@@ -171,6 +194,17 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     Ok(report)
 }
 
+/// The output of a future that is ready now (a message already fetched),
+/// else `None` (the future is dropped: `recv` is cancellation safe).
+fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// The state of the Kafka loop between its steps.
 struct Loop {
     to_end: bool,
@@ -190,6 +224,13 @@ struct Loop {
     /// Input messages since the last turn, and when that turn ended.
     since_flush: usize,
     t_batch: Instant,
+    /// The last input read found nothing more fetched.
+    caught_up: bool,
+    /// Partials absorbed since the last turn.
+    absorbed: bool,
+    /// Partials absorbed since the last live update, and when that was.
+    updates_pending: bool,
+    last_update: Instant,
     last_message: Instant,
     last_checkpoint: Instant,
     at_end_since: Option<Instant>,
@@ -221,12 +262,30 @@ impl Loop {
             confirms: Vec::new(),
             since_flush: 0,
             t_batch: Instant::now(),
+            caught_up: false,
+            absorbed: false,
+            updates_pending: false,
+            last_update: Instant::now(),
             last_message: Instant::now(),
             last_checkpoint: Instant::now(),
             at_end_since: None,
             warned: None,
             progress: crate::run::Progress::new(opts.progress),
         }
+    }
+
+    /// When the next turn is due, if before the next tick: `gap`
+    /// (`kafka.export_interval`) after the last turn once input read up
+    /// to what is fetched (or partials absorbed) waits for it; live
+    /// updates of absorbed partials `update` (`output.update_interval`)
+    /// after the last ones. Under load, turns come every
+    /// `input.batch_size` messages instead.
+    fn due(&self, gap: Duration, update: Duration) -> Option<Instant> {
+        let export =
+            ((self.since_flush > 0 && self.caught_up) || self.absorbed).then(|| self.t_batch + gap);
+        let live = (self.live_updates && self.updates_pending && self.merger.is_some())
+            .then(|| self.last_update + update);
+        export.into_iter().chain(live).min()
     }
 
     /// One input message: into its partition's source engine, or skipped
@@ -341,6 +400,8 @@ impl Loop {
                 mg.next = offset + 1;
                 mg.back.tries = 0;
                 mg.changed = true;
+                self.absorbed = true;
+                self.updates_pending = true;
                 mg.last_message = Instant::now();
             }
         }
@@ -371,21 +432,34 @@ impl Loop {
                 src.back.seek(ctx.consumer, t, *p, src.next, 16);
             }
         }
-        ctx.export(
-            &mut self.sources,
-            &mut self.deliveries,
-            &mut self.confirms,
-            &self.confirmed,
-            k.idle_partition_timeout.0,
-            &ends_now,
-            self.to_end,
-        )
-        .await?;
+        // Live, with the merger here: its KPIs need not wait for the
+        // partials topic (see `Engine::absorb_items`).
+        let local = match (self.live_updates && !self.to_end, self.merger.as_mut()) {
+            (true, Some(mg)) => Some(&mut mg.engine),
+            _ => None,
+        };
+        let is_local = local.is_some();
+        let exported = ctx
+            .export(
+                &mut self.sources,
+                local,
+                &mut self.deliveries,
+                &mut self.confirms,
+                &self.confirmed,
+                k.idle_partition_timeout.0,
+                &ends_now,
+                self.to_end,
+            )
+            .await?;
+        if is_local && exported > 0 {
+            self.updates_pending = true;
+        }
         let finished = self.advance_merger(ctx, ticked).await?;
         self.show_progress(&ends_now);
         ctx.sync_metrics(&self.sources, self.merger.as_ref());
         self.hand_over().await?;
         self.since_flush = 0;
+        self.absorbed = false;
         self.t_batch = Instant::now();
         if finished {
             tracing::info!("every partition is consumed to its end and every window is closed");
@@ -460,6 +534,7 @@ impl Loop {
             // (windows the last partials closed) is handed out first.
             ctx.publish(
                 &mut mg.engine,
+                &mut mg.unchanged,
                 &mut self.deliveries,
                 &mut self.report,
                 &self.alerts,
@@ -476,11 +551,19 @@ impl Loop {
             mg.engine.finish();
             // Not saved again (see above).
             mg.changed = false;
-        } else if ticked && self.live_updates {
+        } else if self.live_updates
+            && (ticked || self.updates_pending)
+            && self.last_update.elapsed() >= ctx.cfg.output.update_interval.0
+        {
+            // At most every `output.update_interval`, and as soon as
+            // partials bring news (not only at the tick).
             mg.engine.emit_updates();
+            self.updates_pending = false;
+            self.last_update = Instant::now();
         }
         ctx.publish(
             &mut mg.engine,
+            &mut mg.unchanged,
             &mut self.deliveries,
             &mut self.report,
             &self.alerts,

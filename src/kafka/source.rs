@@ -115,6 +115,8 @@ pub(super) struct Merger {
     pub(super) changed: bool,
     pub(super) back: SeekBack,
     pub(super) last_message: Instant,
+    /// What the live updates have sent, so that they repeat nothing.
+    pub(super) unchanged: crate::output::Unchanged,
 }
 
 /// Moves the fetch position of an assigned partition.

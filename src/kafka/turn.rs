@@ -206,24 +206,29 @@ impl Shared<'_> {
             changed: true,
             back: SeekBack::default(),
             last_message: Instant::now(),
+            unchanged: Default::default(),
         });
         Ok(())
     }
 
     /// Exports the partials of every source that changed (or whose
-    /// progress did, or once a second as a heartbeat).
+    /// progress did, or once a second as a heartbeat); with `local` (the
+    /// merger of this instance, live) their items go into it at once
+    /// too. Returns how many partials were exported.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn export(
         &self,
         sources: &mut HashMap<(String, i32), Src>,
+        mut local: Option<&mut Engine>,
         deliveries: &mut Vec<DeliveryFuture>,
         confirms: &mut Vec<Confirm>,
         confirmed: &Confirmed,
         idle: Duration,
         ends: &EndOffsets,
         to_end: bool,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<usize> {
         let topic = &self.cfg.kafka.partials();
+        let mut exported = 0;
         for ((t, p), src) in sources.iter_mut() {
             let end = ends.get(&(t.clone(), *p)).copied();
             // End offsets unknown (not fetched yet, or not allowed):
@@ -263,16 +268,13 @@ impl Shared<'_> {
             }
             let name = source_name(t, *p);
             for part in src.engine.export(&name, src.next, sent, changelog::CHUNK) {
+                let bytes = part.encode();
+                if let Some(mg) = local.as_deref_mut() {
+                    mg.absorb_items(&part);
+                }
+                exported += 1;
                 deliveries.push(
-                    send(
-                        self.producer,
-                        topic,
-                        Some(0),
-                        name.as_bytes(),
-                        &part.encode(),
-                        None,
-                    )
-                    .await?,
+                    send(self.producer, topic, Some(0), name.as_bytes(), &bytes, None).await?,
                 );
             }
             if src.consumed > 0 {
@@ -288,19 +290,24 @@ impl Shared<'_> {
             src.last_sent = sent;
             src.last_export = Instant::now();
         }
-        Ok(())
+        Ok(exported)
     }
 
     /// The publish step ([`crate::sinks::take`]), then the merger's new
-    /// records and leaderboards sent to their topics.
+    /// records and leaderboards sent to their topics (and the KPI
+    /// history); live updates only for the series whose value changed.
     pub(super) async fn publish(
         &self,
         engine: &mut Engine,
+        unchanged: &mut crate::output::Unchanged,
         deliveries: &mut Vec<DeliveryFuture>,
         report: &mut RunReport,
         alerts: &Dispatcher,
     ) -> anyhow::Result<()> {
-        let (recs, boards) = crate::sinks::take(engine, self.m, &mut report.records, alerts);
+        let (mut recs, boards) = crate::sinks::take(engine, self.m, &mut report.records, alerts);
+        let before = recs.len();
+        recs.retain(|r| unchanged.keep(r));
+        report.records -= (before - recs.len()) as u64;
         if let Some(pg) = self.pg {
             pg.send(&recs, &boards).await?;
         }

@@ -34,12 +34,30 @@ impl Engine {
         let Some(mut m) = self.merge.take() else {
             return false;
         };
-        let ok = self.absorb_into(&mut m, p);
+        let ok = self.absorb_into(&mut m, p, false);
         self.merge = Some(m);
         ok
     }
 
-    pub(super) fn absorb_into(&mut self, m: &mut MergeState, p: &Partial) -> bool {
+    /// The items of a partial that a source of this same instance has
+    /// just exported (merger only): the live KPIs see them without the
+    /// trip through the partials topic. The copy read back from the topic
+    /// is absorbed again (the same version: the same result, an older
+    /// one is ignored), and only it brings the source's progress (the
+    /// clock) and counts late items.
+    pub fn absorb_items(&mut self, p: &Partial) -> bool {
+        let Some(mut m) = self.merge.take() else {
+            return false;
+        };
+        let late = m.late_items;
+        let ok = self.absorb_into(&mut m, p, true);
+        m.late_items = late;
+        self.merge = Some(m);
+        ok
+    }
+
+    /// `local`: the items only (see [`Engine::absorb_items`]).
+    pub(super) fn absorb_into(&mut self, m: &mut MergeState, p: &Partial, local: bool) -> bool {
         if p.layout != layout_hash(&self.settings) {
             m.refused += 1;
             tracing::error!(source = %p.source, "a partial made under other time / window / stage settings was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages");
@@ -83,6 +101,9 @@ impl Engine {
                     self.absorb_misc(m, src, v, x)
                 }
             }
+        }
+        if local {
+            return true;
         }
         if m.late_items > late_before {
             tracing::warn!(source = %p.source, items = m.late_items - late_before, "partials for windows the merger had already closed were dropped: a partition that was idle (kafka.idle_partition_timeout) sent events older than the other partitions' watermark");
