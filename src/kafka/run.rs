@@ -133,28 +133,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         let mut ticked = false;
         let due = lp.due(k.export_interval.0, cfg.output.update_interval.0);
         tokio::select! {
-            msg = consumer.recv() => {
-                match msg {
-                    Ok(msg) => lp.on_input(&ctx, msg).await?,
-                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
-                }
-                // What is already fetched, up to a batch; a turn follows
-                // soon once the input is caught up (see `Loop::due`).
-                lp.caught_up = false;
-                while lp.since_flush < batch {
-                    match ready(consumer.recv()) {
-                        Some(Ok(msg)) => lp.on_input(&ctx, msg).await?,
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "Kafka consumer error");
-                            break;
-                        }
-                        None => {
-                            lp.caught_up = true;
-                            break;
-                        }
-                    }
-                }
-            },
+            msg = consumer.recv() => lp.on_fetched(&ctx, msg, batch).await?,
             msg = merge_consumer.recv() => match msg {
                 Ok(msg) => lp.on_partial(&ctx, &msg).await?,
                 Err(e) => tracing::warn!(error = %e, "Kafka consumer error (partials)"),
@@ -286,6 +265,35 @@ impl Loop {
         let live = (self.live_updates && self.updates_pending && self.merger.is_some())
             .then(|| self.last_update + update);
         export.into_iter().chain(live).min()
+    }
+
+    /// An input message, then what is already fetched, up to a batch; a
+    /// turn follows soon once the input is caught up (see `Loop::due`).
+    async fn on_fetched(
+        &mut self,
+        ctx: &Shared<'_>,
+        first: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+        batch: usize,
+    ) -> anyhow::Result<()> {
+        match first {
+            Ok(msg) => self.on_input(ctx, msg).await?,
+            Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+        }
+        self.caught_up = false;
+        while self.since_flush < batch {
+            match ready(ctx.consumer.recv()) {
+                Some(Ok(msg)) => self.on_input(ctx, msg).await?,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                    break;
+                }
+                None => {
+                    self.caught_up = true;
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One input message: into its partition's source engine, or skipped
