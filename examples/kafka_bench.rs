@@ -12,6 +12,13 @@
 //!    a reader of `bench.live.kpis` sees each `leads_created` count and
 //!    so when every lead it covers was published. p50 / p99 of produce →
 //!    KPI publish.
+//!
+//! Knobs and diagnostics (environment): `KAFKA_BENCH_TOML` (appended to
+//! the pipeline's configuration), `KAFKA_BENCH_UPDATE` (the live stage's
+//! `output.update_interval`, default 100ms), `KAFKA_BENCH_TOPICS` (after
+//! the throughput stage: messages in the partials, changelog and KPI
+//! topics, and the partials' items by kind), `KAFKA_BENCH_LOG` (a
+//! tracing filter, e.g. `salespulse=debug`).
 
 /// mimalloc, as in the `salespulse` binary.
 #[global_allocator]
