@@ -52,6 +52,12 @@ impl Event<'_> {
             Payload::HeadcountSet(d) => d.team.as_deref().unwrap_or(""),
             Payload::CompetitorPriceObserved(d) => &d.product,
             Payload::MarketSizeSet(d) => d.product.as_deref().unwrap_or(""),
+            Payload::SubjectErased(d) => d
+                .lead_id
+                .as_deref()
+                .or(d.deal_id.as_deref())
+                .or(d.customer_id.as_deref())
+                .unwrap_or(""),
         }
     }
 }
@@ -98,6 +104,7 @@ event_types! {
     HeadcountSet => "crm.headcount.set",
     CompetitorPriceObserved => "crm.competitor.price_observed",
     MarketSizeSet => "crm.market.size_set",
+    SubjectErased => "crm.subject.erased",
 }
 
 /// The `data` of an event, one variant per [`EventType`].
@@ -122,6 +129,7 @@ pub enum Payload<'a> {
     HeadcountSet(HeadcountSet<'a>),
     CompetitorPriceObserved(CompetitorPriceObserved<'a>),
     MarketSizeSet(MarketSizeSet<'a>),
+    SubjectErased(SubjectErased<'a>),
 }
 
 impl Payload<'_> {
@@ -146,6 +154,7 @@ impl Payload<'_> {
             Payload::HeadcountSet(_) => EventType::HeadcountSet,
             Payload::CompetitorPriceObserved(_) => EventType::CompetitorPriceObserved,
             Payload::MarketSizeSet(_) => EventType::MarketSizeSet,
+            Payload::SubjectErased(_) => EventType::SubjectErased,
         }
     }
 }
@@ -464,6 +473,18 @@ crm_data! {
 pub struct MarketSizeSet<'a> {
     pub amount: f64,
     opt product,
+}
+}
+
+crm_data! {
+/// A request to erase a person (right to erasure): everything salespulse
+/// remembers of the lead, deal and/or customer named is removed; the
+/// anonymous aggregates they were counted in stay (docs/privacy.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectErased<'a> {
+    opt lead_id,
+    opt deal_id,
+    opt customer_id,
 }
 }
 

@@ -17,6 +17,8 @@
 //! - [`kpi`]: the KPI catalogue and every KPI's formula.
 //! - `decode/` ([`decode`]): bytes → [`event::Event`] for CloudEvents JSON
 //!   and protobuf, validation, and the reason of every rejection.
+//! - [`privacy`]: the keyed pseudonyms entities are kept under, and the
+//!   redaction of personal fields in dead letters.
 //! - [`output`]: KPI records, leaderboards, dead letters.
 //! - `config/` ([`config`]): the TOML / environment configuration as plain
 //!   data, one file per large section (`kafka`, `alerts`, `postgres`), and its
@@ -52,6 +54,8 @@
 //!   merger (`source`), restore from the changelog (`restore`,
 //!   `changelog`), the loop (`run`) cut into the steps of a turn
 //!   (`turn`), and the KPI topic loader into PostgreSQL (`load`).
+//! - [`admin`]: operators' commands on what salespulse remembers
+//!   (`salespulse erase`, offline in a checkpoint or through Kafka).
 //!
 //! # Finding a KPI
 //!
@@ -65,6 +69,7 @@
 //! against a plain computation); its metric is `salespulse_kpi_<name>`
 //! (docs/prometheus.md), and docs/kpis.md documents it.
 
+pub mod admin;
 pub mod agg;
 pub mod alert;
 pub mod checkpoint;
@@ -79,6 +84,7 @@ pub mod kafka;
 pub mod kpi;
 pub mod metrics;
 pub mod output;
+pub mod privacy;
 pub mod run;
 pub mod sinks;
 pub mod sources;

@@ -21,6 +21,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+#[path = "main/admin.rs"]
+mod admin;
+use admin::*;
+
 #[derive(Parser)]
 #[command(
     name = "salespulse",
@@ -79,6 +83,12 @@ enum Cmd {
     /// `salespulse sink postgres` (docs/history.md).
     #[command(subcommand)]
     Sink(SinkCmd),
+    /// Erase a lead, deal and/or customer (right to erasure): in a stopped
+    /// run's checkpoint (`--checkpoint`), through Kafka (`--brokers`: to
+    /// every partition of the input topic), or print the event to feed a
+    /// file or stdin run (docs/privacy.md).
+    #[command(after_help = ERASE_EXAMPLES)]
+    Erase(EraseArgs),
     /// Convert the Maven Analytics CRM CSV export in DIR into CloudEvents JSON lines.
     #[command(
         after_help = "Example:\n  salespulse convert-maven tests/data/maven-crm > maven.jsonl\n  salespulse run --input maven.jsonl --output kpis.jsonl"
@@ -90,60 +100,6 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-}
-
-#[derive(clap::Subcommand)]
-enum DbCmd {
-    /// Create the KPI history tables, or bring them to this binary's
-    /// version (`postgres.schema`; safe to run again, and from several
-    /// instances at once).
-    #[command(
-        after_help = "Example:\n  SALESPULSE_POSTGRES__URL=postgres://salespulse@db/kpis salespulse db migrate"
-    )]
-    Migrate(PgArgs),
-}
-
-#[derive(clap::Subcommand)]
-enum SinkCmd {
-    /// Load a KPI topic (and leaderboard topic) into the KPI history, in
-    /// its own consumer group, committing offsets once the rows are durable.
-    #[command(
-        after_help = "Examples:\n  salespulse sink postgres --brokers localhost:9092 --kpi-topic salespulse.kpis --postgres-url postgres://salespulse@db/kpis\n  salespulse sink postgres --config salespulse.toml --to-end   # backfill, then exit"
-    )]
-    Postgres(LoadArgs),
-}
-
-#[derive(clap::Args)]
-struct PgArgs {
-    /// TOML configuration file (its `[postgres]` section).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Connection string (`postgres.url`); better from the environment:
-    /// SALESPULSE_POSTGRES__URL.
-    #[arg(long, value_name = "URL")]
-    postgres_url: Option<String>,
-}
-
-#[derive(clap::Args)]
-struct LoadArgs {
-    #[command(flatten)]
-    pg: PgArgs,
-    /// Kafka bootstrap servers (`kafka.brokers`).
-    #[arg(long, value_name = "HOST:PORT[,…]")]
-    brokers: Option<String>,
-    /// The KPI topic (default `kafka.kpi_topic`).
-    #[arg(long, value_name = "TOPIC")]
-    kpi_topic: Option<String>,
-    /// Also load leaderboards from this topic (default
-    /// `kafka.leaderboard_topic`, if set).
-    #[arg(long, value_name = "TOPIC")]
-    leaderboard_topic: Option<String>,
-    /// The loader's consumer group.
-    #[arg(long, value_name = "ID", default_value = "salespulse-history-loader")]
-    group_id: String,
-    /// Stop once every partition is loaded to its end (a backfill).
-    #[arg(long)]
-    to_end: bool,
 }
 
 const RUN_EXAMPLES: &str = "Examples:
@@ -355,75 +311,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run(args) => run(*args),
         Cmd::Db(DbCmd::Migrate(a)) => db_migrate(a),
         Cmd::Sink(SinkCmd::Postgres(a)) => sink_postgres(a),
+        Cmd::Erase(a) => erase(a),
     }
 }
 
 /// The configuration with `[postgres]` from the command line, validated;
 /// fails when no database is named.
-fn pg_config(a: &mut PgArgs) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(a.config.as_deref())?;
-    if let Some(u) = a.postgres_url.take() {
-        cfg.postgres.url = u;
-    }
-    if !cfg.postgres.enabled() {
-        anyhow::bail!(
-            "postgres.url: no database (fix: give --postgres-url, SALESPULSE_POSTGRES__URL or [postgres] url)"
-        );
-    }
-    Ok(cfg)
-}
-
-fn db_migrate(mut a: PgArgs) -> anyhow::Result<ExitCode> {
-    let cfg = pg_config(&mut a)?;
-    cfg.validate()
-        .map_err(salespulse::config::LoadError::Invalid)?;
-    let rt = runtime()?;
-    let (from, to) = rt.block_on(async {
-        let mut c = salespulse::sinks::postgres::connect(&cfg.postgres.url).await?;
-        salespulse::sinks::postgres::migrate(&mut c, &cfg.postgres.schema).await
-    })?;
-    let s = &cfg.postgres.schema;
-    match from == to {
-        true => println!("schema {s}: at version {to}, nothing to do"),
-        false => println!("schema {s}: migrated from version {from} to {to}"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn sink_postgres(mut a: LoadArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = pg_config(&mut a.pg)?;
-    if let Some(b) = a.brokers.take() {
-        cfg.kafka.brokers = b;
-    }
-    if cfg.kafka.brokers.trim().is_empty() {
-        anyhow::bail!(
-            "kafka.brokers: no brokers (fix: give --brokers or SALESPULSE_KAFKA__BROKERS)"
-        );
-    }
-    cfg.validate()
-        .map_err(salespulse::config::LoadError::Invalid)?;
-    let leaderboard_topic = a
-        .leaderboard_topic
-        .or_else(|| Some(cfg.kafka.leaderboard_topic.clone()))
-        .filter(|t| !t.is_empty());
-    let opts = salespulse::kafka::LoadOptions {
-        kpi_topic: a.kpi_topic.unwrap_or_else(|| cfg.kafka.kpi_topic.clone()),
-        leaderboard_topic,
-        group: a.group_id,
-        format: cfg.kafka.kpi_format,
-        to_end: a.to_end,
-        metrics: std::sync::Arc::new(salespulse::metrics::Metrics::for_config(&cfg)),
-    };
-    let rt = runtime()?;
-    let r = rt.block_on(salespulse::kafka::load(&cfg, opts))?;
-    eprintln!(
-        "loaded {} KPI records and {} leaderboards ({} messages skipped)",
-        r.records, r.leaderboards, r.skipped
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `check-config`: the loading and validation `run` does, every error.
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(Some(file)) {
         Ok(_) => {
@@ -552,6 +445,9 @@ fn run_config(a: &mut RunArgs) -> anyhow::Result<(Config, bool)> {
     }
     cfg.validate()
         .map_err(salespulse::config::LoadError::Invalid)?;
+    cfg.privacy
+        .resolve_logged(&cfg.checkpoint.path.clone(), kafka)
+        .map_err(|e| salespulse::config::LoadError::Invalid(vec![e]))?;
     if a.input.is_none() && !kafka {
         // The demo generator runs on simulated time, which soon
         // passes the wall clock: no `future` guard for it.

@@ -176,6 +176,14 @@ pub struct DeadLetter {
     pub raw_length: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_xxh3: Option<String>,
+    /// How many personal values `raw` had replaced by `"[redacted]"`
+    /// (`output.dead_letter_redact`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redacted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A rejected message cut to at most `max` bytes (at a UTF-8 character
@@ -198,9 +206,11 @@ pub fn clip_raw(raw: &[u8], max: usize) -> (&[u8], Option<(usize, String)>) {
 }
 
 impl DeadLetter {
-    /// `max`: `output.dead_letter_max_bytes`.
-    pub fn new(reject: &Reject, raw: &[u8], origin: String, max: usize) -> Self {
-        let (raw, cut) = clip_raw(raw, max);
+    /// `max`: `output.dead_letter_max_bytes`; `redact`:
+    /// `output.dead_letter_redact` (applied first).
+    pub fn new(reject: &Reject, raw: &[u8], origin: String, max: usize, redact: &[String]) -> Self {
+        let (raw, redacted) = crate::privacy::redact(raw, redact);
+        let (raw, cut) = clip_raw(&raw, max);
         let (raw, raw_hex) = match std::str::from_utf8(raw) {
             Ok(s) => (Some(s.to_string()), None),
             Err(_) => (None, Some(raw.iter().map(|b| format!("{b:02x}")).collect())),
@@ -213,6 +223,7 @@ impl DeadLetter {
             origin,
             raw_length: cut.as_ref().map(|c| c.0),
             raw_xxh3: cut.map(|c| c.1),
+            redacted,
         }
     }
 }

@@ -234,6 +234,15 @@ fn json_protobuf_round_trip_for_every_type() {
         reps: 5,
     })
     .take(40_000)
+    .chain(std::iter::once(
+        // Erasures are not a generator event.
+        salespulse::admin::erasure_event(&salespulse::admin::Subject {
+            lead_id: Some("l-1".into()),
+            customer_id: Some("c-1".into()),
+            deal_id: None,
+        })
+        .unwrap(),
+    ))
     .collect();
     let mut seen = std::collections::HashSet::new();
     for e in &events {

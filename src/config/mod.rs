@@ -9,10 +9,12 @@
 pub mod alerts;
 mod kafka;
 mod postgres;
+mod privacy;
 mod validate;
 
 pub use kafka::KafkaConfig;
 pub use postgres::PostgresConfig;
+pub use privacy::PrivacyConfig;
 
 use crate::decode::Format;
 use crate::window::CalendarKind;
@@ -80,6 +82,7 @@ pub struct Config {
     pub alerts: alerts::AlertsConfig,
     pub checkpoint: CheckpointConfig,
     pub postgres: PostgresConfig,
+    pub privacy: PrivacyConfig,
 }
 
 /// Checkpoints of the engine state and input position (file, stdin and
@@ -337,7 +340,31 @@ pub struct OutputConfig {
     /// Most bytes of a rejected message kept in its dead letter; a longer
     /// one keeps this many, plus its length and a hash of the whole.
     pub dead_letter_max_bytes: usize,
+    /// JSON members whose values are replaced by `"[redacted]"` in dead
+    /// letters (names, at any depth, ASCII case-insensitive); `[]` = keep
+    /// whole messages. Text messages only: protobuf is kept as is.
+    pub dead_letter_redact: Vec<String>,
 }
+
+/// The personal fields redacted from dead letters by default.
+pub const DEFAULT_REDACT: &[&str] = &[
+    "email",
+    "phone",
+    "mobile",
+    "name",
+    "first_name",
+    "last_name",
+    "full_name",
+    "contact_name",
+    "address",
+    "street",
+    "postal_code",
+    "zip",
+    "ip",
+    "ip_address",
+    "birth_date",
+    "date_of_birth",
+];
 
 impl Default for OutputConfig {
     fn default() -> Self {
@@ -346,6 +373,7 @@ impl Default for OutputConfig {
             update_interval: Dur::from_str_static("1s"),
             summary_interval: Dur::from_str_static("2s"),
             dead_letter_max_bytes: 1 << 20,
+            dead_letter_redact: DEFAULT_REDACT.iter().map(|s| s.to_string()).collect(),
         }
     }
 }

@@ -16,6 +16,7 @@ impl Config {
         self.validate_prometheus(&windows, &mut errs);
         self.alerts.validate(&windows, &mut errs);
         self.postgres.validate(&windows, &mut errs);
+        self.privacy.validate(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {

@@ -400,6 +400,16 @@ pub fn validate(e: &Event<'_>) -> Result<(), Reject> {
             Ok(())
         }
         Payload::MarketSizeSet(d) => amount("amount", d.amount),
+        Payload::SubjectErased(d) => {
+            let ids = [&d.lead_id, &d.deal_id, &d.customer_id];
+            if ids.iter().all(|v| v.as_deref().is_none_or(str::is_empty)) {
+                return Err(Reject::new(
+                    RejectReason::MissingField,
+                    "an erasure names at least one of lead_id, deal_id, customer_id".to_string(),
+                ));
+            }
+            Ok(())
+        }
         Payload::CompetitorPriceObserved(d) => {
             non_empty("product", &d.product)?;
             non_empty("competitor", &d.competitor)?;

@@ -200,6 +200,11 @@ fn payload_of(p: &pb::event::Payload) -> Result<Payload<'_>, Reject> {
             amount: d.amount,
             product: os(&d.product),
         }),
+        P::SubjectErased(d) => Payload::SubjectErased(crate::event::SubjectErased {
+            lead_id: os(&d.lead_id),
+            deal_id: os(&d.deal_id),
+            customer_id: os(&d.customer_id),
+        }),
     })
 }
 
@@ -333,6 +338,11 @@ pub fn from_event(e: &Event<'_>) -> pb::Event {
         Payload::MarketSizeSet(d) => P::MarketSizeSet(pb::MarketSizeSet {
             amount: d.amount,
             product: oown(&d.product),
+        }),
+        Payload::SubjectErased(d) => P::SubjectErased(pb::SubjectErased {
+            lead_id: oown(&d.lead_id),
+            deal_id: oown(&d.deal_id),
+            customer_id: oown(&d.customer_id),
         }),
     };
     pb::Event {

@@ -75,6 +75,8 @@ pub struct Settings {
     /// Yearly market size in cents from config: the whole market's, and by product.
     pub market_size_cents: Option<i64>,
     pub product_market_cents: Vec<(String, i64)>,
+    /// The keyed hash entity and event ids are kept under (`privacy.*`).
+    pub ids: crate::privacy::Pseudonyms,
 }
 
 /// See [`Settings::rolling_fine`].
@@ -124,6 +126,10 @@ impl Settings {
                         .map(|(d, _)| *d)
                         .collect::<Vec<_>>()
                 ),
+            ),
+            (
+                "privacy.key (pseudonym key)".into(),
+                s.ids.fingerprint().to_string(),
             ),
         ]
     }
@@ -190,16 +196,9 @@ impl Settings {
                 .iter()
                 .map(|(p, v)| (p.clone(), (v * 100.0).round() as i64))
                 .collect(),
+            ids: c.privacy.pseudonyms.clone(),
         }
     }
-}
-
-/// Dedup key of an event: a 128-bit hash of its `id` seeded with a hash
-/// of its `source` (two one-shot hashes are several times cheaper than a
-/// streaming hasher for strings this short).
-pub fn event_key(source: &str, id: &str) -> u128 {
-    use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64};
-    xxh3_128_with_seed(id.as_bytes(), xxh3_64(source.as_bytes()))
 }
 
 /// How an accepted input was counted.
@@ -435,9 +434,16 @@ impl Engine {
     }
 
     fn apply_inner(&mut self, e: &Event<'_>) -> Result<Outcome, Reject> {
+        if let crate::event::Payload::SubjectErased(d) = &e.payload {
+            // Never late, never a duplicate, moves no clock: an erasure
+            // is done whenever it comes.
+            self.state.stats.events_in[e.payload.event_type() as usize] += 1;
+            self.erase(e.time, d);
+            return Ok(Outcome::Counted);
+        }
         let stage = self.check_stages(e)?;
         self.check_future(e.time)?;
-        let h = event_key(&e.source, &e.id);
+        let h = self.settings.ids.event(&e.source, &e.id);
         self.last_time = e.time;
         if self.state.dedup.contains(h) {
             self.state.stats.duplicates[DUP_ID] += 1;

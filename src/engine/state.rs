@@ -19,14 +19,6 @@ pub fn scope(d: usize, v: u32) -> Scope {
     (d as u8 + 1, v)
 }
 
-/// The key an entity is remembered by: a 128-bit hash of its CRM id.
-/// Fixed-size keys keep an entity at a bounded number of bytes whatever
-/// the id length, and the state holds no raw customer or lead ids (a
-/// collision needs ~10¹⁹ entities to become likely).
-pub fn entity_key(id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
-}
-
 /// Interned dimension values of an event or entity (0 = none).
 ///
 /// A newtype over the array for speed on the hot path: it is hashed in
@@ -473,6 +465,11 @@ pub struct Stats {
     pub outliers: [u64; 4],
     /// Jumps of the clock confirmed by `time.jump_confirmations` events.
     pub jumps: u64,
+    /// Erasure requests (`crm.subject.erased`) by entity (lead, deal,
+    /// customer): [not known here, erased].
+    pub erased: [[u64; 2]; 3],
+    /// Held events dropped because they named an erased entity.
+    pub erased_held: u64,
 }
 
 /// Label values of `salespulse_waited_events_total{outcome}` (`Stats::waited[1..]`).
@@ -480,7 +477,7 @@ pub const WAIT_OUTCOMES: [&str; 2] = ["attributed", "unknown"];
 /// Label values of `salespulse_time_outliers_released_total{outcome}` (`Stats::outliers[1..]`).
 pub const OUTLIER_OUTCOMES: [&str; 3] = ["jump_confirmed", "caught_up", "alone"];
 
-/// An entity an event can wait for: (0 lead, 1 deal, 2 customer; [`entity_key`]).
+/// An entity an event can wait for: (0 lead, 1 deal, 2 customer; `privacy::Pseudonyms::entity`).
 pub type EntityRef = (u8, u128);
 
 /// An event held as a suspected clock outlier.
@@ -537,7 +534,7 @@ pub const REVISION_KINDS: [&str; 2] = ["withdrawn", "kept_final"];
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub interner: Interner,
-    /// Entities by [`entity_key`] of their id: the raw CRM ids are not kept.
+    /// Entities by `privacy::Pseudonyms::entity` of their id: the raw CRM ids are not kept.
     #[serde(with = "as_pairs")]
     pub leads: FxHashMap<u128, Lead>,
     #[serde(with = "as_pairs")]

@@ -28,7 +28,9 @@ mod turn;
 
 pub use client::{producer, FAILOVER_DEFAULTS};
 pub use load::{load, LoadOptions, LoadReport};
-pub use produce::{encode_leaderboard, encode_record, produce_events, record_key};
+pub use produce::{
+    encode_leaderboard, encode_record, produce_events, produce_to_every_partition, record_key,
+};
 pub use run::run;
 pub use source::source_name;
 

@@ -264,3 +264,45 @@ pub async fn produce_events<'a>(
     deliver_all(&p, inflight.into_iter().collect(), &m).await?;
     Ok(n)
 }
+
+/// Produces `e` (an erasure request) to every partition of `topic`, as a
+/// structured JSON CloudEvent: an instance holds the entities of the
+/// partitions it reads, and which partition a CRM sent an entity to is
+/// the CRM's choice, so every partition gets it. Returns the partition
+/// count. This is `salespulse erase --brokers`.
+pub async fn produce_to_every_partition(
+    cfg: &Config,
+    topic: &str,
+    e: &crate::event::Event<'_>,
+) -> anyhow::Result<i32> {
+    let (b, t) = (super::client::client_config(cfg), vec![topic.to_string()]);
+    let n = tokio::task::spawn_blocking(move || super::client::partition_counts(&b, &t))
+        .await??
+        .first()
+        .map_or(0, |(_, n)| *n);
+    if n == 0 {
+        anyhow::bail!("topic {topic} does not exist (fix: give the input topic salespulse reads, --input-topic)");
+    }
+    let p = producer(cfg)?;
+    let value = crate::decode::json::encode(e).into_bytes();
+    let mut futs = Vec::with_capacity(n as usize);
+    for partition in 0..n {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some("application/cloudevents+json"),
+        });
+        futs.push(
+            send(
+                &p,
+                topic,
+                Some(partition),
+                e.partition_key().as_bytes(),
+                &value,
+                Some(headers),
+            )
+            .await?,
+        );
+    }
+    deliver_all(&p, futs, &Metrics::new()).await?;
+    Ok(n)
+}

@@ -354,10 +354,19 @@ impl Loop {
             tracing::warn!(reason = rej.reason.as_str(), detail = %rej.detail, topic = orig.topic(), partition = orig.partition(), offset = orig.offset(), "rejected message (no kafka.dlq_topic)");
             return Ok(());
         }
-        let (value, cut) = crate::output::clip_raw(
+        let (value, redacted) = crate::privacy::redact(
             orig.payload().unwrap_or_default(),
-            ctx.cfg.output.dead_letter_max_bytes,
+            &ctx.cfg.output.dead_letter_redact,
         );
+        let (value, cut) = crate::output::clip_raw(&value, ctx.cfg.output.dead_letter_max_bytes);
+        let headers = if redacted > 0 {
+            headers.insert(Header {
+                key: "salespulse.redacted",
+                value: Some(&redacted.to_string()),
+            })
+        } else {
+            headers
+        };
         let headers = match &cut {
             Some((len, hash)) => headers
                 .insert(Header {

@@ -253,6 +253,7 @@ fn apply_batch(
                     &msg.bytes,
                     msg.origin.clone(),
                     cfg.output.dead_letter_max_bytes,
+                    &cfg.output.dead_letter_redact,
                 ))?;
             }
         }

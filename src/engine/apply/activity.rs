@@ -13,8 +13,8 @@ impl Engine {
         let t = e.time;
         // An activity on a deal (or lead) not seen yet waits for it.
         let waits_for = match (&d.deal_id, &d.lead_id) {
-            (Some(id), _) => Some((1, entity_key(id))),
-            (None, Some(id)) => Some((0, entity_key(id))),
+            (Some(id), _) => Some((1, self.settings.ids.entity(id))),
+            (None, Some(id)) => Some((0, self.settings.ids.entity(id))),
             (None, None) => None,
         };
         if waits_for.is_some_and(|(k, id)| self.waits(k, id, e)) {
@@ -22,7 +22,7 @@ impl Engine {
         }
         let mut key = self.rep_dims(Some(&d.rep), None, None);
         // An activity keeps its deal (or lead) from going stale.
-        let deal_id = d.deal_id.as_deref().map(entity_key);
+        let deal_id = d.deal_id.as_deref().map(|id| self.settings.ids.entity(id));
         if let Some((id, deal)) = deal_id.and_then(|id| Some(id).zip(self.state.deals.get_mut(&id)))
         {
             let seen = deal.is_open().then_some(deal.seen);
@@ -36,7 +36,7 @@ impl Engine {
         } else if let Some(lead) = d
             .lead_id
             .as_deref()
-            .and_then(|id| self.state.leads.get_mut(&entity_key(id)))
+            .and_then(|id| self.state.leads.get_mut(&self.settings.ids.entity(id)))
         {
             lead.seen = lead.seen.max(t);
             for dim in [CHANNEL, CAMPAIGN, SEGMENT] {

@@ -11,7 +11,7 @@ impl Engine {
         d: &crate::event::CustomerAcquired<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.customer_id);
+        let id = self.settings.ids.entity(&d.customer_id);
         self.unmatch_before((2, id), t);
         let channel = d.channel.as_deref();
         let segment = d.segment.as_deref();
@@ -67,7 +67,7 @@ impl Engine {
         d: &crate::event::CustomerCancelled<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.customer_id);
+        let id = self.settings.ids.entity(&d.customer_id);
         if self.waits(2, id, e) {
             return true;
         }
@@ -126,7 +126,7 @@ impl Engine {
         d: &crate::event::OrderPlaced<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.customer_id);
+        let id = self.settings.ids.entity(&d.customer_id);
         if self.waits(3, id, e) {
             return true;
         }
@@ -157,7 +157,7 @@ impl Engine {
         d: &crate::event::SurveyAnswered<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.customer_id);
+        let id = self.settings.ids.entity(&d.customer_id);
         if self.waits(3, id, e) {
             return true;
         }

@@ -12,7 +12,7 @@ impl Engine {
         stage: Option<u8>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.deal_id);
+        let id = self.settings.ids.entity(&d.deal_id);
         self.unmatch_before((1, id), t);
         let stage = stage.expect("checked stage");
         let amount = cents(d.amount);
@@ -39,7 +39,7 @@ impl Engine {
         let lead = d
             .lead_id
             .as_deref()
-            .and_then(|l| self.state.leads.get(&entity_key(l)))
+            .and_then(|l| self.state.leads.get(&self.settings.ids.entity(l)))
             .map(|l| l.dims);
         if let Some(l) = lead {
             for dim in [CHANNEL, CAMPAIGN, VARIANT, SEGMENT] {
@@ -82,7 +82,7 @@ impl Engine {
         stage: Option<u8>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.deal_id);
+        let id = self.settings.ids.entity(&d.deal_id);
         let Some(deal) = self.state.deals.get_mut(&id) else {
             if !self.wait_for((1, id), e) {
                 self.unknown(1);
@@ -124,7 +124,7 @@ impl Engine {
         let won = matches!(e.payload, Payload::DealWon(_));
         let kind = if won { CloseKind::Won } else { CloseKind::Lost };
         let amount = cents(d.amount);
-        let id = entity_key(&d.deal_id);
+        let id = self.settings.ids.entity(&d.deal_id);
         if self.waits(1, id, e) {
             return true;
         }

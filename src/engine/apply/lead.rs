@@ -11,7 +11,7 @@ impl Engine {
         d: &crate::event::LeadCreated<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.lead_id);
+        let id = self.settings.ids.entity(&d.lead_id);
         self.unmatch_before((0, id), t);
         if let Some(l) = self.state.leads.get_mut(&id) {
             l.seen = l.seen.max(t);
@@ -44,7 +44,7 @@ impl Engine {
         d: &crate::event::LeadQualified<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.lead_id);
+        let id = self.settings.ids.entity(&d.lead_id);
         let Some(l) = self.state.leads.get_mut(&id) else {
             if !self.wait_for((0, id), e) {
                 self.unknown(0);
@@ -76,7 +76,7 @@ impl Engine {
         d: &crate::event::LeadContacted<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.lead_id);
+        let id = self.settings.ids.entity(&d.lead_id);
         let Some(l) = self.state.leads.get_mut(&id) else {
             if !self.wait_for((0, id), e) {
                 self.unknown(0);
@@ -105,7 +105,7 @@ impl Engine {
         d: &crate::event::LeadConverted<'_>,
     ) -> bool {
         let t = e.time;
-        let id = entity_key(&d.lead_id);
+        let id = self.settings.ids.entity(&d.lead_id);
         if self.waits(0, id, e) {
             return true;
         }

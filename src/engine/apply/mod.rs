@@ -4,6 +4,7 @@
 mod activity;
 mod customer;
 mod deal;
+mod erase;
 mod lead;
 
 use super::state::*;
@@ -553,6 +554,8 @@ impl Engine {
             Payload::CompetitorPriceObserved(d) => self.competitor_price_observed(e, d),
             Payload::HeadcountSet(d) => self.headcount_set(d),
             Payload::MarketSizeSet(d) => self.market_size_set(d),
+            // Handled before windows and dedup (`Engine::apply_inner`).
+            Payload::SubjectErased(d) => self.erase(e.time, d),
         }
     }
 }
