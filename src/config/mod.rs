@@ -7,11 +7,13 @@
 //! names the field and the fix for each error.
 
 pub mod alerts;
+mod http;
 mod kafka;
 mod postgres;
 mod privacy;
 mod validate;
 
+pub use http::HttpConfig;
 pub use kafka::KafkaConfig;
 pub use postgres::PostgresConfig;
 pub use privacy::PrivacyConfig;
@@ -374,24 +376,6 @@ impl Default for OutputConfig {
             summary_interval: Dur::from_str_static("2s"),
             dead_letter_max_bytes: 1 << 20,
             dead_letter_redact: DEFAULT_REDACT.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Serve `/metrics` and `/healthz` on `listen`.
-    pub enabled: bool,
-    /// Address of the HTTP listener.
-    pub listen: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            enabled: true,
-            listen: "127.0.0.1:9464".into(),
         }
     }
 }

@@ -17,6 +17,7 @@ impl Config {
         self.alerts.validate(&windows, &mut errs);
         self.postgres.validate(&windows, &mut errs);
         self.privacy.validate(&mut errs);
+        self.http.validate(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {
@@ -239,13 +240,6 @@ impl Config {
                 "input.batch_size",
                 "0".into(),
                 "use a positive number, e.g. 1024",
-            );
-        }
-        if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            err(
-                "http.listen",
-                format!("{:?} is not a socket address", self.http.listen),
-                "write HOST:PORT, e.g. \"127.0.0.1:9464\" or \"0.0.0.0:9464\"",
             );
         }
         if !(self.generator.rate > 0.0 && self.generator.rate.is_finite()) {
