@@ -121,6 +121,17 @@ fn erasure_forgets_entities_and_held_events_and_keeps_the_counted_aggregates() {
     );
     assert_eq!(s.erased_held, 1, "the activity waiting for lead-waiting-9");
     assert_eq!(e.waiting_counts(), [0, 0]);
+    let m = salespulse::metrics::Metrics::for_config(&salespulse::config::Config::default());
+    m.sync(&e);
+    let text = m.render();
+    for line in [
+        "salespulse_entities_erased_total{entity=\"customer\"} 1",
+        "salespulse_entities_erased_total{entity=\"deal\"} 1",
+        "salespulse_erased_held_events_total 1",
+        "salespulse_events_in_total{type=\"crm.subject.erased\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in the metrics");
+    }
     let ids = salespulse::privacy::Pseudonyms::default();
     assert!(!e
         .state

@@ -9,6 +9,7 @@
 
 pub mod kpis;
 pub mod postgres;
+mod privacy;
 
 use crate::decode::RejectReason;
 use crate::engine::state::{
@@ -39,8 +40,7 @@ pub struct Metrics {
     jumps: IntCounter,
     unknown_entity: IntCounterVec,
     evicted: IntCounterVec,
-    erased: IntCounterVec,
-    erased_held: IntCounter,
+    privacy: privacy::PrivacyMetrics,
     dedup_evicted: IntCounter,
     records_out: IntCounter,
     /// Time to process one input batch, per event (seconds).
@@ -440,16 +440,6 @@ impl Metrics {
             "entity",
             &[],
         );
-        let erased = counter_vec(
-            "salespulse_entities_erased_total",
-            "Leads, deals and customers forgotten by an erasure request (crm.subject.erased) that found them here.",
-            "entity",
-            &[],
-        );
-        let erased_held = counter(
-            "salespulse_erased_held_events_total",
-            "Events held back (waiting for their entity, or clock outliers) dropped because they named an erased entity.",
-        );
         let dedup_evicted = counter(
             "salespulse_dedup_evicted_total",
             "Event ids forgotten early because state.dedup_max_entries was reached.",
@@ -478,6 +468,7 @@ impl Metrics {
         let alerts = AlertMetrics::new(&r);
         let checkpoint = CheckpointMetrics::new(&r);
         let postgres = postgres::PostgresMetrics::new(&r);
+        let privacy = privacy::PrivacyMetrics::new(&r);
         Metrics {
             registry: r,
             events_in,
@@ -492,8 +483,7 @@ impl Metrics {
             jumps,
             unknown_entity,
             evicted,
-            erased,
-            erased_held,
+            privacy,
             dedup_evicted,
             records_out,
             event_seconds,
@@ -573,11 +563,14 @@ impl Metrics {
             self.evicted
                 .with_label_values(&[name])
                 .inc_by(d(s.evicted[i], last.evicted[i]));
-            self.erased
+            self.privacy
+                .erased
                 .with_label_values(&[name])
                 .inc_by(d(s.erased[i][1], last.erased[i][1]));
         }
-        self.erased_held.inc_by(d(s.erased_held, last.erased_held));
+        self.privacy
+            .erased_held
+            .inc_by(d(s.erased_held, last.erased_held));
         self.dedup_evicted
             .inc_by(d(s.dedup_evicted, last.dedup_evicted));
         for (i, dim) in DIMS.iter().enumerate() {
