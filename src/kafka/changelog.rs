@@ -12,7 +12,9 @@
 //! The topic can be compacted (`cleanup.policy=compact`): the keys of the
 //! chunks are `<key>#<index>`, so compaction keeps the newest chunk of
 //! every index, and an old chunk that survives carries another snapshot
-//! id and is ignored.
+//! id and is ignored. When a checkpoint has fewer chunks than the one
+//! before it (say after an erasure), the indexes it no longer has get a
+//! tombstone, so that compaction drops the old chunks too.
 
 use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
@@ -145,6 +147,10 @@ pub fn read_partition(
         };
         let key = k.rsplit_once('#').map_or(k, |(a, _)| a);
         if !want(key) {
+            continue;
+        }
+        if msg.payload().is_none() {
+            // A tombstone: a chunk index a smaller checkpoint no longer has.
             continue;
         }
         let Ok(ch) = postcard::from_bytes::<Chunk>(msg.payload().unwrap_or_default()) else {

@@ -79,6 +79,27 @@ pub(super) async fn send(
     }
 }
 
+/// Sends a tombstone (a key without a value) to one partition.
+pub(super) async fn send_tombstone(
+    p: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+) -> anyhow::Result<DeliveryFuture> {
+    loop {
+        let rec = FutureRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .partition(partition);
+        match p.send_result(rec) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e).with_context(|| format!("cannot produce to {topic}")),
+        }
+    }
+}
+
 /// Waits for every delivery; the failed ones are sent again together
 /// (with a growing backoff) until the broker takes them, and counted.
 /// Never drops a message.

@@ -23,7 +23,8 @@ pub(super) fn changelog_name(
 pub(super) const KAFKA_FIX: &str = "the changelog holds a damaged or incompatible checkpoint; to rebuild every partition from the start of its input topic instead, run once with `salespulse run --fresh …`, which ignores the changelog (the input topics must still hold every event)";
 
 /// Restores the source engine of one input partition from the changelog
-/// (or a new one at the partition's start); returns it and its next offset.
+/// (or a new one at the partition's start); returns it, its next offset
+/// and the chunk count of the checkpoint it came from (0: none).
 pub(super) fn restore_source(
     cfg: &Config,
     topic: &str,
@@ -31,7 +32,7 @@ pub(super) fn restore_source(
     changelog_partitions: i32,
     fresh: bool,
     target: Option<i64>,
-) -> anyhow::Result<(Engine, i64)> {
+) -> anyhow::Result<(Engine, i64, u32)> {
     use crate::checkpoint::{Checkpoint, InputPosition};
     let base = client_config(cfg);
     let settings = crate::engine::Settings::from_config(cfg);
@@ -75,8 +76,9 @@ pub(super) fn restore_source(
             fresh,
             "no checkpoint: reading the partition from its start"
         );
-        return Ok((e, low));
+        return Ok((e, low, 0));
     };
+    let chunks = bytes.len().div_ceil(changelog::CHUNK).max(1) as u32;
     let name = changelog_name(&cfg.kafka.changelog(), cp, offset, &key);
     let c = Checkpoint::decode(&bytes, &name).context(KAFKA_FIX)?;
     c.check_layout(&name, &settings).context(KAFKA_FIX)?;
@@ -89,7 +91,7 @@ pub(super) fn restore_source(
     let mut e = Engine::from_state(settings, c.state);
     e.set_source_mode();
     tracing::info!(topic, partition, next, written_at = %c.written_at, "partition state restored from the changelog");
-    Ok((e, next))
+    Ok((e, next, chunks))
 }
 
 /// Restores the merger from the changelog (or a new one).

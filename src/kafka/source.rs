@@ -18,6 +18,8 @@ pub(super) struct Src {
     pub(super) next: i64,
     /// `next` in the last checkpoint.
     pub(super) saved: i64,
+    /// Chunks of the last checkpoint in the changelog (0: none).
+    pub(super) chunks: u32,
     pub(super) last_message: Instant,
     pub(super) consumed: u64,
     /// Applied something since the last export.

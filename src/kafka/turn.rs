@@ -5,8 +5,8 @@
 use super::changelog;
 use super::client::{committed, Consumer_, EndOffsets};
 use super::produce::{
-    commit, deliver_all, encode_leaderboard, encode_record, record_key, send, Ack, Confirm,
-    Confirmed,
+    commit, deliver_all, encode_leaderboard, encode_record, record_key, send, send_tombstone, Ack,
+    Confirm, Confirmed,
 };
 use super::restore::{restore_merger, restore_source};
 use super::source::{source_key, source_name, Merger, SeekBack, Src, GENERATION, MERGE_KEY};
@@ -106,7 +106,7 @@ impl Shared<'_> {
             );
             let c = self.consumer.clone();
             let t0 = Instant::now();
-            let (engine, next) = tokio::task::spawn_blocking(move || {
+            let (engine, next, chunks) = tokio::task::spawn_blocking(move || {
                 // The group's committed offset; else the first message's
                 // (some brokers answer the offset fetch late).
                 let target = committed(&c, &tt, p).or(first);
@@ -126,6 +126,7 @@ impl Shared<'_> {
                     engine,
                     next,
                     saved: next,
+                    chunks,
                     last_message: now,
                     consumed: 0,
                     changed: true,
@@ -411,7 +412,8 @@ impl Shared<'_> {
             bytes_total += bytes.len();
             let key = source_key(t, *p);
             let cp = p % self.changelog_parts;
-            for (i, chunk) in changelog::chunks(&bytes, s.next).iter().enumerate() {
+            let chunks = changelog::chunks(&bytes, s.next);
+            for (i, chunk) in chunks.iter().enumerate() {
                 let ck = changelog::chunk_key(&key, i as u32);
                 futs.push(
                     send(
@@ -425,7 +427,12 @@ impl Shared<'_> {
                     .await?,
                 );
             }
-            offsets.push(((t.clone(), *p), s.next));
+            let count = chunks.len() as u32;
+            for i in count..s.chunks {
+                let ck = changelog::chunk_key(&key, i);
+                futs.push(send_tombstone(self.producer, &k.changelog(), cp, ck.as_bytes()).await?);
+            }
+            offsets.push(((t.clone(), *p), s.next, count));
         }
         let mut merge_offset = None;
         if let Some(mg) = &merger {
@@ -450,13 +457,18 @@ impl Shared<'_> {
         }
         deliver_all(self.producer, futs, self.m).await?;
         // Durable: the offsets may be committed.
-        commit(self.consumer, &offsets, self.m).await;
+        let commits: Vec<_> = offsets
+            .iter()
+            .map(|(tp, next, _)| (tp.clone(), *next))
+            .collect();
+        commit(self.consumer, &commits, self.m).await;
         if let Some(o) = merge_offset {
             commit(self.merge_consumer, &[o], self.m).await;
         }
-        for ((t, p), next) in offsets {
+        for ((t, p), next, count) in offsets {
             if let Some(s) = sources.get_mut(&(t, p)) {
                 s.saved = next;
+                s.chunks = count;
             }
         }
         if let Some(mg) = merger {
