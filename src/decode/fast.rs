@@ -74,7 +74,9 @@ impl<'de> Reader<'de> {
     #[inline(always)]
     pub fn whole<T, S: DeserializeSeed<'de, Value = T>>(mut self, seed: S) -> R<T> {
         let v = seed.deserialize(&mut self)?;
-        if self.skip_ws() != 0 {
+        // The end of the text, not a NUL byte (which `skip_ws` also returns).
+        self.skip_ws();
+        if self.pos != self.text.len() {
             return Err(Fallback);
         }
         Ok(v)

@@ -166,24 +166,53 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Reject> {
     // of [`fast`] (plain strings, the common shape), serde_json in one
     // pass (escapes, any number), serde_json with `data` kept raw until
     // the type is known (`data` before `type`), which also names the
-    // precise reason of a rejection.
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        if let Ok(env) = fast::Reader::new(text).whole(EnvelopeSeed) {
+    // precise reason of a rejection. JSON is UTF-8 (RFC 8259): checked
+    // first, as serde_json would let invalid bytes through in members it
+    // skips.
+    let text = utf8(bytes)?;
+    if let Ok(env) = fast::Reader::new(text).whole(EnvelopeSeed) {
+        return event(env);
+    }
+    strict(text)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    if let Ok(env) = EnvelopeSeed.deserialize(&mut de) {
+        if de.end().is_ok() {
             return event(env);
-        }
-        let mut de = serde_json::Deserializer::from_str(text);
-        if let Ok(env) = EnvelopeSeed.deserialize(&mut de) {
-            if de.end().is_ok() {
-                return event(env);
-            }
         }
     }
     decode_serde_json(bytes)
 }
 
-/// [`decode`] without the lean reader: serde_json alone.
-fn decode_serde_json(bytes: &[u8]) -> Result<Event<'_>, Reject> {
-    let env = serde_json::from_slice(bytes)
+/// `bytes` as text, or a `malformed_json` rejection saying where it is
+/// not UTF-8 (serde_json lets invalid bytes through in the members it
+/// skips: found by the fuzz campaign).
+fn utf8(bytes: &[u8]) -> Result<&str, Reject> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        Reject::new(
+            RejectReason::MalformedJson,
+            format!("not UTF-8: {e} (JSON text is UTF-8)"),
+        )
+    })
+}
+
+/// Refuses text serde_json refuses as a whole document: it lets through,
+/// in the members a typed read skips, half a surrogate pair (`"\ud800"`)
+/// and numbers out of an f64's range (found by the fuzz campaign). The
+/// lean reader refuses both (it gives up on escapes and non-finite
+/// numbers), so only the serde_json paths need this.
+fn strict(text: &str) -> Result<(), Reject> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map(|_| ())
+        .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))
+}
+
+/// [`decode`] without the lean reader: serde_json alone. Public for the
+/// differential fuzz campaign (`examples/fuzz.rs`), which checks that
+/// [`decode`] never accepts what this refuses.
+pub fn decode_serde_json(bytes: &[u8]) -> Result<Event<'_>, Reject> {
+    let text = utf8(bytes)?;
+    strict(text)?;
+    let env = serde_json::from_str(text)
         .map_err(|e| Reject::new(RejectReason::MalformedJson, e.to_string()))?;
     event(env)
 }
@@ -294,12 +323,12 @@ fn required<'a>(
 /// Decodes the `data` of an event whose type is already known (binary
 /// mode carries it in a header; structured mode in the envelope).
 pub fn decode_data(ety: EventType, data: &[u8]) -> Result<Payload<'_>, Reject> {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(p) = fast::Reader::new(text).whole(PayloadSeed(ety)) {
-            return Ok(p);
-        }
+    let text = utf8(data).map_err(|r| Reject::new(r.reason, format!("data: {}", r.detail)))?;
+    if let Ok(p) = fast::Reader::new(text).whole(PayloadSeed(ety)) {
+        return Ok(p);
     }
-    let raw: &RawValue = serde_json::from_slice(data)
+    strict(text).map_err(|r| Reject::new(r.reason, format!("data: {}", r.detail)))?;
+    let raw: &RawValue = serde_json::from_str(text)
         .map_err(|e| Reject::new(RejectReason::MalformedJson, format!("data: {e}")))?;
     decode_raw(ety, raw)
 }
