@@ -6,13 +6,14 @@
 # tests run against deploy/prometheus); and prometheus-alertmanager (the
 # alert tests post to a real Alertmanager); python3 and python3-venv (the
 # Grafana dashboard generator, and scripts/install-validators.sh);
-# openssl (the endpoint tests make a TLS certificate with it);
+# openssl (the endpoint tests make a TLS certificate with it); stunnel4
+# (the Kafka security test puts TLS in front of tansu with it);
 # postgresql (the server binaries — initdb, pg_ctl, postgres — and psql:
 # the KPI history tests start their own server in a temporary
 # directory). Idempotent: does nothing when they are all there.
 set -euo pipefail
 need=()
-for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps prometheus prometheus-alertmanager python3 python3-venv openssl postgresql; do
+for pkg in gcc make pkg-config zlib1g-dev libssl-dev procps prometheus prometheus-alertmanager python3 python3-venv openssl stunnel4 postgresql; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -54,6 +54,16 @@ impl Ctx {
 }
 
 impl ClientContext for Ctx {
+    /// librdkafka's own errors (a broker down, a refused password), in
+    /// the log with what to check.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        match super::probe::hint(code, reason) {
+            Some(hint) => tracing::error!(%error, reason, hint, "Kafka client error"),
+            None => tracing::warn!(%error, reason, "Kafka client error"),
+        }
+    }
+
     fn stats(&self, st: Statistics) {
         for (topic, t) in &st.topics {
             for (p, part) in &t.partitions {
@@ -329,25 +339,7 @@ pub(super) async fn input_partitions(
     }
 }
 
-/// Partition counts of `topics` (0 for a topic that does not exist).
-pub(super) fn partition_counts(
-    base: &ClientConfig,
-    topics: &[String],
-) -> anyhow::Result<Vec<(String, i32)>> {
-    let c: rdkafka::consumer::BaseConsumer = base.create()?;
-    let mut out = Vec::new();
-    for t in topics {
-        let md = c
-            .fetch_metadata(Some(t), Duration::from_secs(30))
-            .with_context(|| format!("cannot read the metadata of topic {t}"))?;
-        let n = md
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
-        out.push((t.clone(), n));
-    }
-    Ok(out)
-}
+pub(super) use super::probe::partition_counts;
 
 /// The offset the group of `consumer` committed for a partition, if any.
 pub(super) fn committed(consumer: &Consumer_, topic: &str, partition: i32) -> Option<i64> {

@@ -20,6 +20,7 @@
 pub mod changelog;
 mod client;
 mod load;
+mod probe;
 mod produce;
 mod restore;
 mod run;

@@ -11,6 +11,20 @@ use salespulse::output::KpiRecord;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// librdkafka properties every test client adds: the security test's
+/// SASL and TLS settings (set once, before its first client).
+pub static SECURITY: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// A client configuration for `bootstrap`, with [`SECURITY`].
+pub fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    for (k, v) in SECURITY.get().into_iter().flatten() {
+        c.set(k, v);
+    }
+    c
+}
+
 /// One message to produce: key, value, headers.
 pub struct Out {
     pub key: String,
@@ -30,10 +44,7 @@ impl Out {
 
 /// Produces one message to one partition and waits for its delivery.
 pub async fn produce_to(bootstrap: &str, topic: &str, partition: i32, key: &str, value: Vec<u8>) {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("test producer");
+    let p: FutureProducer = client(bootstrap).create().expect("test producer");
     p.send(
         FutureRecord::to(topic)
             .partition(partition)
@@ -47,8 +58,7 @@ pub async fn produce_to(bootstrap: &str, topic: &str, partition: i32, key: &str,
 
 /// Produces every message (keyed: the partitioner hashes the key) and waits for delivery.
 pub async fn produce(bootstrap: &str, topic: &str, msgs: &[Out]) {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let p: FutureProducer = client(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
@@ -87,8 +97,7 @@ pub async fn produce(bootstrap: &str, topic: &str, msgs: &[Out]) {
 /// Every message of every partition of `topic`, from the beginning to
 /// the end as the broker reports it now and on until it is quiet.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client(bootstrap)
         .set("group.id", "salespulse-test-reader")
         .set("enable.auto.commit", "false")
         .create()

@@ -88,6 +88,11 @@ pub struct Run {
 }
 
 pub fn salespulse(config: &Path, args: &[&str]) -> Run {
+    salespulse_env(config, args, &[])
+}
+
+/// [`salespulse`] with extra environment variables.
+pub fn salespulse_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_salespulse"))
         .arg("run")
         .arg("--config")
@@ -98,6 +103,7 @@ pub fn salespulse(config: &Path, args: &[&str]) -> Run {
             std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "salespulse=info".into()),
         )
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,13 +122,18 @@ pub fn salespulse(config: &Path, args: &[&str]) -> Run {
 }
 
 impl Run {
-    pub fn wait(mut self, limit: Duration) -> String {
+    pub fn wait(self, limit: Duration) -> String {
+        let (st, log) = self.finish(limit);
+        assert!(st.success(), "salespulse failed: {st}\n{log}");
+        log
+    }
+
+    /// Waits for the exit (kills and panics after `limit`): its status and log.
+    pub fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let log = self.log.lock().unwrap().clone();
-                assert!(st.success(), "salespulse failed: {st}\n{log}");
-                return log;
+                return (st, self.log.lock().unwrap().clone());
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
