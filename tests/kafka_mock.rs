@@ -305,6 +305,44 @@ async fn replay_through_mock_cluster_equals_file_mode_and_dead_letters_bad_messa
         total += high;
     }
     assert_eq!(total, 4003);
+    // Each commit says where its checkpoint starts in the changelog at the
+    // latest, so a restore reads one checkpoint, not the whole history.
+    use rdkafka::Message as _;
+    let changelog = read_topic(&bs, "replay.changelog");
+    for e in committed.elements() {
+        let (p, Offset::Offset(next)) = (e.partition(), e.offset()) else {
+            panic!("an offset")
+        };
+        let (cp, from) = salespulse::kafka::changelog::parse_hint(e.metadata())
+            .unwrap_or_else(|| panic!("partition {p}: commit metadata {:?}", e.metadata()));
+        assert_eq!(
+            cp, p,
+            "source {p}'s checkpoints are in changelog partition {p}"
+        );
+        let key = format!("source/crm.events/{p}#0");
+        let first_chunk = changelog
+            .iter()
+            .filter(|m| m.partition() == cp && m.key() == Some(key.as_bytes()))
+            .filter(|m| {
+                postcard::from_bytes::<salespulse::kafka::changelog::Chunk>(m.payload().unwrap())
+                    .unwrap()
+                    .position
+                    == next
+            })
+            .map(|m| m.offset())
+            .min()
+            .unwrap_or_else(|| {
+                panic!("partition {p}: the committed checkpoint is in the changelog")
+            });
+        assert!(
+            from <= first_chunk,
+            "partition {p}: hint {from} ≤ {first_chunk}"
+        );
+        assert!(
+            from > 0 || first_chunk == 0,
+            "partition {p}: the hint skips older checkpoints"
+        );
+    }
 
     // A second `--to-end` run of the group (as when a merger takes over
     // from one that finished): it restores the merger's state from before

@@ -70,6 +70,24 @@ pub fn chunks(bytes: &[u8], position: i64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The metadata committed with an input offset: where in the changelog
+/// the checkpoint of that offset starts at the latest (the first offset
+/// its write landed at, in changelog partition `partition`). A restore
+/// reads from there instead of the partition's start, so it reads one
+/// checkpoint, not the history compaction has not removed yet.
+pub fn hint_metadata(partition: i32, offset: i64) -> String {
+    format!("salespulse-changelog:{partition}:{offset}")
+}
+
+/// The (changelog partition, offset) of [`hint_metadata`], if that is what
+/// `metadata` holds.
+pub fn parse_hint(metadata: &str) -> Option<(i32, i64)> {
+    let (p, o) = metadata
+        .strip_prefix("salespulse-changelog:")?
+        .split_once(':')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
+}
+
 /// The newest complete checkpoint of each key in one changelog partition.
 #[derive(Debug, Default)]
 pub struct Latest {
@@ -84,13 +102,15 @@ pub struct Latest {
 /// committed once its checkpoint is durable) is read. End offsets are
 /// looked up again and again (some brokers report them short for a
 /// while); after `timeout` what was found is returned. A partition that
-/// does not exist reads as empty.
+/// does not exist reads as empty. `from`: where to start instead of the
+/// partition's start (a [`hint_metadata`] offset), when it is in range.
 pub fn read_partition(
     base: &ClientConfig,
     topic: &str,
     partition: i32,
     want: impl Fn(&str) -> bool,
     target: Option<(&str, i64)>,
+    from: Option<i64>,
     timeout: Duration,
 ) -> anyhow::Result<Latest> {
     let mut c = base.clone();
@@ -103,7 +123,10 @@ pub fn read_partition(
     let consumer: BaseConsumer = c.create().context("cannot create the changelog reader")?;
     let (low, mut high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))
     {
-        Ok(w) => w,
+        Ok((low, high)) => (
+            from.filter(|f| (low..=high).contains(f)).unwrap_or(low),
+            high,
+        ),
         Err(e) => {
             tracing::debug!(topic, partition, error = %e, "no changelog partition: nothing to restore");
             return Ok(Latest::default());

@@ -341,18 +341,22 @@ pub(super) async fn input_partitions(
 
 pub(super) use super::probe::partition_counts;
 
-/// The offset the group of `consumer` committed for a partition, if any.
-pub(super) fn committed(consumer: &Consumer_, topic: &str, partition: i32) -> Option<i64> {
+/// The offset the group of `consumer` committed for a partition, if any,
+/// and where its checkpoint starts in the changelog (partition, offset),
+/// when the commit says (see [`super::changelog::hint_metadata`]).
+pub(super) fn committed(
+    consumer: &Consumer_,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, Option<(i32, i64)>)> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
-    match consumer
+    let tpl = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
-        .ok()?
-        .elements()
-        .first()
-        .map(|e| e.offset())
-    {
-        Some(Offset::Offset(o)) => Some(o),
+        .ok()?;
+    let e = tpl.elements().into_iter().next()?;
+    match e.offset() {
+        Offset::Offset(o) => Some((o, super::changelog::parse_hint(e.metadata()))),
         _ => None,
     }
 }

@@ -102,18 +102,20 @@ pub(super) async fn send_tombstone(
 
 /// Waits for every delivery; the failed ones are sent again together
 /// (with a growing backoff) until the broker takes them, and counted.
-/// Never drops a message.
+/// Never drops a message. Returns where each landed (partition, offset),
+/// in no particular order.
 pub(super) async fn deliver_all(
     p: &FutureProducer,
     mut futs: Vec<DeliveryFuture>,
     m: &Metrics,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(i32, i64)>> {
     let mut backoff = Duration::from_millis(100);
+    let mut landed = Vec::with_capacity(futs.len());
     while !futs.is_empty() {
         let mut failed: Vec<OwnedMessage> = Vec::new();
         for f in futs.drain(..) {
             match f.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(d)) => landed.push((d.partition, d.offset)),
                 Ok(Err((e, msg))) => {
                     m.kafka
                         .produce_errors
@@ -150,7 +152,7 @@ pub(super) async fn deliver_all(
             );
         }
     }
-    Ok(())
+    Ok(landed)
 }
 
 /// What the delivery task receives: deliveries to wait for, and maybe a
@@ -203,13 +205,30 @@ pub(super) async fn commit<C: Consumer<Ctx> + Send + Sync + 'static>(
     offsets: &[((String, i32), i64)],
     m: &Metrics,
 ) {
+    let with: Vec<_> = offsets
+        .iter()
+        .map(|(tp, o)| (tp.clone(), *o, None))
+        .collect();
+    commit_with_metadata(consumer, &with, m).await
+}
+
+/// [`commit`], each offset with its metadata (see
+/// [`super::changelog::hint_metadata`]).
+pub(super) async fn commit_with_metadata<C: Consumer<Ctx> + Send + Sync + 'static>(
+    consumer: &Arc<C>,
+    offsets: &[((String, i32), i64, Option<String>)],
+    m: &Metrics,
+) {
     if offsets.is_empty() {
         return;
     }
     let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in offsets {
+    for ((t, p), o, meta) in offsets {
         if tpl.add_partition_offset(t, *p, Offset::Offset(*o)).is_err() {
             return;
+        }
+        if let (Some(mut e), Some(meta)) = (tpl.find_partition(t, *p), meta) {
+            e.set_metadata(meta);
         }
     }
     let c = consumer.clone();

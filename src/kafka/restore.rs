@@ -32,6 +32,7 @@ pub(super) fn restore_source(
     changelog_partitions: i32,
     fresh: bool,
     target: Option<i64>,
+    hint: Option<(i32, i64)>,
 ) -> anyhow::Result<(Engine, i64, u32)> {
     use crate::checkpoint::{Checkpoint, InputPosition};
     let base = client_config(cfg);
@@ -57,6 +58,7 @@ pub(super) fn restore_source(
             cp,
             |k| k == key,
             target.map(|t| (key.as_str(), t)),
+            hint.filter(|(p, _)| *p == cp).map(|(_, o)| o),
             Duration::from_secs(15),
         )?
         .by_key
@@ -100,6 +102,7 @@ pub(super) fn restore_merger(
     expected: std::collections::BTreeSet<String>,
     fresh: bool,
     target: Option<i64>,
+    hint: Option<(i32, i64)>,
 ) -> anyhow::Result<(Engine, i64)> {
     use crate::checkpoint::{check_layout, unframe, CheckpointError, MergeCheckpoint};
     let settings = crate::engine::Settings::from_config(cfg);
@@ -112,6 +115,7 @@ pub(super) fn restore_merger(
             0,
             |k| k == MERGE_KEY,
             target.filter(|t| *t > 0).map(|t| (MERGE_KEY, t)),
+            hint.filter(|(p, _)| *p == 0).map(|(_, o)| o),
             Duration::from_secs(15),
         )?
         .by_key

@@ -5,8 +5,8 @@
 use super::changelog;
 use super::client::{committed, Consumer_, EndOffsets};
 use super::produce::{
-    commit, deliver_all, encode_leaderboard, encode_record, record_key, send, send_tombstone, Ack,
-    Confirm, Confirmed,
+    commit_with_metadata, deliver_all, encode_leaderboard, encode_record, record_key, send,
+    send_tombstone, Ack, Confirm, Confirmed,
 };
 use super::restore::{restore_merger, restore_source};
 use super::source::{source_key, source_name, Merger, SeekBack, Src, GENERATION, MERGE_KEY};
@@ -109,9 +109,11 @@ impl Shared<'_> {
             let (engine, next, chunks) = tokio::task::spawn_blocking(move || {
                 // The group's committed offset; else the first message's
                 // (some brokers answer the offset fetch late).
-                let target = committed(&c, &tt, p).or(first);
-                tracing::debug!(topic = %tt, partition = p, ?target, "restoring the partition's state");
-                restore_source(&cfg, &tt, p, parts, fresh, target)
+                let found = committed(&c, &tt, p);
+                let target = found.map(|(o, _)| o).or(first);
+                let hint = found.and_then(|(_, h)| h);
+                tracing::debug!(topic = %tt, partition = p, ?target, ?hint, "restoring the partition's state");
+                restore_source(&cfg, &tt, p, parts, fresh, target, hint)
             })
             .await
             .context("restore task failed")??;
@@ -193,8 +195,9 @@ impl Shared<'_> {
         let (cfg, expected, fresh) = (self.cfg.clone(), self.expected.clone(), self.fresh);
         let c = self.merge_consumer.clone();
         let (engine, next) = tokio::task::spawn_blocking(move || {
-            let target = first.or_else(|| committed(&c, &cfg.kafka.partials(), 0));
-            restore_merger(&cfg, expected, fresh, target)
+            let found = committed(&c, &cfg.kafka.partials(), 0);
+            let target = first.or(found.map(|(o, _)| o));
+            restore_merger(&cfg, expected, fresh, target, found.and_then(|(_, h)| h))
         })
         .await
         .context("restore task failed")??;
@@ -455,15 +458,25 @@ impl Shared<'_> {
             }
             merge_offset = Some(((k.partials(), 0), mg.next));
         }
-        deliver_all(self.producer, futs, self.m).await?;
-        // Durable: the offsets may be committed.
+        let landed = deliver_all(self.producer, futs, self.m).await?;
+        // Durable: the offsets may be committed, each saying where in the
+        // changelog its checkpoint starts at the latest (a restore reads
+        // from there).
+        let mut starts: HashMap<i32, i64> = HashMap::new();
+        for (cp, o) in landed {
+            starts
+                .entry(cp)
+                .and_modify(|s| *s = (*s).min(o))
+                .or_insert(o);
+        }
+        let hint = |cp: i32| starts.get(&cp).map(|o| changelog::hint_metadata(cp, *o));
         let commits: Vec<_> = offsets
             .iter()
-            .map(|(tp, next, _)| (tp.clone(), *next))
+            .map(|((t, p), next, _)| ((t.clone(), *p), *next, hint(p % self.changelog_parts)))
             .collect();
-        commit(self.consumer, &commits, self.m).await;
-        if let Some(o) = merge_offset {
-            commit(self.merge_consumer, &[o], self.m).await;
+        commit_with_metadata(self.consumer, &commits, self.m).await;
+        if let Some((tp, next)) = merge_offset {
+            commit_with_metadata(self.merge_consumer, &[(tp, next, hint(0))], self.m).await;
         }
         for ((t, p), next, count) in offsets {
             if let Some(s) = sources.get_mut(&(t, p)) {
