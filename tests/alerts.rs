@@ -170,6 +170,109 @@ clear = -0.1
     );
 }
 
+/// `change_below` against a baseline: the mean of the last 4 final values,
+/// or of the last 4 of the same weekday (`baseline_season = "7d"`).
+#[test]
+fn change_vs_baseline_of_the_last_windows_and_of_the_same_weekday() {
+    let rule = |extra: &str| {
+        rules(&format!(
+            r#"
+[[alerts.rules]]
+name = "conversion_down"
+kpi = "lead_conversion_rate"
+window = "day"
+change_below = -0.2
+min_sample = 10
+baseline_windows = 4
+{extra}
+"#
+        ))
+    };
+    // Four weeks: every 7th day (days 0, 7, 14, 21: the Sundays of March
+    // 2026) 0.36, the other days 0.20; then day 28 (a Sunday) at 0.27.
+    // (The day after a Sunday is 0.20 against (3 × 0.20 + 0.36) / 4 = 0.24:
+    // −16.7 %, no alert.)
+    let mut days: Vec<f64> = (0..28)
+        .map(|d| if d % 7 == 0 { 0.36 } else { 0.20 })
+        .collect();
+    days.push(0.27);
+
+    // Last 4 days (24–27: 0.20 each): 0.27 is +35 %, nothing fires.
+    let mut st = Default::default();
+    assert!(run_days(&rule(""), &mut st, 0, &days).is_empty());
+
+    // Last 4 Sundays (0.36 each): 0.27 is −25 %, it fires on day 28 only.
+    // Before day 28 there are fewer than 4 Sundays before any Sunday,
+    // and the other days' 20 % is their own weekday's mean: nothing.
+    let r = rule("baseline_season = \"7d\"");
+    let mut st = Default::default();
+    let got = run_days(&r, &mut st, 0, &days);
+    assert_eq!(got, vec![(28, NoteState::Firing)]);
+    let mut st = Default::default();
+    run_days(&r, &mut st, 0, &days[..28]);
+    let now = ms("2026-03-30T00:00:00Z");
+    let n = r.evaluate(&mut st, &[rec(28, 0.27, 100, true, &[])], now);
+    assert!((n[0].baseline.unwrap() - 0.36).abs() < 1e-12);
+    assert!((n[0].change.unwrap() + 0.25).abs() < 1e-9);
+    assert_eq!(
+        (n[0].baseline_windows, n[0].baseline_season.as_deref()),
+        (Some(4), Some("7days"))
+    );
+    assert!(
+        n[0].summary
+            .contains("vs the mean of the last 4 windows 7days apart"),
+        "{}",
+        n[0].summary
+    );
+
+    // Hand-computed mean: Sundays 0.40, 0.40, 0.30 (sample 100) and one
+    // with a sample of 9 (below min_sample, skipped: the fifth-newest
+    // Sunday, 0.50, takes its place): (0.40 + 0.40 + 0.30 + 0.50) / 4 = 0.40.
+    let mut st = Default::default();
+    let sundays = [
+        (0.50, 100),
+        (0.40, 100),
+        (0.40, 100),
+        (0.30, 100),
+        (0.10, 9),
+    ];
+    for (w, (v, n)) in sundays.iter().enumerate() {
+        let d = 7 * w as i64;
+        r.evaluate(
+            &mut st,
+            &[rec(d, *v, *n, true, &[])],
+            ms("2026-03-01T00:00:00Z") + (d + 1) * DAY,
+        );
+    }
+    let n = r.evaluate(
+        &mut st,
+        &[rec(35, 0.31, 100, true, &[])],
+        ms("2026-04-06T00:00:00Z"),
+    );
+    assert_eq!(n.len(), 1);
+    assert!((n[0].baseline.unwrap() - 0.40).abs() < 1e-12);
+    assert!((n[0].change.unwrap() + 0.225).abs() < 1e-9);
+
+    // A window an hour off the season (a day after a DST change) is
+    // still the same weekday; baseline keys need a change condition.
+    let mut st = Default::default();
+    for w in 0..4 {
+        let mut r0 = rec(7 * w, 0.36, 100, true, &[]);
+        Arc::make_mut(&mut r0.window).start_ms -= 3_600_000;
+        r.evaluate(
+            &mut st,
+            &[r0],
+            ms("2026-03-01T00:00:00Z") + (7 * w + 1) * DAY,
+        );
+    }
+    let n = r.evaluate(&mut st, &[rec(28, 0.27, 100, true, &[])], now);
+    assert_eq!(n.len(), 1, "an hour off still counts as the same weekday");
+    assert!(salespulse::config::Config::from_toml(
+        "[[alerts.rules]]\nname = \"x\"\nkpi = \"lead_conversion_rate\"\nwindow = \"day\"\nbelow = 0.1\nbaseline_windows = 4\n"
+    )
+    .is_err_and(|e| e.to_string().contains("baseline_windows")));
+}
+
 #[test]
 fn renotify_repeats_while_firing_at_the_interval_only() {
     let r = rules(&format!("{BELOW}renotify = \"2d\"\n"));

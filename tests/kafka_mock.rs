@@ -593,6 +593,206 @@ kind = "kafka"
     );
 }
 
+/// `absent_for` rules in Kafka mode: each partition's source exports the
+/// newest event time of the watched series with its partials, the merger
+/// evaluates the rules on their maximum over partitions, and the
+/// notifications land on the alert topic. Web leads stop at 09:00 while
+/// other leads (on every partition) go on; Bob's deals stop at 09:00
+/// while Ann's go on into the next day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_for_rules_fire_from_the_merged_partitions() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("absent.partials", 1, 1).unwrap();
+    mock.create_topic("absent.changelog", 1, 1).unwrap();
+    mock.create_topic("absent", 1, 1).unwrap();
+    let t0 = ms("2026-03-02T08:00:00Z");
+    let mut lines = Vec::new();
+    for i in 0..60i64 {
+        // Every 30 minutes from 08:00 to 37:30 (the next day, 13:30).
+        let t = t0 + i * 1_800_000;
+        let channel = if t <= ms("2026-03-02T09:00:00Z") {
+            "web"
+        } else {
+            "event"
+        };
+        let id = format!("l{i}");
+        lines.push((
+            id.clone(),
+            ce_at(
+                &id,
+                "crm.lead.created",
+                t,
+                serde_json::json!({"lead_id": id, "channel": channel}),
+            ),
+        ));
+        let rep = if t <= ms("2026-03-02T09:00:00Z") || i % 2 == 0 {
+            if i % 2 == 0 {
+                "ann"
+            } else {
+                "bob"
+            }
+        } else {
+            "ann"
+        };
+        let id = format!("d{i}");
+        lines.push((id.clone(), ce_at(&id, "crm.deal.created", t, serde_json::json!({"deal_id": id, "rep": rep, "stage": "qualification", "amount": 100.0}))));
+    }
+    let msgs: Vec<Out> = lines
+        .iter()
+        .map(|(k, l)| Out::plain(k, l.clone()))
+        .collect();
+    produce(&bs, "crm.events", &msgs).await;
+    let cfg = Config::from_toml(&format!(
+        r#"{DAY_WINDOWS}
+[kafka]
+brokers = "{bs}"
+group_id = "absent"
+kpi_topic = ""
+alert_topic = "absent"
+checkpoint_interval = "1s"
+
+[[alerts.rules]]
+name = "web_leads_absent"
+absent_for = "2h"
+events = ["crm.lead.created"]
+filter = {{ channel = "web" }}
+
+[[alerts.rules]]
+name = "rep_silent"
+absent_for = "1d"
+group_by = ["rep"]
+
+[[alerts.routes]]
+name = "topic"
+kind = "kafka"
+"#
+    ))
+    .unwrap();
+    let (report, _) = run_to_end(&cfg).await;
+    assert_eq!(report.accepted, msgs.len() as u64);
+    let notes: Vec<serde_json::Value> = read_topic(&bs, "absent")
+        .iter()
+        .map(|m| serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap())
+        .collect();
+    let mut got: Vec<(String, String, String, String)> = notes
+        .iter()
+        .map(|n| {
+            (
+                n["rule"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+                n["started_at"].as_str().unwrap().to_string(),
+                n["dimensions"].to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "rep_silent".to_string(),
+                "firing".to_string(),
+                "2026-03-03T08:30:00Z".to_string(),
+                r#"{"rep":"bob"}"#.to_string()
+            ),
+            (
+                "web_leads_absent".into(),
+                "firing".into(),
+                "2026-03-02T11:00:00Z".into(),
+                r#"{"channel":"web"}"#.into()
+            ),
+        ],
+        "{notes:#?}"
+    );
+}
+
+/// A live Kafka run whose input stops altogether: event time stands
+/// still, and the `absent_for` rule fires by wall time once every
+/// partition is idle; the next event resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_live_input_fires_absent_for_by_wall_time() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 2, 1).unwrap();
+    mock.create_topic("quiet.partials", 1, 1).unwrap();
+    mock.create_topic("quiet.changelog", 1, 1).unwrap();
+    mock.create_topic("quiet", 1, 1).unwrap();
+    let lead = |id: &str| {
+        let t = chrono::Utc::now().timestamp_millis();
+        Out::plain(
+            id,
+            ce_at(id, "crm.lead.created", t, serde_json::json!({"lead_id": id, "channel": "web"})),
+        )
+    };
+    produce(&bs, "crm.events", &[lead("a"), lead("b"), lead("c")]).await;
+    let cfg = Config::from_toml(&format!(
+        r#"{DAY_WINDOWS}
+[kafka]
+brokers = "{bs}"
+group_id = "quiet"
+kpi_topic = ""
+alert_topic = "quiet"
+idle_partition_timeout = "1s"
+
+[[alerts.rules]]
+name = "input_silent"
+absent_for = "3s"
+
+[[alerts.routes]]
+name = "topic"
+kind = "kafka"
+"#
+    ))
+    .unwrap();
+    let opts = KafkaOptions {
+        to_end: false,
+        live_updates: true,
+        metrics: Arc::new(Metrics::new()),
+        fresh: false,
+        progress: false,
+    };
+    let cfg2 = cfg.clone();
+    let task = tokio::spawn(async move { run(&cfg2, opts).await });
+    let states = |bs: &str| -> Vec<String> {
+        read_topic(bs, "quiet")
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap();
+                v["state"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let wait = |want: usize| {
+        let bs = bs.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let got = tokio::task::spawn_blocking({
+                    let bs = bs.clone();
+                    move || states(&bs)
+                })
+                .await
+                .unwrap();
+                if got.len() >= want || std::time::Instant::now() > deadline {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    // Nothing comes after the three leads: it fires (once).
+    assert_eq!(wait(1).await, ["firing"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(wait(1).await, ["firing"], "fires once");
+    // An event comes: resolved.
+    produce(&bs, "crm.events", &[lead("d")]).await;
+    assert_eq!(wait(2).await, ["firing", "resolved"]);
+    task.abort();
+}
+
 /// Lifecycles across partitions keyed by entity (docs/entities.md): re-sent
 /// wins and cancellations, reopens and corrections within grace, and after
 /// the earlier window is final, over a busy generated stream: the KPI topic

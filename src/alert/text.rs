@@ -105,13 +105,19 @@ fn scope(n: &Notification, lang: Language) -> String {
 /// What was measured against what: `12.0 %, below 15.0 %` or
 /// `−25.0 % vs previous window (20.0 % → 15.0 %), below −20.0 %`.
 fn comparison(n: &Notification, lang: Language) -> String {
-    let (above, below, vs) = match lang {
-        Language::En => ("above", "below", "vs the previous window"),
-        Language::Fr => (
-            "au-dessus de",
-            "en dessous de",
-            "par rapport à la fenêtre précédente",
-        ),
+    let (above, below) = match lang {
+        Language::En => ("above", "below"),
+        Language::Fr => ("au-dessus de", "en dessous de"),
+    };
+    let vs = match (lang, n.baseline_windows.unwrap_or(1), &n.baseline_season) {
+        (Language::En, 1, None) => "vs the previous window".to_string(),
+        (Language::Fr, 1, None) => "par rapport à la fenêtre précédente".to_string(),
+        (Language::En, k, None) => format!("vs the mean of the last {k} windows"),
+        (Language::Fr, k, None) => format!("par rapport à la moyenne des {k} dernières fenêtres"),
+        (Language::En, k, Some(p)) => format!("vs the mean of the last {k} windows {p} apart"),
+        (Language::Fr, k, Some(p)) => {
+            format!("par rapport à la moyenne des {k} dernières fenêtres à {p} d'intervalle")
+        }
     };
     let side = if n.condition.ends_with("above") {
         above
@@ -157,6 +163,9 @@ fn comparison(n: &Notification, lang: Language) -> String {
 
 /// One line: `[FIRING] lead_conversion_low: Lead conversion rate (month 2026-11, channel=web) is 12.0 %, below 15.0 % (sample 240)`.
 pub fn summary(n: &Notification, lang: Language) -> String {
+    if n.condition == "absent" {
+        return absent_summary(n, lang);
+    }
     let (state, is, sample) = match (lang, n.state, n.repeat) {
         (Language::En, NoteState::Firing, false) => ("FIRING", "is", "sample"),
         (Language::En, NoteState::Firing, true) => ("STILL FIRING", "is", "sample"),
@@ -173,6 +182,51 @@ pub fn summary(n: &Notification, lang: Language) -> String {
         comparison(n, lang),
         n.sample_size
     )
+}
+
+/// `[FIRING] web_leads_absent: no event (crm.lead.created; channel=web)
+/// since 2026-03-04T09:00:00Z: 5.0 h, at least 2.0 h`.
+fn absent_summary(n: &Notification, lang: Language) -> String {
+    let mut what: Vec<String> = Vec::new();
+    if !n.window.label.is_empty() {
+        what.push(n.window.label.clone());
+    }
+    what.extend(n.dimensions.iter().map(|(k, v)| format!("{k}={v}")));
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", what.join("; "))
+    };
+    let (silent, limit) = (
+        format_value(n.value, "seconds", lang),
+        format_value(n.threshold, "seconds", lang),
+    );
+    match (lang, n.state, n.repeat) {
+        (Language::En, NoteState::Firing, repeat) => format!(
+            "[{}] {}: no event{what} since {}: {silent}, at least {limit}",
+            if repeat { "STILL FIRING" } else { "FIRING" },
+            n.rule,
+            n.window.start
+        ),
+        (Language::Fr, NoteState::Firing, repeat) => format!(
+            "[{}] {} : aucun événement{what} depuis {} : {silent}, au moins {limit}",
+            if repeat {
+                "TOUJOURS ACTIVE"
+            } else {
+                "DÉCLENCHÉE"
+            },
+            n.rule,
+            n.window.start
+        ),
+        (Language::En, NoteState::Resolved, _) => format!(
+            "[RESOLVED] {}: events again{what} at {}, after {silent} without",
+            n.rule, n.window.end
+        ),
+        (Language::Fr, NoteState::Resolved, _) => format!(
+            "[RÉSOLUE] {} : de nouveau des événements{what} le {}, après {silent} sans",
+            n.rule, n.window.end
+        ),
+    }
 }
 
 /// Subject and body of a message (Slack, e-mail).

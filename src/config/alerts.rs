@@ -74,9 +74,12 @@ impl Default for AlertsConfig {
 pub struct RuleConfig {
     /// Unique name; Alertmanager's `alertname`.
     pub name: String,
-    /// KPI name from the catalogue, e.g. `lead_conversion_rate`.
+    /// KPI name from the catalogue, e.g. `lead_conversion_rate` (not for `absent_for`).
+    #[serde(default)]
     pub kpi: String,
-    /// Window kind: `day`, `week`, `month`, `quarter`, `year`, `rolling_24h`… or `gauge`.
+    /// Window kind: `day`, `week`, `month`, `quarter`, `year`, `rolling_24h`… or `gauge`
+    /// (not for `absent_for`).
+    #[serde(default)]
     pub window: String,
     /// Dimensions the series must have, with these values, e.g. `{ channel = "web" }`.
     #[serde(default)]
@@ -95,6 +98,22 @@ pub struct RuleConfig {
     pub change_above: Option<f64>,
     /// Fires when that relative change is below this, e.g. `-0.2` = down more than 20 %.
     pub change_below: Option<f64>,
+    /// Change conditions: the baseline is the mean of this many earlier
+    /// final values (default 1: the previous window).
+    #[serde(default = "one")]
+    pub baseline_windows: u32,
+    /// Change conditions: only earlier windows a whole number of this
+    /// span before the evaluated one count in the baseline, e.g. `"7d"`
+    /// with `window = "day"`: this Monday against the last Mondays.
+    pub baseline_season: Option<Dur>,
+    /// Fires when the series (events with the `filter` dimensions, one
+    /// instance per `group_by` value; neither = the whole input) had no
+    /// event for this long; resolves when one comes.
+    pub absent_for: Option<Dur>,
+    /// `absent_for`: only these event types count, e.g. `["crm.lead.created"]`
+    /// (default: every type).
+    #[serde(default)]
+    pub events: Vec<String>,
     /// Hysteresis: a firing alert resolves only once the value (or change)
     /// is back past this, e.g. `below = 0.15`, `clear = 0.18`. Default: the threshold.
     pub clear: Option<f64>,
@@ -396,28 +415,40 @@ impl AlertsConfig {
                     "give every rule a distinct name",
                 );
             }
-            if !known_kpis.contains(&r.kpi.as_str()) {
-                err(
-                    f("kpi"),
-                    format!("{:?} is not a KPI of the catalogue", r.kpi),
-                    "use a name from docs/kpis.md, e.g. \"lead_conversion_rate\"",
-                );
-            }
-            if !windows.contains(&r.window) {
-                err(
-                    f("window"),
-                    format!("{:?} is not a configured window", r.window),
-                    &format!("use one of: {}", windows.join(", ")),
-                );
-            }
             let conds = [r.above, r.below, r.change_above, r.change_below];
-            let set = conds.iter().filter(|c| c.is_some()).count();
+            let set =
+                conds.iter().filter(|c| c.is_some()).count() + r.absent_for.is_some() as usize;
             if set != 1 {
                 err(
                     f("above"),
                     format!("{set} conditions are given"),
-                    "give exactly one of above, below, change_above, change_below",
+                    "give exactly one of above, below, change_above, change_below, absent_for",
                 );
+            }
+            if r.absent_for.is_some() {
+                validate_absent(r, &f, &mut err);
+            } else {
+                if !known_kpis.contains(&r.kpi.as_str()) {
+                    err(
+                        f("kpi"),
+                        format!("{:?} is not a KPI of the catalogue", r.kpi),
+                        "use a name from docs/kpis.md, e.g. \"lead_conversion_rate\"",
+                    );
+                }
+                if !windows.contains(&r.window) {
+                    err(
+                        f("window"),
+                        format!("{:?} is not a configured window", r.window),
+                        &format!("use one of: {}", windows.join(", ")),
+                    );
+                }
+                if !r.events.is_empty() {
+                    err(
+                        f("events"),
+                        "is only for absent_for rules".into(),
+                        "remove it (a KPI rule watches its KPI's records)",
+                    );
+                }
             }
             if conds.iter().flatten().any(|v| !v.is_finite()) {
                 err(
@@ -430,6 +461,7 @@ impl AlertsConfig {
                 let ok = match cond {
                     Condition::Below(t) | Condition::ChangeBelow(t) => c >= t,
                     Condition::Above(t) | Condition::ChangeAbove(t) => c <= t,
+                    Condition::Absent(_) => true,
                 };
                 if !ok {
                     err(
@@ -438,6 +470,30 @@ impl AlertsConfig {
                         "for below/change_below, clear must be ≥ the threshold; for above/change_above, ≤ it",
                     );
                 }
+            }
+            if r.baseline_windows == 0 || r.baseline_windows > 52 {
+                err(
+                    f("baseline_windows"),
+                    format!("{}", r.baseline_windows),
+                    "use 1 (the previous window) to 52",
+                );
+            }
+            let is_change = Condition::of(r).is_some_and(|c| c.is_change());
+            if !is_change && (r.baseline_windows != 1 || r.baseline_season.is_some()) {
+                err(
+                    f("baseline_windows"),
+                    "baseline_windows / baseline_season are set on a rule without a change condition".into(),
+                    "use change_above or change_below, or remove them",
+                );
+            }
+            if r.baseline_season
+                .is_some_and(|d| d.0 < std::time::Duration::from_secs(3600))
+            {
+                err(
+                    f("baseline_season"),
+                    "shorter than an hour".into(),
+                    "use the span between comparable windows, e.g. \"7d\" for days of the same weekday",
+                );
             }
             if r.for_evaluations == 0 {
                 err(
@@ -482,6 +538,63 @@ impl AlertsConfig {
     }
 }
 
+/// The checks of an `absent_for` rule: a positive span, event types and
+/// dimensions that exist, no KPI keys.
+fn validate_absent(
+    r: &RuleConfig,
+    f: &dyn Fn(&str) -> String,
+    err: &mut dyn FnMut(String, String, &str),
+) {
+    if r.absent_for
+        .is_some_and(|d| d.0 < std::time::Duration::from_secs(1))
+    {
+        err(
+            f("absent_for"),
+            "shorter than a second".into(),
+            "use the longest quiet spell that is normal, e.g. \"2h\"",
+        );
+    }
+    for (k, set) in [
+        ("kpi", !r.kpi.is_empty()),
+        ("window", !r.window.is_empty()),
+        ("min_sample", r.min_sample != 0),
+        ("clear", r.clear.is_some()),
+        ("for", !r.for_.0.is_zero()),
+        ("for_evaluations", r.for_evaluations != 1),
+        ("evaluate", r.evaluate != Evaluate::Update),
+    ] {
+        if set {
+            err(
+                f(k),
+                "is not used by absent_for rules".into(),
+                "remove it: an absent_for rule watches events, not a KPI's values",
+            );
+        }
+    }
+    for (j, t) in r.events.iter().enumerate() {
+        if crate::event::EventType::parse(t).is_none() {
+            err(
+                format!("{}[{j}]", f("events")),
+                format!("{t:?} is not an event type"),
+                "use a type of docs/events.md, e.g. \"crm.lead.created\"",
+            );
+        }
+    }
+    for d in r.filter.keys().chain(&r.group_by) {
+        if !crate::event::DIMS.contains(&d.as_str()) {
+            err(
+                f(if r.group_by.contains(d) {
+                    "group_by"
+                } else {
+                    "filter"
+                }),
+                format!("{d:?} is not a dimension"),
+                &format!("use one of: {}", crate::event::DIMS.join(", ")),
+            );
+        }
+    }
+}
+
 /// A rule's condition.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Condition {
@@ -489,6 +602,8 @@ pub enum Condition {
     Below(f64),
     ChangeAbove(f64),
     ChangeBelow(f64),
+    /// No event for this many seconds.
+    Absent(f64),
 }
 
 impl Condition {
@@ -498,6 +613,7 @@ impl Condition {
             .or(r.below.map(Condition::Below))
             .or(r.change_above.map(Condition::ChangeAbove))
             .or(r.change_below.map(Condition::ChangeBelow))
+            .or(r.absent_for.map(|d| Condition::Absent(d.0.as_secs_f64())))
     }
 
     pub fn threshold(self) -> f64 {
@@ -505,7 +621,8 @@ impl Condition {
             Condition::Above(t)
             | Condition::Below(t)
             | Condition::ChangeAbove(t)
-            | Condition::ChangeBelow(t) => t,
+            | Condition::ChangeBelow(t)
+            | Condition::Absent(t) => t,
         }
     }
 
@@ -515,6 +632,7 @@ impl Condition {
             Condition::Below(_) => "below",
             Condition::ChangeAbove(_) => "change_above",
             Condition::ChangeBelow(_) => "change_below",
+            Condition::Absent(_) => "absent",
         }
     }
 
@@ -527,6 +645,8 @@ impl Condition {
         match self {
             Condition::Above(t) | Condition::ChangeAbove(t) => x > t,
             Condition::Below(t) | Condition::ChangeBelow(t) => x < t,
+            // Silent for the whole span: at the deadline itself.
+            Condition::Absent(t) => x >= t,
         }
     }
 
@@ -535,6 +655,7 @@ impl Condition {
         match self {
             Condition::Above(_) | Condition::ChangeAbove(_) => x <= c,
             Condition::Below(_) | Condition::ChangeBelow(_) => x >= c,
+            Condition::Absent(t) => x < t,
         }
     }
 }

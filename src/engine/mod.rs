@@ -8,6 +8,7 @@
 //! older than `watermark − grace` is rejected as `late`, so no event ever
 //! lands in a closed window.
 
+mod absent;
 mod apply;
 mod emit;
 mod hold;
@@ -242,6 +243,15 @@ pub struct Engine {
     /// Applying a waiting event whose entity did not come: it counts
     /// with unknown dimensions instead of waiting again.
     unmatched: bool,
+    /// Type and time of the event being applied (for `absent_for`
+    /// rules; no time outside an event: expiries are not events).
+    cur_type: u8,
+    cur_time: Option<i64>,
+    /// Interned ids of each `absent_for` rule: its name, its filter values
+    /// (`None` until the value has been seen).
+    absent_ids: Vec<(u32, Vec<Option<u32>>)>,
+    /// No `absent_for` series is due before this instant (a lower bound).
+    absent_deadline: i64,
 }
 
 impl Engine {
@@ -293,6 +303,8 @@ impl Engine {
             ledger: Default::default(),
             last_closed_month: None,
             alerts: Default::default(),
+            absent_seen: Default::default(),
+            absent_clock: i64::MIN,
             cohorts: Default::default(),
             cohort_revisions: Default::default(),
             headcount: Default::default(),
@@ -323,7 +335,25 @@ impl Engine {
                 state.next_expiry = state.next_expiry.min(day);
             }
         }
+        let absent_ids: Vec<(u32, Vec<Option<u32>>)> = settings
+            .alerts
+            .absent()
+            .iter()
+            .map(|w| {
+                let rule = state.interner.intern(&w.name);
+                let values = w.filter.iter().map(|(_, v)| state.interner.get(v));
+                (rule, values.collect())
+            })
+            .collect();
         Engine {
+            cur_type: 0,
+            cur_time: None,
+            absent_deadline: if absent_ids.is_empty() {
+                i64::MAX
+            } else {
+                i64::MIN
+            },
+            absent_ids,
             settings,
             state,
             day_cache: None,
@@ -475,6 +505,7 @@ impl Engine {
         if e.time > self.state.clock {
             self.end_outlier_run();
         }
+        self.absent_before(e.time);
         let counted = self.apply_counting(e, stage);
         if e.time > self.state.max_time {
             self.state.max_time = e.time;
@@ -584,6 +615,7 @@ impl Engine {
     /// call, at the current event-time clock (so `for` and `renotify`
     /// count from when a window closed, not from when records were taken).
     pub(crate) fn evaluate_alerts(&mut self) {
+        self.evaluate_absent(self.state.clock);
         if self.evaluated >= self.out.len() || self.settings.alerts.is_empty() {
             return;
         }
@@ -594,6 +626,23 @@ impl Engine {
         );
         self.evaluated = self.out.len();
         self.notes.extend(notes);
+    }
+
+    /// Evaluates the `absent_for` rules as if event time had moved on by
+    /// `quiet_ms` past the clock: live runs call it while their input is
+    /// caught up and quiet, so a silent input still fires them (the
+    /// event-time clock only moves with events). Notifications wait in
+    /// [`Engine::take_notifications`].
+    pub fn evaluate_quiet(&mut self, quiet_ms: i64) {
+        if self.state.clock != i64::MIN {
+            self.evaluate_absent(self.state.clock.saturating_add(quiet_ms.max(0)));
+        }
+    }
+
+    /// Whether `absent_for` rules are configured (live runs then call
+    /// [`Engine::evaluate_quiet`] while the input is quiet).
+    pub fn watches_absence(&self) -> bool {
+        !self.settings.alerts.absent().is_empty()
     }
 
     /// Leaderboards produced since the last call.

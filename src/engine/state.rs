@@ -590,6 +590,14 @@ pub struct State {
     /// Alert instances and their lifecycle.
     #[serde(default)]
     pub alerts: crate::alert::AlertState,
+    /// Newest event time of each series an `absent_for` rule watches, by
+    /// (interned rule name, the series' filter and group_by dimensions),
+    /// and whether its alert is firing.
+    #[serde(with = "as_pairs")]
+    pub absent_seen: FxHashMap<(u32, DimKey), (i64, bool)>,
+    /// The latest instant `absent_for` rules were evaluated at: the clock,
+    /// or past it while a live input was quiet (never goes back).
+    pub absent_clock: i64,
     /// Lead cohorts by creation day start.
     pub cohorts: BTreeMap<i64, Cohort>,
     /// Revision of each cohort window emitted so far, by (calendar set, window start).

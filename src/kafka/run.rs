@@ -540,6 +540,18 @@ impl Loop {
         };
         mg.engine.merge_advance();
         let at_end = self.to_end && mg.engine.merge_at_end();
+        if mg.engine.watches_absence() {
+            // An idle input does not move event time: `absent_for` rules
+            // see it move on by the wall time every partition has been
+            // quiet since the clock last moved.
+            let clock = mg.engine.state.clock;
+            if clock != mg.clock_moved.0 {
+                mg.clock_moved = (clock, Instant::now());
+            } else if !at_end && mg.engine.merge_all_idle() {
+                mg.engine
+                    .evaluate_quiet(mg.clock_moved.1.elapsed().as_millis() as i64);
+            }
+        }
         if at_end {
             // The merger's last checkpoint is its state before the last
             // windows close (as in file mode): a merger restored from it

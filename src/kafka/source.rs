@@ -119,6 +119,9 @@ pub(super) struct Merger {
     pub(super) last_message: Instant,
     /// What the live updates have sent, so that they repeat nothing.
     pub(super) unchanged: crate::output::Unchanged,
+    /// The merger's clock and when it last moved (wall time): how long
+    /// the input has been quiet, for `absent_for` rules.
+    pub(super) clock_moved: (i64, Instant),
 }
 
 /// Moves the fetch position of an assigned partition.

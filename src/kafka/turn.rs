@@ -211,6 +211,7 @@ impl Shared<'_> {
             back: SeekBack::default(),
             last_message: Instant::now(),
             unchanged: Default::default(),
+            clock_moved: (i64::MIN, Instant::now()),
         });
         Ok(())
     }

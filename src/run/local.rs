@@ -74,6 +74,19 @@ pub struct CheckpointOptions {
     pub sinks: SinkLengths,
 }
 
+/// A quiet live input does not move event time: `absent_for` rules see it
+/// move on by the wall time since the clock last moved (`clock_moved`).
+fn quiet_tick(engine: &mut Engine, clock_moved: &mut (i64, Instant)) {
+    if !engine.watches_absence() {
+        return;
+    }
+    if engine.state.clock != clock_moved.0 {
+        *clock_moved = (engine.state.clock, Instant::now());
+    } else {
+        engine.evaluate_quiet(clock_moved.1.elapsed().as_millis() as i64);
+    }
+}
+
 /// Runs the pipeline until the input ends (file mode) or a stop signal (live mode).
 pub async fn run(
     cfg: &Config,
@@ -146,6 +159,7 @@ pub async fn run(
     cp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cp_tick.tick().await;
     let mut stopped = false;
+    let mut clock_moved = (engine.state.clock, Instant::now());
     let input_len = match &opts.source {
         Source::File(p) if p.as_os_str() != "-" => std::fs::metadata(p).ok().map(|m| m.len()),
         _ => None,
@@ -164,6 +178,7 @@ pub async fn run(
                 progress.show(total, engine.state.clock, done_of(&position, input_len));
             }
             _ = update.tick(), if opts.live => {
+                quiet_tick(&mut engine, &mut clock_moved);
                 engine.emit_updates();
                 sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
                 sinks.flush_files()?;

@@ -156,6 +156,9 @@ impl Engine {
     /// them, and a bucket that is gone must not come back).
     fn add_to(&mut self, t: i64, key: DimKey, pair: bool, existing: bool, f: impl Fn(&mut Acc)) {
         let key = self.mask(key);
+        if !self.absent_ids.is_empty() && self.cur_time.is_some() {
+            self.mark_seen(t, key);
+        }
         let day = match self.day_cache {
             Some(b) if b.contains(t) => b,
             _ => {
@@ -291,6 +294,9 @@ impl Engine {
 
     fn pipeline_add(&mut self, stage: u8, key: DimKey, deals: i64, cents: i64) {
         let key = self.mask(key);
+        if let Some(t) = self.cur_time.filter(|_| !self.absent_ids.is_empty()) {
+            self.mark_seen(t, key);
+        }
         let p = self.state.pipeline.entry((stage, key)).or_default();
         p.deals += deals;
         p.amount_cents += cents;
@@ -536,6 +542,14 @@ impl Engine {
     /// when it repeats a lifecycle transition already counted (a re-sent
     /// webhook): nothing was counted (docs/entities.md).
     pub(super) fn apply_payload(&mut self, e: &Event<'_>, stage: Option<u8>) -> bool {
+        self.cur_type = e.payload.event_type() as u8;
+        self.cur_time = Some(e.time);
+        let counted = self.apply_payload_inner(e, stage);
+        self.cur_time = None;
+        counted
+    }
+
+    fn apply_payload_inner(&mut self, e: &Event<'_>, stage: Option<u8>) -> bool {
         match &e.payload {
             Payload::LeadCreated(d) => self.lead_created(e, d),
             Payload::LeadQualified(d) => self.lead_qualified(e, d),

@@ -100,6 +100,15 @@ impl Engine {
                     let x = x.map_ids(|i| ids.get(i as usize).copied().unwrap_or(0));
                     self.absorb_misc(m, src, v, x)
                 }
+                Item::Seen(x) => {
+                    let x = x.iter().map(|((r, k), t)| {
+                        (
+                            (ids.get(*r as usize).copied().unwrap_or(0), remap(&ids, k)),
+                            *t,
+                        )
+                    });
+                    self.absorb_seen(m, src, v, x.collect())
+                }
             }
         }
         if local {
@@ -290,6 +299,26 @@ impl Engine {
         }
     }
 
+    /// The `absent_for` series' times of one source; the merged time of a
+    /// series is the newest over sources.
+    pub(super) fn absorb_seen(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        x: Vec<((u32, DimKey), i64)>,
+    ) {
+        if put(&mut m.seen, src, v, x) {
+            let seen = &mut self.state.absent_seen;
+            for (_, (_, x)) in m.seen.iter() {
+                for (k, t) in x {
+                    let e = seen.entry(*k).or_insert((*t, false));
+                    e.0 = e.0.max(*t);
+                }
+            }
+        }
+    }
+
     /// Moves the merger's clock to the slowest source that is not idle
     /// (every expected source must have reported), closing the windows
     /// it passes, and forgets the contributions of closed items.
@@ -339,6 +368,16 @@ impl Engine {
                 && m.expected
                     .iter()
                     .all(|s| m.sources.get(s).is_some_and(|s| s.progress.at_end))
+        })
+    }
+
+    /// Every expected source has reported and is idle
+    /// (`kafka.idle_partition_timeout` without a message, nothing left to read).
+    pub fn merge_all_idle(&self) -> bool {
+        self.merge.as_ref().is_some_and(|m| {
+            m.expected
+                .iter()
+                .all(|s| m.sources.get(s).is_some_and(|s| s.progress.idle))
         })
     }
 

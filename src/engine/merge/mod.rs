@@ -115,6 +115,9 @@ pub enum Item {
         cells: Vec<((u8, DimKey), Pipeline)>,
     },
     Misc(Misc),
+    /// Newest event time of each series of the `absent_for` rules, by
+    /// (rule name, series key), whole.
+    Seen(Vec<((u32, DimKey), i64)>),
 }
 
 /// A message from a source to the merger. Ids in `items` index `names`
@@ -157,6 +160,8 @@ pub struct Track {
     rolling: FxHashSet<(u8, i64)>,
     ledger: BTreeSet<i64>,
     misc: Option<Misc>,
+    /// An `absent_for` series had a newer event.
+    pub(super) seen: bool,
     /// Cohorts retired by the TTL sweep, still to be exported.
     retiring: BTreeMap<i64, Cohort>,
     /// Everything is exported next time (a new or restored source).
@@ -240,6 +245,8 @@ pub struct MergeState {
     pub cohorts: BTreeMap<i64, BySource<CohortCells>>,
     pub pipeline: BySource<Vec<((u8, DimKey), Pipeline)>>,
     pub misc: BySource<Misc>,
+    /// Newest event time of the `absent_for` series, by source.
+    pub seen: BySource<Vec<((u32, DimKey), i64)>>,
     /// Items that came for a window the merger had already closed.
     pub late_items: u64,
     /// Partials refused (other layout, undecodable).
@@ -259,6 +266,7 @@ impl Default for MergeState {
             cohorts: Default::default(),
             pipeline: Default::default(),
             misc: Default::default(),
+            seen: Default::default(),
             late_items: 0,
             refused: 0,
             ledger_folded: i64::MIN,
@@ -411,6 +419,16 @@ impl Engine {
             tr.misc = Some(misc.clone());
             let t = misc.map_ids(|id| n.id(id));
             items.push(Item::Misc(t));
+        }
+        if (all || tr.seen) && !s.absent_seen.is_empty() {
+            tr.seen = false;
+            let mut seen: Vec<_> = s
+                .absent_seen
+                .iter()
+                .map(|((r, k), (t, _))| ((n.id(*r), n.key(k)), *t))
+                .collect();
+            seen.sort_unstable_by_key(|c| c.0);
+            items.push(Item::Seen(seen));
         }
         let names = n.names;
         tr.rolling.clear();
