@@ -426,6 +426,10 @@ pub struct Acc {
     pub leads_sql: u64,
     /// Lead response times (first contact − creation).
     pub response: Dist,
+    /// First contacts by the SLA deadline (at the contact), and leads
+    /// past it without one (at the deadline).
+    pub sla_met: u64,
+    pub sla_breached: u64,
     pub deals_won: u64,
     pub deals_lost: u64,
     /// Open deals closed by `pipeline.max_open_age`, and their amount in cents.
@@ -509,6 +513,8 @@ impl Acc {
         self.leads_mql += o.leads_mql;
         self.leads_sql += o.leads_sql;
         self.response.merge(&o.response);
+        self.sla_met += o.sla_met;
+        self.sla_breached += o.sla_breached;
         self.deals_won += o.deals_won;
         self.deals_lost += o.deals_lost;
         self.deals_expired += o.deals_expired;
@@ -567,4 +573,22 @@ impl Acc {
 pub struct Pipeline {
     pub deals: i64,
     pub amount_cents: i64,
+    /// Of these, the deals stalled (no event for their stage's
+    /// `max_days`) and their amount.
+    pub stalled: i64,
+    pub stalled_cents: i64,
+}
+
+impl Pipeline {
+    /// Adds another cell's counts.
+    pub fn add(&mut self, o: &Pipeline) {
+        self.deals += o.deals;
+        self.amount_cents += o.amount_cents;
+        self.stalled += o.stalled;
+        self.stalled_cents += o.stalled_cents;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Pipeline::default()
+    }
 }

@@ -55,6 +55,9 @@ kpis! {
     LEAD_RESPONSE_AVG = "lead_response_time_seconds_avg", Seconds, None, "Mean of first contact − lead creation.";
     LEAD_RESPONSE_P50 = "lead_response_time_seconds_p50", Seconds, None, "Median of first contact − lead creation (±1 %).";
     LEAD_RESPONSE_P90 = "lead_response_time_seconds_p90", Seconds, None, "90th percentile of first contact − lead creation (±1 %).";
+    SLA_BREACHES = "first_contact_sla_breaches", Count, None, "Leads not contacted within sla.first_contact, counted at their deadline.";
+    SLA_COMPLIANCE = "first_contact_sla_compliance_ratio", Ratio, None, "Leads contacted by their deadline ÷ (those + breaches), by contact or deadline time.";
+    LEADS_AWAITING = "leads_awaiting_first_contact", Count, None, "Leads not contacted (nor converted) yet (gauge).";
     WIN_RATE = "win_rate", Ratio, None, "Deals won ÷ (won + lost), by close time.";
     WIN_LOSS_RATIO = "win_loss_ratio", Ratio, None, "Deals won ÷ deals lost.";
     DEALS_WON = "deals_won", Count, None, "Deals won in the window.";
@@ -67,6 +70,9 @@ kpis! {
     EXPIRED_VALUE = "expired_pipeline_value", Currency, None, "Σ amount of the deals expired by pipeline.max_open_age.";
     PIPELINE_VALUE = "pipeline_value", Currency, Some("stage"), "Σ amount of open deals (stage \"\" = all stages).";
     PIPELINE_WEIGHTED = "pipeline_value_weighted", Currency, Some("stage"), "Σ amount × stage win probability of open deals.";
+    STALLED_DEALS = "stalled_deals", Count, Some("stage"), "Open deals with no event (stage change, update, activity) for longer than their stage's max_days (gauge).";
+    STALLED_VALUE = "stalled_pipeline_value", Currency, Some("stage"), "Σ amount of the stalled deals (gauge).";
+    STALLED_RATIO = "stalled_pipeline_ratio", Ratio, Some("stage"), "Stalled pipeline value ÷ pipeline value (gauge).";
     QUOTA_ATTAINMENT = "quota_attainment_ratio", Ratio, None, "Revenue of reps with a quota ÷ their quota for the period.";
     QUOTA_REPS_AT_TARGET = "quota_reps_at_target_ratio", Ratio, None, "Share of reps with a quota whose revenue reached it.";
     SALES_PROGRESS = "sales_progress_ratio", Ratio, None, "Month-to-date revenue ÷ monthly target.";
@@ -177,6 +183,14 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
     let [p50, p90] = r.quantiles_seconds([0.5, 0.9]);
     out.push(quantile(LEAD_RESPONSE_P50, p50, r.count));
     out.push(quantile(LEAD_RESPONSE_P90, p90, r.count));
+    out.push(total(SLA_BREACHES, a.sla_breached as f64, a.sla_breached));
+    let settled = a.sla_met + a.sla_breached;
+    out.push(ratio(
+        SLA_COMPLIANCE,
+        a.sla_met as f64,
+        settled as f64,
+        settled,
+    ));
     let closed = a.deals_won + a.deals_lost;
     out.push(ratio(WIN_RATE, a.deals_won as f64, closed as f64, closed));
     out.push(ratio(

@@ -723,7 +723,12 @@ async fn a_stopped_live_input_fires_absent_for_by_wall_time() {
         let t = chrono::Utc::now().timestamp_millis();
         Out::plain(
             id,
-            ce_at(id, "crm.lead.created", t, serde_json::json!({"lead_id": id, "channel": "web"})),
+            ce_at(
+                id,
+                "crm.lead.created",
+                t,
+                serde_json::json!({"lead_id": id, "channel": "web"}),
+            ),
         )
     };
     produce(&bs, "crm.events", &[lead("a"), lead("b"), lead("c")]).await;

@@ -279,7 +279,7 @@ fn refused_at_start_up_saying_what_to_fix() {
             "security.protocol",
             "SSL",
             PASSWORD,
-            "closed by peer",
+            "by peer", // librdkafka: "connection closed by peer" or, under load, "reset by peer"
             "\"security.protocol\"",
         ),
         // Neither TLS nor SASL, to the TLS port.

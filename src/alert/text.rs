@@ -20,6 +20,18 @@ pub fn kpi_name(kpi: &str, lang: Language) -> String {
             "Lead response time (p90)",
             "Délai de réponse aux leads (p90)",
         ),
+        "first_contact_sla_breaches" => (
+            "First-contact SLA breaches",
+            "Dépassements du délai de premier contact",
+        ),
+        "first_contact_sla_compliance_ratio" => (
+            "First-contact SLA compliance",
+            "Respect du délai de premier contact",
+        ),
+        "leads_awaiting_first_contact" => (
+            "Leads awaiting a first contact",
+            "Leads en attente d'un premier contact",
+        ),
         "win_rate" => ("Win rate", "Taux de réussite"),
         "win_loss_ratio" => ("Win/loss ratio", "Ratio gagnées/perdues"),
         "deals_won" => ("Deals won", "Affaires gagnées"),
@@ -30,6 +42,12 @@ pub fn kpi_name(kpi: &str, lang: Language) -> String {
         "sales_cycle_seconds_p90" => ("Sales cycle (p90)", "Cycle de vente (p90)"),
         "pipeline_value" => ("Pipeline value", "Valeur du pipeline"),
         "pipeline_value_weighted" => ("Weighted pipeline value", "Valeur pondérée du pipeline"),
+        "stalled_deals" => ("Stalled deals", "Affaires au point mort"),
+        "stalled_pipeline_value" => ("Stalled pipeline value", "Valeur du pipeline au point mort"),
+        "stalled_pipeline_ratio" => (
+            "Share of the pipeline stalled",
+            "Part du pipeline au point mort",
+        ),
         "quota_attainment_ratio" => ("Quota attainment", "Atteinte des quotas"),
         "quota_reps_at_target_ratio" => (
             "Share of reps at quota",

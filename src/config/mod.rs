@@ -11,6 +11,7 @@ mod http;
 mod kafka;
 mod postgres;
 mod privacy;
+pub mod sla;
 mod validate;
 
 pub use http::HttpConfig;
@@ -39,7 +40,7 @@ impl Dur {
             format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"1h\", \"7d\"")
         })
     }
-    fn from_str_static(s: &str) -> Dur {
+    pub(crate) fn from_str_static(s: &str) -> Dur {
         Dur::parse(s).expect("valid default duration")
     }
 }
@@ -85,6 +86,7 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     pub postgres: PostgresConfig,
     pub privacy: PrivacyConfig,
+    pub sla: sla::SlaConfig,
 }
 
 /// Checkpoints of the engine state and input position (file, stdin and
@@ -207,6 +209,11 @@ pub struct StageConfig {
     pub name: String,
     /// Probability of winning a deal in this stage, for the weighted pipeline (0–1).
     pub probability: f64,
+    /// An open deal in this stage with no event (stage change, update or
+    /// activity) for this many days is stalled (`stalled_deals`,
+    /// `stalled_pipeline_value`); unset = never.
+    #[serde(default)]
+    pub max_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,18 +234,19 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         let stages = [
-            ("prospecting", 0.1),
-            ("engaging", 0.2),
-            ("qualification", 0.3),
-            ("proposal", 0.5),
-            ("negotiation", 0.7),
+            ("prospecting", 0.1, 30),
+            ("engaging", 0.2, 21),
+            ("qualification", 0.3, 21),
+            ("proposal", 0.5, 14),
+            ("negotiation", 0.7, 14),
         ];
         PipelineConfig {
             stages: stages
                 .iter()
-                .map(|(n, p)| StageConfig {
+                .map(|(n, p, d)| StageConfig {
                     name: n.to_string(),
                     probability: *p,
+                    max_days: Some(*d),
                 })
                 .collect(),
             max_open_age: None,

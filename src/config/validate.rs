@@ -17,6 +17,7 @@ impl Config {
         self.alerts.validate(&windows, &mut errs);
         self.postgres.validate(&windows, &mut errs);
         self.privacy.validate(&mut errs);
+        self.sla.validate(&mut errs);
         self.http.validate(&mut errs);
         if errs.is_empty() {
             Ok(())

@@ -10,6 +10,23 @@ use super::Engine;
 use std::collections::BTreeMap;
 
 impl Engine {
+    /// Evaluates the `absent_for` rules as if event time had moved on by
+    /// `quiet_ms` past the clock: live runs call it while their input is
+    /// caught up and quiet, so a silent input still fires them (the
+    /// event-time clock only moves with events). Notifications wait in
+    /// [`Engine::take_notifications`].
+    pub fn evaluate_quiet(&mut self, quiet_ms: i64) {
+        if self.state.clock != i64::MIN {
+            self.evaluate_absent(self.state.clock.saturating_add(quiet_ms.max(0)));
+        }
+    }
+
+    /// Whether `absent_for` rules are configured (live runs then call
+    /// [`Engine::evaluate_quiet`] while the input is quiet).
+    pub fn watches_absence(&self) -> bool {
+        !self.settings.alerts.absent().is_empty()
+    }
+
     /// Records that an event of the current type updated the series of
     /// `key` (masked) at `t`, for each `absent_for` rule it belongs to.
     pub(super) fn mark_seen(&mut self, t: i64, key: DimKey) {

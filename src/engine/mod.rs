@@ -10,6 +10,7 @@
 
 mod absent;
 mod apply;
+pub use apply::sla_deadline;
 mod emit;
 mod hold;
 pub mod merge;
@@ -51,6 +52,11 @@ pub struct Settings {
     pub entity_ttl: i64,
     /// `pipeline.max_open_age` (ms).
     pub max_open_age: Option<i64>,
+    /// `max_days` of each stage (ms): an open deal with no event for
+    /// that long is stalled.
+    pub stall_after: Vec<Option<i64>>,
+    /// `sla.first_contact` (ms, `None` = off) and its working hours.
+    pub first_contact: Option<(i64, Option<crate::config::sla::WorkingHours>)>,
     pub dedup_horizon: i64,
     pub dedup_max: usize,
     /// Lower-cased stage names and win probabilities, in pipeline order.
@@ -158,6 +164,16 @@ impl Settings {
             now: None,
             entity_ttl: c.state.entity_ttl.ms(),
             max_open_age: c.pipeline.max_open_age.map(|d| d.ms()),
+            first_contact: (!c.sla.first_contact.0.is_zero()).then(|| {
+                let w = c.sla.working().expect("validated: sla.working_hours");
+                (c.sla.first_contact.ms(), w)
+            }),
+            stall_after: c
+                .pipeline
+                .stages
+                .iter()
+                .map(|s| s.max_days.map(|d| i64::from(d) * 86_400_000))
+                .collect(),
             dedup_horizon: c.state.dedup_horizon.ms(),
             dedup_max: c.state.dedup_max_entries,
             stages: c
@@ -270,6 +286,10 @@ impl Engine {
             last_expiry: i64::MIN,
             next_expiry: i64::MAX,
             expiry_index: Default::default(),
+            stalled: Default::default(),
+            stall_index: Default::default(),
+            awaiting: Default::default(),
+            sla_index: Default::default(),
             calendar: std::iter::once(CalendarKind::Day)
                 .chain(
                     settings
@@ -328,6 +348,8 @@ impl Engine {
         // The expiry index is not checkpointed: rebuilt from the open deals.
         state.expiry_index.clear();
         state.next_expiry = i64::MAX;
+        apply::index_stalls(&settings, &mut state);
+        apply::index_slas(&settings, &mut state);
         if let Some(age) = settings.max_open_age {
             for (k, d) in state.deals.iter().filter(|(_, d)| d.is_open()) {
                 let day = d.seen.saturating_add(age).div_euclid(86_400_000) * 86_400_000;
@@ -550,6 +572,8 @@ impl Engine {
                 self.expire_deals(before);
             }
         }
+        self.stall_deals();
+        self.sla_pass(before);
         let cutoff = self.cutoff();
         // A source keeps closed windows until it has exported them.
         if cutoff >= self.next_close && self.track.is_none() {
@@ -588,7 +612,14 @@ impl Engine {
         let horizon = now.saturating_sub(self.settings.entity_ttl);
         let s = &mut self.state;
         let before = [s.leads.len(), s.deals.len(), s.customers.len()];
-        s.leads.retain(|_, l| l.seen >= horizon);
+        let mut forgotten = Vec::new();
+        s.leads.retain(|_, l| {
+            let keep = l.seen >= horizon;
+            if !keep && l.flags & (CONTACTED | CONVERTED) == 0 {
+                forgotten.push(l.dims);
+            }
+            keep
+        });
         s.deals.retain(|_, d| d.is_open() || d.seen >= horizon);
         s.customers
             .retain(|_, c| c.cancelled.is_none() || c.seen >= horizon);
@@ -600,6 +631,9 @@ impl Engine {
             now.saturating_sub(self.settings.dedup_horizon),
             self.settings.dedup_max,
         );
+        for key in forgotten {
+            self.sla_forget(0, key);
+        }
     }
 
     /// Records produced since the last call. Alert rules have been
@@ -626,23 +660,6 @@ impl Engine {
         );
         self.evaluated = self.out.len();
         self.notes.extend(notes);
-    }
-
-    /// Evaluates the `absent_for` rules as if event time had moved on by
-    /// `quiet_ms` past the clock: live runs call it while their input is
-    /// caught up and quiet, so a silent input still fires them (the
-    /// event-time clock only moves with events). Notifications wait in
-    /// [`Engine::take_notifications`].
-    pub fn evaluate_quiet(&mut self, quiet_ms: i64) {
-        if self.state.clock != i64::MIN {
-            self.evaluate_absent(self.state.clock.saturating_add(quiet_ms.max(0)));
-        }
-    }
-
-    /// Whether `absent_for` rules are configured (live runs then call
-    /// [`Engine::evaluate_quiet`] while the input is quiet).
-    pub fn watches_absence(&self) -> bool {
-        !self.settings.alerts.absent().is_empty()
     }
 
     /// Leaderboards produced since the last call.

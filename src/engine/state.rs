@@ -148,6 +148,8 @@ pub const CONTACTED: u8 = 1;
 pub const CONVERTED: u8 = 2;
 pub const MQL: u8 = 4;
 pub const SQL: u8 = 8;
+/// Its first-contact SLA breach is counted.
+pub const SLA_BREACHED: u8 = 16;
 
 /// What is remembered of a lead between its events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -568,6 +570,23 @@ pub struct State {
     /// due, not every deal. Rebuilt from the deals at restore.
     #[serde(skip)]
     pub expiry_index: BTreeMap<i64, Vec<u128>>,
+    /// Open deals counted as stalled, with the (stage, dimensions,
+    /// amount) they count with in the pipeline gauges.
+    #[serde(with = "as_pairs")]
+    pub stalled: FxHashMap<u128, (u8, DimKey, i64)>,
+    /// Open deals not stalled, by the UTC day their stage's `max_days`
+    /// runs out (entries made stale by a newer event are skipped or
+    /// moved when their day comes). Rebuilt from the deals at restore.
+    #[serde(skip)]
+    pub stall_index: BTreeMap<i64, Vec<u128>>,
+    /// Leads not contacted yet, by dimensions (the
+    /// `leads_awaiting_first_contact` gauge).
+    #[serde(with = "as_pairs")]
+    pub awaiting: FxHashMap<DimKey, i64>,
+    /// Leads whose first-contact SLA is still open, by deadline (ms).
+    /// Rebuilt from the leads at restore.
+    #[serde(skip)]
+    pub sla_index: BTreeMap<i64, Vec<u128>>,
     pub calendar: Vec<CalendarSet>,
     pub rolling: Vec<RollingSet>,
     /// A sub-bucket start of the fine rolling set (`Settings::rolling_fine`)

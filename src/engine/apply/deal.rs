@@ -109,6 +109,8 @@ impl Engine {
         deal.stage = new_stage;
         deal.amount_cents = new_amount;
         self.pipeline_move(from, Some((new_stage, key, new_amount)));
+        // Indexed under its new stage's max_days (and open again, if reopened).
+        self.deal_alive(id, new_seen);
         if reopened.is_some() {
             self.replace_outcome(reopened);
         } else if new_stage != old_stage {
@@ -186,6 +188,7 @@ impl Engine {
             exit: exit.map(|s| (s, won && s == last_stage)),
             counted: true,
         };
+        self.unstall(id);
         self.pipeline_move(open_at, None);
         let old_amount = self.state.deals.get(&id).map_or(0, |d| d.amount_cents);
         match previous {

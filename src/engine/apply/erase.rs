@@ -54,7 +54,13 @@ impl Engine {
             };
             let key = self.settings.ids.entity(id);
             let found = match kind {
-                0 => self.state.leads.remove(&key).is_some(),
+                0 => match self.state.leads.remove(&key) {
+                    Some(l) => {
+                        self.sla_forget(l.flags, l.dims);
+                        true
+                    }
+                    None => false,
+                },
                 1 => self.erase_deal(key),
                 _ => self.erase_customer(t, key),
             };
@@ -69,6 +75,7 @@ impl Engine {
         let Some(deal) = self.state.deals.remove(&key) else {
             return false;
         };
+        self.unstall(key);
         if deal.is_open() {
             // Out of the open pipeline (stale expiry-index entries are
             // skipped when their day comes).

@@ -32,6 +32,7 @@ impl Engine {
             },
         );
         self.add(t, key, |a| a.leads_created += 1);
+        self.sla_open(id, t, key);
         self.cohort_add(t, key, true);
         self.release((0, id));
         true
@@ -87,14 +88,19 @@ impl Engine {
         if l.flags & CONTACTED != 0 {
             return false;
         }
+        let flags = l.flags;
         l.flags |= CONTACTED;
         let (created, lead_key) = (l.created, l.dims);
         let mut key = self.rep_dims(Some(&d.rep), None, None);
         for dim in [CHANNEL, CAMPAIGN, VARIANT, SEGMENT] {
             key[dim] = lead_key[dim];
         }
+        let met = u64::from(self.sla_contact(flags, created, lead_key, t));
         let ms = (t - created).max(0);
-        self.add(t, key, |a| a.response.add(ms));
+        self.add(t, key, |a| {
+            a.response.add(ms);
+            a.sla_met += met;
+        });
         true
     }
 
@@ -109,22 +115,29 @@ impl Engine {
         if self.waits(0, id, e) {
             return true;
         }
+        let mut met = 0;
         let (key, created) = match self.state.leads.get_mut(&id) {
             Some(l) if l.flags & CONVERTED != 0 => {
                 l.seen = l.seen.max(t);
                 return false;
             }
             Some(l) => {
+                let flags = l.flags;
                 l.flags |= CONVERTED;
                 l.seen = l.seen.max(t);
-                (l.dims, Some(l.created))
+                let (key, created) = (l.dims, l.created);
+                met = u64::from(self.sla_contact(flags, created, key, t));
+                (key, Some(created))
             }
             None => {
                 self.unknown(0);
                 (NO_DIMS, None)
             }
         };
-        self.add(t, key, |a| a.leads_converted += 1);
+        self.add(t, key, |a| {
+            a.leads_converted += 1;
+            a.sla_met += met;
+        });
         if let Some(created) = created {
             self.cohort_add(created, key, false);
         }

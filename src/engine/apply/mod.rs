@@ -6,6 +6,12 @@ mod customer;
 mod deal;
 mod erase;
 mod lead;
+mod sla;
+mod stall;
+
+pub use sla::deadline as sla_deadline;
+pub(super) use sla::index_slas;
+pub(super) use stall::index_stalls;
 
 use super::state::*;
 use super::Engine;
@@ -300,7 +306,7 @@ impl Engine {
         let p = self.state.pipeline.entry((stage, key)).or_default();
         p.deals += deals;
         p.amount_cents += cents;
-        if p.deals == 0 && p.amount_cents == 0 {
+        if p.is_zero() {
             self.state.pipeline.remove(&(stage, key));
         }
         self.state.gauges_dirty = true;
@@ -496,6 +502,7 @@ impl Engine {
             });
             d.closed = Some(c.clone());
             let from = (d.stage, d.dims, d.amount_cents);
+            self.unstall(k);
             self.pipeline_move(Some(from), None);
             self.count_outcome(&c, false);
             self.state.stats.deals_expired += 1;
@@ -505,6 +512,7 @@ impl Engine {
     /// Indexes open deal `id` under the day of its expiry deadline when
     /// its last event moved from `old` (`None`: newly open) to `new`.
     pub(super) fn index_expiry(&mut self, id: u128, old: Option<i64>, new: i64) {
+        self.deal_alive(id, new);
         let Some(age) = self.settings.max_open_age else {
             return;
         };

@@ -218,8 +218,7 @@ impl Engine {
             for s in scopes(key) {
                 for st in [None, Some(*stage)] {
                     let c = cells.entry((s, st)).or_default();
-                    c.deals += p.deals;
-                    c.amount_cents += p.amount_cents;
+                    c.add(p);
                 }
             }
         }
@@ -245,12 +244,43 @@ impl Engine {
                 Some(st) => money(p.amount_cents) * self.settings.stages[st as usize].1,
                 None => weighted.get(&scope).copied().unwrap_or(0.0),
             };
+            let stalled = |def, v: f64| Value {
+                sample_size: p.stalled.max(0) as u64,
+                ..value(def, v)
+            };
             let values = [
                 value(kpi::PIPELINE_VALUE, money(p.amount_cents)),
                 value(kpi::PIPELINE_WEIGHTED, w_value),
+                stalled(kpi::STALLED_DEALS, p.stalled as f64),
+                stalled(kpi::STALLED_VALUE, money(p.stalled_cents)),
+                Value {
+                    value: (p.amount_cents != 0)
+                        .then(|| p.stalled_cents as f64 / p.amount_cents as f64),
+                    numerator: Some(money(p.stalled_cents)),
+                    denominator: Some(money(p.amount_cents)),
+                    ..value(kpi::STALLED_RATIO, 0.0)
+                },
             ];
             let extra = name.as_deref().map(|n| ("stage", n));
             self.push_with_extra(&w, scope, &values, extra);
+        }
+        let mut awaiting: BTreeMap<Scope, i64> = BTreeMap::new();
+        awaiting.insert(ALL, 0);
+        for (k, n) in &self.state.awaiting {
+            for s in scopes(k) {
+                *awaiting.entry(s).or_default() += n;
+            }
+        }
+        for (scope, n) in awaiting {
+            let v = Value {
+                def: kpi::LEADS_AWAITING,
+                extra: None,
+                value: Some(n as f64),
+                numerator: Some(n as f64),
+                denominator: None,
+                sample_size: n.max(0) as u64,
+            };
+            self.push(&w, scope, &[v]);
         }
         let mut active: BTreeMap<Scope, i64> = BTreeMap::new();
         active.insert(ALL, 0);

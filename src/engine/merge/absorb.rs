@@ -100,6 +100,10 @@ impl Engine {
                     let x = x.map_ids(|i| ids.get(i as usize).copied().unwrap_or(0));
                     self.absorb_misc(m, src, v, x)
                 }
+                Item::Awaiting(x) => {
+                    let x = x.iter().map(|(k, v)| (remap(&ids, k), *v));
+                    self.absorb_awaiting(m, src, v, x.collect())
+                }
                 Item::Seen(x) => {
                     let x = x.iter().map(|((r, k), t)| {
                         (
@@ -270,8 +274,7 @@ impl Engine {
             for (_, (_, cells)) in m.pipeline.iter() {
                 for (k, p) in cells {
                     let x = out.entry(*k).or_default();
-                    x.deals += p.deals;
-                    x.amount_cents += p.amount_cents;
+                    x.add(p);
                 }
             }
             self.state.pipeline = out;
@@ -296,6 +299,27 @@ impl Engine {
                 s.headcount.extend(x.headcount.iter().copied());
                 s.market_size.extend(x.market.iter().copied());
             }
+        }
+    }
+
+    /// Leads awaiting their first contact in one source; the merged gauge
+    /// is the sum over sources.
+    pub(super) fn absorb_awaiting(
+        &mut self,
+        m: &mut MergeState,
+        src: &str,
+        v: i64,
+        x: Vec<(DimKey, i64)>,
+    ) {
+        if put(&mut m.awaiting, src, v, x) {
+            let mut out: FxHashMap<DimKey, i64> = FxHashMap::default();
+            for (_, (_, x)) in m.awaiting.iter() {
+                for (k, n) in x {
+                    *out.entry(*k).or_default() += n;
+                }
+            }
+            self.state.awaiting = out;
+            self.state.gauges_dirty = true;
         }
     }
 

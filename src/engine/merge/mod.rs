@@ -118,6 +118,8 @@ pub enum Item {
     /// Newest event time of each series of the `absent_for` rules, by
     /// (rule name, series key), whole.
     Seen(Vec<((u32, DimKey), i64)>),
+    /// Leads awaiting their first contact, by dimensions, whole.
+    Awaiting(Vec<(DimKey, i64)>),
 }
 
 /// A message from a source to the merger. Ids in `items` index `names`
@@ -247,6 +249,8 @@ pub struct MergeState {
     pub misc: BySource<Misc>,
     /// Newest event time of the `absent_for` series, by source.
     pub seen: BySource<Vec<((u32, DimKey), i64)>>,
+    /// Leads awaiting their first contact, by source.
+    pub awaiting: BySource<Vec<(DimKey, i64)>>,
     /// Items that came for a window the merger had already closed.
     pub late_items: u64,
     /// Partials refused (other layout, undecodable).
@@ -267,6 +271,7 @@ impl Default for MergeState {
             pipeline: Default::default(),
             misc: Default::default(),
             seen: Default::default(),
+            awaiting: Default::default(),
             late_items: 0,
             refused: 0,
             ledger_folded: i64::MIN,
@@ -403,6 +408,9 @@ impl Engine {
                 .collect();
             cells.sort_unstable_by_key(|c| c.0);
             items.push(Item::Pipeline { cells });
+            let mut awaiting: Vec<_> = s.awaiting.iter().map(|(k, c)| (n.key(k), *c)).collect();
+            awaiting.sort_unstable();
+            items.push(Item::Awaiting(awaiting));
         }
         // Small, and rarely changed: compared whole.
         let mut misc = Misc {
