@@ -264,41 +264,38 @@ impl Engine {
             let extra = name.as_deref().map(|n| ("stage", n));
             self.push_with_extra(&w, scope, &values, extra);
         }
-        let mut awaiting: BTreeMap<Scope, i64> = BTreeMap::new();
-        awaiting.insert(ALL, 0);
-        for (k, n) in &self.state.awaiting {
+        let awaiting = std::mem::take(&mut self.state.awaiting);
+        self.push_count_gauge(&w, kpi::LEADS_AWAITING, &awaiting);
+        self.state.awaiting = awaiting;
+        let active = std::mem::take(&mut self.state.ledger.active);
+        self.push_count_gauge(&w, kpi::ACTIVE_CUSTOMERS, &active);
+        self.state.ledger.active = active;
+    }
+
+    /// A count gauge by dimensions, summed into "all" and every series.
+    fn push_count_gauge<'a>(
+        &mut self,
+        w: &Win,
+        def: kpi::KpiDef,
+        counts: impl IntoIterator<Item = (&'a DimKey, &'a i64)>,
+    ) {
+        let mut by_scope: BTreeMap<Scope, i64> = BTreeMap::new();
+        by_scope.insert(ALL, 0);
+        for (k, n) in counts {
             for s in scopes(k) {
-                *awaiting.entry(s).or_default() += n;
+                *by_scope.entry(s).or_default() += n;
             }
         }
-        for (scope, n) in awaiting {
+        for (scope, n) in by_scope {
             let v = Value {
-                def: kpi::LEADS_AWAITING,
+                def,
                 extra: None,
                 value: Some(n as f64),
                 numerator: Some(n as f64),
                 denominator: None,
                 sample_size: n.max(0) as u64,
             };
-            self.push(&w, scope, &[v]);
-        }
-        let mut active: BTreeMap<Scope, i64> = BTreeMap::new();
-        active.insert(ALL, 0);
-        for (k, n) in &self.state.ledger.active {
-            for s in scopes(k) {
-                *active.entry(s).or_default() += n;
-            }
-        }
-        for (scope, n) in active {
-            let v = Value {
-                def: kpi::ACTIVE_CUSTOMERS,
-                extra: None,
-                value: Some(n as f64),
-                numerator: Some(n as f64),
-                denominator: None,
-                sample_size: n.max(0) as u64,
-            };
-            self.push(&w, scope, &[v]);
+            self.push(w, scope, &[v]);
         }
     }
 
