@@ -432,6 +432,10 @@ pub struct Acc {
     pub sla_breached: u64,
     pub deals_won: u64,
     pub deals_lost: u64,
+    /// Open deals whose `expected_close` moved to a later month, and
+    /// their amount in cents, at the event that moved it.
+    pub deals_pushed: u64,
+    pub slipped_cents: i64,
     /// Open deals closed by `pipeline.max_open_age`, and their amount in cents.
     pub deals_expired: u64,
     pub expired_cents: i64,
@@ -515,6 +519,8 @@ impl Acc {
         self.response.merge(&o.response);
         self.sla_met += o.sla_met;
         self.sla_breached += o.sla_breached;
+        self.deals_pushed += o.deals_pushed;
+        self.slipped_cents += o.slipped_cents;
         self.deals_won += o.deals_won;
         self.deals_lost += o.deals_lost;
         self.deals_expired += o.deals_expired;
@@ -577,6 +583,9 @@ pub struct Pipeline {
     /// `max_days`) and their amount.
     pub stalled: i64,
     pub stalled_cents: i64,
+    /// Of these, the deals open past their `expected_close` and their amount.
+    pub overdue: i64,
+    pub overdue_cents: i64,
 }
 
 impl Pipeline {
@@ -586,6 +595,8 @@ impl Pipeline {
         self.amount_cents += o.amount_cents;
         self.stalled += o.stalled;
         self.stalled_cents += o.stalled_cents;
+        self.overdue += o.overdue;
+        self.overdue_cents += o.overdue_cents;
     }
 
     pub fn is_zero(&self) -> bool {

@@ -299,9 +299,13 @@ pub struct DealCreated<'a> {
     opt campaign,
     opt variant,
     opt segment,
+    /// The date the deal is expected to close (`YYYY-MM-DD`, local to
+    /// `time.zone`), for slippage and the forecast.
+    opt expected_close,
 }
 }
 
+crm_data! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DealStageChanged<'a> {
     #[serde(borrow)]
@@ -312,6 +316,9 @@ pub struct DealStageChanged<'a> {
     pub to: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<f64>,
+    /// A new expected close date (`YYYY-MM-DD`); absent: unchanged.
+    opt expected_close,
+}
 }
 
 crm_data! {

@@ -73,6 +73,10 @@ kpis! {
     STALLED_DEALS = "stalled_deals", Count, Some("stage"), "Open deals with no event (stage change, update, activity) for longer than their stage's max_days (gauge).";
     STALLED_VALUE = "stalled_pipeline_value", Currency, Some("stage"), "Σ amount of the stalled deals (gauge).";
     STALLED_RATIO = "stalled_pipeline_ratio", Ratio, Some("stage"), "Stalled pipeline value ÷ pipeline value (gauge).";
+    OVERDUE_DEALS = "overdue_deals", Count, Some("stage"), "Open deals past the end of their expected_close day (gauge).";
+    OVERDUE_VALUE = "overdue_pipeline_value", Currency, Some("stage"), "Σ amount of the overdue deals (gauge).";
+    DEALS_PUSHED = "deals_pushed", Count, None, "Open deals whose expected_close moved to a later month, at the event that moved it.";
+    SLIPPED_VALUE = "slipped_pipeline_value", Currency, None, "Σ amount of the pushed deals, at each push.";
     QUOTA_ATTAINMENT = "quota_attainment_ratio", Ratio, None, "Revenue of reps with a quota ÷ their quota for the period.";
     QUOTA_REPS_AT_TARGET = "quota_reps_at_target_ratio", Ratio, None, "Share of reps with a quota whose revenue reached it.";
     SALES_PROGRESS = "sales_progress_ratio", Ratio, None, "Month-to-date revenue ÷ monthly target.";
@@ -160,6 +164,22 @@ pub fn money(cents: i64) -> f64 {
     cents as f64 / 100.0
 }
 
+/// Deals pushed to a later month, and expired.
+fn slippage_kpis(a: &Acc, out: &mut Vec<Value>) {
+    out.push(total(DEALS_PUSHED, a.deals_pushed as f64, a.deals_pushed));
+    out.push(total(SLIPPED_VALUE, money(a.slipped_cents), a.deals_pushed));
+    out.push(total(
+        DEALS_EXPIRED,
+        a.deals_expired as f64,
+        a.deals_expired,
+    ));
+    out.push(total(
+        EXPIRED_VALUE,
+        money(a.expired_cents),
+        a.deals_expired,
+    ));
+}
+
 /// The KPIs that are a function of one merged accumulator.
 pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
     out.push(total(
@@ -210,16 +230,7 @@ pub fn window_kpis(a: &Acc, out: &mut Vec<Value>) {
         a.deals_won as f64,
         a.deals_won,
     ));
-    out.push(total(
-        DEALS_EXPIRED,
-        a.deals_expired as f64,
-        a.deals_expired,
-    ));
-    out.push(total(
-        EXPIRED_VALUE,
-        money(a.expired_cents),
-        a.deals_expired,
-    ));
+    slippage_kpis(a, out);
     let c = &a.cycle;
     out.push(ratio(
         CYCLE_AVG,

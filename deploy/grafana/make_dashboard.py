@@ -78,6 +78,10 @@ ROWS = [
         ("Stalled deals by stage (now)", "stalled_deals", "short", "gauge", " {{stage}}"),
         ("Stalled pipeline value by stage (now)", "stalled_pipeline_value", MONEY, "gauge", " {{stage}}"),
         ("Share of the pipeline stalled (now)", "stalled_pipeline_ratio", "percentunit", "gauge", " {{stage}}"),
+        ("Overdue deals by stage (now)", "overdue_deals", "short", "gauge", " {{stage}}"),
+        ("Overdue pipeline value by stage (now)", "overdue_pipeline_value", MONEY, "gauge", " {{stage}}"),
+        ("Deals pushed to a later month", "deals_pushed", "short", None, ""),
+        ("Slipped pipeline value", "slipped_pipeline_value", MONEY, None, ""),
     ]),
     ("Customers", [
         ("Active customers (now)", "active_customers", "short", "gauge", ""),

@@ -301,6 +301,24 @@ fn amount(field: &str, v: f64) -> Result<(), Reject> {
     Ok(())
 }
 
+/// An `expected_close` date: `YYYY-MM-DD` within the years events may carry.
+pub fn close_date(v: Option<&str>) -> Result<Option<chrono::NaiveDate>, Reject> {
+    let Some(v) = v else { return Ok(None) };
+    let d = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+        Reject::new(
+            RejectReason::InvalidValue,
+            format!("expected_close {v:?} is not a date YYYY-MM-DD"),
+        )
+    })?;
+    if !(1990..2100).contains(&chrono::Datelike::year(&d)) {
+        return Err(Reject::new(
+            RejectReason::AbsurdTime,
+            format!("expected_close {v:?} is outside 1990..2100"),
+        ));
+    }
+    Ok(Some(d))
+}
+
 fn non_empty(field: &str, v: &str) -> Result<(), Reject> {
     if v.is_empty() {
         return Err(Reject::new(
@@ -329,14 +347,15 @@ pub fn validate(e: &Event<'_>) -> Result<(), Reject> {
         Payload::DealCreated(d) => {
             non_empty("deal_id", &d.deal_id)?;
             non_empty("rep", &d.rep)?;
-            amount("amount", d.amount)
+            amount("amount", d.amount)?;
+            close_date(d.expected_close.as_deref()).map(drop)
         }
         Payload::DealStageChanged(d) => {
             non_empty("deal_id", &d.deal_id)?;
             if let Some(a) = d.amount {
                 amount("amount", a)?;
             }
-            Ok(())
+            close_date(d.expected_close.as_deref()).map(drop)
         }
         Payload::DealWon(d) | Payload::DealLost(d) => {
             non_empty("deal_id", &d.deal_id)?;

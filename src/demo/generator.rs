@@ -421,6 +421,7 @@ impl Generator {
                 campaign: Some(c(campaign)),
                 variant: Some(c(variant)),
                 segment: Some(c(segment)),
+                expected_close: None,
             }),
         );
         t += 1000;
@@ -437,6 +438,7 @@ impl Generator {
                     from: c(w[0]),
                     to: c(w[1]),
                     amount: None,
+                    expected_close: None,
                 }),
             );
         }

@@ -116,6 +116,7 @@ pub fn convert(dir: &Path) -> anyhow::Result<(Vec<Event<'static>>, Report)> {
                     campaign: None,
                     variant: None,
                     segment: None,
+                    expected_close: None,
                 }),
             ),
         ));

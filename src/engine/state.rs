@@ -532,6 +532,23 @@ pub const DUP_TRANSITION: usize = 1;
 /// was final and keeps it.
 pub const REVISION_KINDS: [&str; 2] = ["withdrawn", "kept_final"];
 
+/// What slippage needs of the open deals (docs/kpis.md, "Slippage").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Slippage {
+    /// Open deals with an `expected_close`: the instant they are overdue
+    /// (the start of the local day after it).
+    #[serde(with = "as_pairs")]
+    pub expected: FxHashMap<u128, i64>,
+    /// Open deals counted as overdue, with the (stage, dimensions,
+    /// amount) they count with in the pipeline gauges.
+    #[serde(with = "as_pairs")]
+    pub overdue: FxHashMap<u128, (u8, DimKey, i64)>,
+    /// Deals of `expected` not overdue yet, by that instant (stale
+    /// entries are skipped). Rebuilt at restore.
+    #[serde(skip)]
+    pub overdue_index: BTreeMap<i64, Vec<u128>>,
+}
+
 /// Everything the engine knows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -587,6 +604,8 @@ pub struct State {
     /// Rebuilt from the leads at restore.
     #[serde(skip)]
     pub sla_index: BTreeMap<i64, Vec<u128>>,
+    /// Expected close dates and overdue deals.
+    pub slip: Slippage,
     pub calendar: Vec<CalendarSet>,
     pub rolling: Vec<RollingSet>,
     /// A sub-bucket start of the fine rolling set (`Settings::rolling_fine`)

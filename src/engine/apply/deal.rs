@@ -24,15 +24,18 @@ impl Engine {
             if seen.0 {
                 self.index_expiry(id, Some(seen.1), t);
             }
+            let dated = self.expect_close(id, t, d.expected_close.as_deref());
             let deal = self.state.deals.get_mut(&id).expect("known deal");
             if !deal.is_open() || (deal.stage == stage && deal.amount_cents == amount) {
-                return false;
+                self.refresh_overdue(id);
+                return dated;
             }
             let from = (deal.stage, deal.dims, deal.amount_cents);
             deal.stage = stage;
             deal.amount_cents = amount;
             let to = (stage, deal.dims, amount);
             self.pipeline_move(Some(from), Some(to));
+            self.refresh_overdue(id);
             return true;
         }
         let mut key = self.rep_dims(Some(&d.rep), d.team.as_deref(), d.region.as_deref());
@@ -70,6 +73,8 @@ impl Engine {
         );
         self.pipeline_move(None, Some((stage, key, amount)));
         self.index_expiry(id, None, t);
+        self.expect_close(id, t, d.expected_close.as_deref());
+        self.refresh_overdue(id);
         self.release((1, id));
         true
     }
@@ -96,9 +101,11 @@ impl Engine {
         deal.seen = deal.seen.max(t);
         let new_seen = deal.seen;
         self.index_expiry(id, seen, new_seen);
+        let dated = self.expect_close(id, t, d.expected_close.as_deref());
         let deal = self.state.deals.get_mut(&id).expect("known deal");
         if deal.is_open() && deal.stage == new_stage && deal.amount_cents == new_amount {
-            return false;
+            self.refresh_overdue(id);
+            return dated;
         }
         let (old_stage, key) = (deal.stage, deal.dims);
         let from = deal
@@ -111,6 +118,9 @@ impl Engine {
         self.pipeline_move(from, Some((new_stage, key, new_amount)));
         // Indexed under its new stage's max_days (and open again, if reopened).
         self.deal_alive(id, new_seen);
+        // A reopened deal takes the date its reopening names.
+        self.expect_close(id, t, d.expected_close.as_deref());
+        self.refresh_overdue(id);
         if reopened.is_some() {
             self.replace_outcome(reopened);
         } else if new_stage != old_stage {
@@ -233,6 +243,7 @@ impl Engine {
                 );
             }
         }
+        self.refresh_overdue(id);
         true
     }
 }

@@ -76,6 +76,7 @@ impl Engine {
             return false;
         };
         self.unstall(key);
+        self.refresh_overdue(key);
         if deal.is_open() {
             // Out of the open pipeline (stale expiry-index entries are
             // skipped when their day comes).

@@ -7,6 +7,7 @@ mod deal;
 mod erase;
 mod lead;
 mod sla;
+mod slip;
 mod stall;
 
 pub use sla::deadline as sla_deadline;
@@ -504,6 +505,7 @@ impl Engine {
             let from = (d.stage, d.dims, d.amount_cents);
             self.unstall(k);
             self.pipeline_move(Some(from), None);
+            self.refresh_overdue(k);
             self.count_outcome(&c, false);
             self.state.stats.deals_expired += 1;
         }

@@ -23,6 +23,7 @@ pub fn index_stalls(settings: &crate::engine::Settings, state: &mut State) {
             state.stall_index.entry(day).or_default().push(*k);
         }
     }
+    super::slip::index_overdue(state);
 }
 
 impl Engine {
@@ -68,6 +69,7 @@ impl Engine {
     /// Marks stalled the open deals whose deadline the watermark has
     /// passed; visits only the index days that have begun.
     pub(in crate::engine) fn stall_deals(&mut self) {
+        self.overdue_pass();
         let wm = self.watermark();
         if self
             .state

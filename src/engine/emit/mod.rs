@@ -248,6 +248,10 @@ impl Engine {
                 sample_size: p.stalled.max(0) as u64,
                 ..value(def, v)
             };
+            let overdue = |def, v: f64| Value {
+                sample_size: p.overdue.max(0) as u64,
+                ..value(def, v)
+            };
             let values = [
                 value(kpi::PIPELINE_VALUE, money(p.amount_cents)),
                 value(kpi::PIPELINE_WEIGHTED, w_value),
@@ -260,6 +264,8 @@ impl Engine {
                     denominator: Some(money(p.amount_cents)),
                     ..value(kpi::STALLED_RATIO, 0.0)
                 },
+                overdue(kpi::OVERDUE_DEALS, p.overdue as f64),
+                overdue(kpi::OVERDUE_VALUE, money(p.overdue_cents)),
             ];
             let extra = name.as_deref().map(|n| ("stage", n));
             self.push_with_extra(&w, scope, &values, extra);
