@@ -77,6 +77,13 @@ kpis! {
     OVERDUE_VALUE = "overdue_pipeline_value", Currency, Some("stage"), "Σ amount of the overdue deals (gauge).";
     DEALS_PUSHED = "deals_pushed", Count, None, "Open deals whose expected_close moved to a later month, at the event that moved it.";
     SLIPPED_VALUE = "slipped_pipeline_value", Currency, None, "Σ amount of the pushed deals, at each push.";
+    FORECAST_P10 = "forecast_revenue_p10", Currency, None, "Revenue won in the current month / quarter plus the 10th percentile of a Monte Carlo over its open deals (provisional records only).";
+    FORECAST_P50 = "forecast_revenue_p50", Currency, None, "Same, median: the forecast.";
+    FORECAST_P90 = "forecast_revenue_p90", Currency, None, "Same, 90th percentile.";
+    FORECAST_TARGET_RATIO = "forecast_target_ratio", Ratio, None, "forecast_revenue_p50 ÷ the period's target: targets.monthly_revenue (month), else the Σ of the reps' quotas for it (provisional records only).";
+    FORECAST_BY_CATEGORY = "forecast_by_category", Currency, Some("category"), "Open amount expected by the end of the current month / quarter by its stage's forecast category (pipeline, best_case, commit); closed = revenue won.";
+    RFM_CUSTOMERS = "customers_by_rfm_segment", Count, Some("rfm_segment"), "Active customers that ordered, by RFM segment (recency, frequency, monetary quintiles among them) (gauge).";
+    RFM_CLV = "customer_value_by_rfm_segment", Currency, Some("rfm_segment"), "Σ order amount ÷ customers of each RFM segment: their value to date (gauge).";
     QUOTA_ATTAINMENT = "quota_attainment_ratio", Ratio, None, "Revenue of reps with a quota ÷ their quota for the period.";
     QUOTA_REPS_AT_TARGET = "quota_reps_at_target_ratio", Ratio, None, "Share of reps with a quota whose revenue reached it.";
     SALES_PROGRESS = "sales_progress_ratio", Ratio, None, "Month-to-date revenue ÷ monthly target.";

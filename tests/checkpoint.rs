@@ -242,14 +242,14 @@ fn a_damaged_or_incompatible_checkpoint_is_refused_by_name_and_fresh_starts_over
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(err.contains("no salespulse checkpoint header"), "{err}");
 
-    // Written by a salespulse of format 8 (before the deals' expected
-    // close dates were part of the state).
+    // Written by a salespulse of format 9 (before the forecast's history
+    // and the customers' orders were part of the state).
     let mut old = good.clone();
-    old[7] = 8;
+    old[7] = 9;
     std::fs::write(&ckpt, &old).unwrap();
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(
-        err.contains("format version 8 is not the version 9 this salespulse reads"),
+        err.contains("format version 9 is not the version 10 this salespulse reads"),
         "{err}"
     );
     assert!(err.contains("--fresh"), "{err}");

@@ -233,7 +233,7 @@ fn compose_stack_refers_only_to_what_exists() {
         serde_json::to_value(&example.alerts.rules).unwrap(),
         "deploy/salespulse.toml and examples/salespulse.toml hold the same rules"
     );
-    assert_eq!(example.alerts.rules.len(), 8);
+    assert_eq!(example.alerts.rules.len(), 9);
     // Grafana's datasource points at the Prometheus service
     let ds = &yaml(&deploy.join("grafana/provisioning/datasources/prometheus.yml"))[0];
     let url = s(&ds["datasources"][0]["url"]);

@@ -1015,6 +1015,8 @@ fn dimensions_left_out_drop_their_series_and_change_nothing_else() {
         "product",
         "stage",
         "activity_kind",
+        "rfm_segment",
+        "category",
     ];
     for r in &some {
         assert!(

@@ -431,7 +431,8 @@ fn prometheus_scrapes_the_live_demo_across_window_rollovers() {
     assert!(days >= 10.0, "{days} day rollovers seen");
     let tsdb = api(&prom, "/api/v1/status/tsdb");
     let series = tsdb["headStats"]["numSeries"].as_f64().unwrap();
-    assert!(series < 5_000.0, "{series} series in the TSDB");
+    // (5,038 once slippage, forecast and RFM joined the catalogue)
+    assert!(series < 5_500.0, "{series} series in the TSDB");
     eprintln!(
         "{instants} instants window-consistent, {days} day rollovers, {series} series in the TSDB"
     );

@@ -69,6 +69,13 @@ ROWS = [
         ("Run-rate projection (month only)", "sales_run_rate_projection", MONEY, "month", ""),
         ("Revenue growth vs previous month (month only)", "revenue_growth_mom_ratio", "percentunit", "month", ""),
     ]),
+    ("Forecast (current month and quarter)", [
+        ("Forecast P50 (month)", "forecast_revenue_p50", MONEY, "month", ""),
+        ("Forecast P10 (month)", "forecast_revenue_p10", MONEY, "month", ""),
+        ("Forecast P90 (month)", "forecast_revenue_p90", MONEY, "month", ""),
+        ("Forecast by category (month)", "forecast_by_category", MONEY, "month", " {{category}}"),
+        ("Forecast ÷ monthly target", "forecast_target_ratio", "percentunit", "month", ""),
+    ]),
     ("Pipeline (now)", [
         ("Open pipeline by stage (now)", "pipeline_value", MONEY, "gauge", " {{stage}}"),
         ("Weighted pipeline by stage (now)", "pipeline_value_weighted", MONEY, "gauge", " {{stage}}"),
@@ -85,6 +92,8 @@ ROWS = [
     ]),
     ("Customers", [
         ("Active customers (now)", "active_customers", "short", "gauge", ""),
+        ("Customers by RFM segment (now)", "customers_by_rfm_segment", "short", "gauge", " {{rfm_segment}}"),
+        ("Customer value by RFM segment (now)", "customer_value_by_rfm_segment", MONEY, "gauge", " {{rfm_segment}}"),
         ("Churn rate", "churn_rate", "percentunit", None, ""),
         ("Retention rate", "retention_rate", "percentunit", None, ""),
         ("Orders", "orders", "short", None, ""),

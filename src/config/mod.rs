@@ -7,6 +7,7 @@
 //! names the field and the fix for each error.
 
 pub mod alerts;
+pub mod forecast;
 mod http;
 mod kafka;
 mod postgres;
@@ -87,6 +88,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub privacy: PrivacyConfig,
     pub sla: sla::SlaConfig,
+    pub forecast: forecast::ForecastConfig,
 }
 
 /// Checkpoints of the engine state and input position (file, stdin and
@@ -214,6 +216,10 @@ pub struct StageConfig {
     /// `stalled_pipeline_value`); unset = never.
     #[serde(default)]
     pub max_days: Option<u32>,
+    /// `pipeline`, `best_case` or `commit` (`forecast_by_category`);
+    /// unset: by `probability` (below 0.4, below 0.7, above).
+    #[serde(default)]
+    pub forecast_category: Option<forecast::ForecastCategory>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +253,7 @@ impl Default for PipelineConfig {
                     name: n.to_string(),
                     probability: *p,
                     max_days: Some(*d),
+                    forecast_category: None,
                 })
                 .collect(),
             max_open_age: None,

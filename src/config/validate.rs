@@ -18,6 +18,7 @@ impl Config {
         self.postgres.validate(&windows, &mut errs);
         self.privacy.validate(&mut errs);
         self.sla.validate(&mut errs);
+        self.forecast.validate(&mut errs);
         self.http.validate(&mut errs);
         if errs.is_empty() {
             Ok(())

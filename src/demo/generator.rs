@@ -97,6 +97,12 @@ fn c(s: impl Into<String>) -> Cow<'static, str> {
     Cow::Owned(s.into())
 }
 
+/// The UTC date of `t` (ms) `days` later, as `YYYY-MM-DD`.
+fn date_after(t: i64, days: i64) -> Cow<'static, str> {
+    let d = chrono::DateTime::from_timestamp_millis(t + days * DAY).expect("in range");
+    c(d.format("%Y-%m-%d").to_string())
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -421,9 +427,13 @@ impl Generator {
                 campaign: Some(c(campaign)),
                 variant: Some(c(variant)),
                 segment: Some(c(segment)),
-                expected_close: None,
+                expected_close: Some(date_after(t, 45)),
             }),
         );
+        // Without drawing from the generator (the rest of the demo stays
+        // as it was): every third deal is pushed 35 days at each stage change.
+        let pushed = deal.bytes().map(u64::from).sum::<u64>() % 3 == 0;
+        let mut close_at = t + 45 * DAY;
         t += 1000;
         let competitor = (self.rng.f64() < 0.4).then(|| *self.pick(&COMPETITORS));
         for w in STAGES.windows(2) {
@@ -438,7 +448,10 @@ impl Generator {
                     from: c(w[0]),
                     to: c(w[1]),
                     amount: None,
-                    expected_close: None,
+                    expected_close: pushed.then(|| {
+                        close_at += 35 * DAY;
+                        date_after(close_at, 0)
+                    }),
                 }),
             );
         }

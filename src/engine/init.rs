@@ -29,6 +29,8 @@ impl State {
             awaiting: Default::default(),
             sla_index: Default::default(),
             slip: Default::default(),
+            forecast: Default::default(),
+            rfm: Default::default(),
             calendar: std::iter::once(CalendarKind::Day)
                 .chain(
                     settings

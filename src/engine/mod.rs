@@ -12,6 +12,7 @@ mod absent;
 mod apply;
 pub use apply::sla_deadline;
 mod emit;
+pub mod forecast;
 mod hold;
 mod init;
 pub mod merge;
@@ -62,6 +63,9 @@ pub struct Settings {
     pub dedup_max: usize,
     /// Lower-cased stage names and win probabilities, in pipeline order.
     pub stages: Vec<(String, f64)>,
+    /// Each stage's forecast category, and the `[forecast]` settings.
+    pub stage_category: Vec<crate::config::forecast::ForecastCategory>,
+    pub forecast: crate::config::forecast::ForecastConfig,
     /// Team and region of reps from config.
     pub reps: HashMap<String, (Option<String>, Option<String>)>,
     pub monthly_target_cents: Option<i64>,
@@ -183,6 +187,8 @@ impl Settings {
                 .iter()
                 .map(|s| (s.name.to_lowercase(), s.probability))
                 .collect(),
+            stage_category: c.pipeline.stages.iter().map(forecast::category).collect(),
+            forecast: c.forecast.clone(),
             reps: c
                 .reps
                 .iter()
@@ -560,6 +566,8 @@ impl Engine {
         s.deals.retain(|_, d| d.is_open() || d.seen >= horizon);
         s.customers
             .retain(|_, c| c.cancelled.is_none() || c.seen >= horizon);
+        let customers = &s.customers;
+        s.rfm.retain(|k, _| customers.contains_key(k));
         let after = [s.leads.len(), s.deals.len(), s.customers.len()];
         for i in 0..3 {
             s.stats.evicted[i] += (before[i] - after[i]) as u64;

@@ -250,6 +250,14 @@ pub fn customer_key(channel: u32, segment: u32) -> DimKey {
     k
 }
 
+/// A customer's orders: newest order time, count, Σ amount in cents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rfm {
+    pub last: i64,
+    pub orders: u32,
+    pub cents: i64,
+}
+
 /// Leads created on one day (a cohort), and how many of them converted
 /// so far, by dimension key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -606,6 +614,11 @@ pub struct State {
     pub sla_index: BTreeMap<i64, Vec<u128>>,
     /// Expected close dates and overdue deals.
     pub slip: Slippage,
+    /// What the forecast learned from closed deals.
+    pub forecast: crate::engine::forecast::History,
+    /// Orders of each known customer that ordered, for RFM.
+    #[serde(with = "as_pairs")]
+    pub rfm: FxHashMap<u128, Rfm>,
     pub calendar: Vec<CalendarSet>,
     pub rolling: Vec<RollingSet>,
     /// A sub-bucket start of the fine rolling set (`Settings::rolling_fine`)

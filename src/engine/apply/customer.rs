@@ -141,6 +141,13 @@ impl Engine {
             }
         };
         let (kind, amount) = (d.kind as usize, cents(d.amount));
+        if self.state.customers.contains_key(&id) {
+            let r = self.state.rfm.entry(id).or_default();
+            r.last = r.last.max(t);
+            r.orders += 1;
+            r.cents += amount;
+            self.state.gauges_dirty = true;
+        }
         let buyer = xxhash_rust::xxh3::xxh3_64(d.customer_id.as_bytes());
         self.add(t, key, |a| {
             a.orders[kind] += 1;

@@ -126,6 +126,7 @@ impl Engine {
         } else if new_stage != old_stage {
             let next = new_stage == old_stage + 1;
             self.add(t, key, |a| a.stage_exit(old_stage, next));
+            self.state.forecast.moved(old_stage, new_stage);
         }
         true
     }

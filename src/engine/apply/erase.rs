@@ -88,6 +88,7 @@ impl Engine {
     }
 
     fn erase_customer(&mut self, t: i64, key: u128) -> bool {
+        self.state.rfm.remove(&key);
         let Some(c) = self.state.customers.remove(&key) else {
             return false;
         };

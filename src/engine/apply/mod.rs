@@ -137,7 +137,7 @@ impl Engine {
 
     /// `key` with the dimensions that are off (`kpis.dimensions`)
     /// cleared, and those that are on but have no value set to [`UNKNOWN`].
-    fn mask(&self, key: DimKey) -> DimKey {
+    pub(super) fn mask(&self, key: DimKey) -> DimKey {
         let m = &self.settings.dims_mask;
         DimKey(std::array::from_fn(|d| {
             if key[d] == 0 {
@@ -405,6 +405,15 @@ impl Engine {
             }
         };
         self.add_to(c.at, c.key, false, withdraw, f);
+        if counted {
+            let h = &mut self.state.forecast;
+            if let (CloseKind::Won, Some(ms)) = (kind, cycle) {
+                h.cycle(ms, s);
+            }
+            if let Some((st, _)) = exit {
+                h.exit(st, kind == CloseKind::Won, s);
+            }
+        }
     }
 
     /// A deal's new outcome `new` replaces its earlier one (a reopen or a

@@ -4,6 +4,8 @@
 
 mod cohort;
 mod family;
+mod forecast;
+mod rfm;
 
 use super::state::*;
 use super::Engine;
@@ -193,6 +195,9 @@ impl Engine {
             if kind == CalendarKind::Month {
                 self.emit_progress(w, rolled);
             }
+            if matches!(kind, CalendarKind::Month | CalendarKind::Quarter) {
+                self.emit_forecast(w, rolled);
+            }
         }
     }
 
@@ -276,6 +281,7 @@ impl Engine {
         let active = std::mem::take(&mut self.state.ledger.active);
         self.push_count_gauge(&w, kpi::ACTIVE_CUSTOMERS, &active);
         self.state.ledger.active = active;
+        self.emit_rfm(&w);
     }
 
     /// A count gauge by dimensions, summed into "all" and every series.
@@ -382,12 +388,17 @@ impl Engine {
         self.flush_rolling();
         self.emit_cohorts(false);
         // A window changed if one of its days did.
-        let dirty_days: Vec<i64> = self.state.calendar[0]
+        let mut dirty_days: Vec<i64> = self.state.calendar[0]
             .buckets
             .iter()
             .filter(|(_, b)| b.dirty)
             .map(|(s, _)| *s)
             .collect();
+        // The open pipeline changed: the forecast of the windows holding
+        // the newest event did too.
+        if self.state.gauges_dirty && self.state.max_time != i64::MIN {
+            dirty_days.push(self.state.max_time);
+        }
         for set in 0..self.state.calendar.len() {
             let c = &self.state.calendar[set];
             if !c.emit {

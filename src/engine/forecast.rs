@@ -1,0 +1,234 @@
+//! The revenue forecast of the current month and quarter: a seeded Monte
+//! Carlo over the open deals, each won by the period's end with its
+//! stage's win probability (observed once enough deals left each stage)
+//! times its chance of closing by then (from the observed sales cycles
+//! of won deals, given its age), plus the revenue already won
+//! (docs/kpis.md, "Forecast").
+
+use super::state::State;
+use super::Settings;
+use crate::config::forecast::{ForecastCategory, ForecastConfig};
+use crate::config::StageConfig;
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: i64 = 86_400_000;
+/// Sales cycles are kept in whole days up to this many (longer ones in the last).
+const CYCLE_DAYS: usize = 1096;
+
+/// A stage's forecast category: the configured one, else by probability.
+pub fn category(s: &StageConfig) -> ForecastCategory {
+    s.forecast_category
+        .unwrap_or_else(|| ForecastCategory::by_probability(s.probability))
+}
+
+/// What the forecast learns from closed deals since the state began.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// By stage: [deals that left it (closed or moved), of which won
+    /// from it].
+    pub exits: Vec<[u64; 2]>,
+    /// Moves to a later stage: ((from, to), count), sorted.
+    pub moves: Vec<((u8, u8), u64)>,
+    /// Won deals' sales cycles, by whole days (sparse: (day, count)).
+    pub cycle_days: Vec<(u16, u64)>,
+    pub cycles: u64,
+}
+
+impl History {
+    /// Counts (`s` = 1) or withdraws (`s` = −1) a close from `stage`.
+    pub fn exit(&mut self, stage: u8, won: bool, s: i64) {
+        let i = stage as usize;
+        if self.exits.len() <= i {
+            self.exits.resize(i + 1, [0; 2]);
+        }
+        let e = &mut self.exits[i];
+        e[0] = e[0].saturating_add_signed(s);
+        if won {
+            e[1] = e[1].saturating_add_signed(s);
+        }
+    }
+
+    /// Counts a move from stage `from` to `to`.
+    pub fn moved(&mut self, from: u8, to: u8) {
+        self.exit(from, false, 1);
+        if to > from {
+            match self.moves.binary_search_by_key(&(from, to), |m| m.0) {
+                Ok(i) => self.moves[i].1 += 1,
+                Err(i) => self.moves.insert(i, ((from, to), 1)),
+            }
+        }
+    }
+
+    /// Counts or withdraws a won deal's cycle (ms).
+    pub fn cycle(&mut self, ms: i64, s: i64) {
+        let d = (ms.max(0) / DAY_MS).min(CYCLE_DAYS as i64 - 1) as u16;
+        match self.cycle_days.binary_search_by_key(&d, |x| x.0) {
+            Ok(i) => {
+                let c = &mut self.cycle_days[i].1;
+                *c = c.saturating_add_signed(s);
+            }
+            Err(i) if s > 0 => self.cycle_days.insert(i, (d, s as u64)),
+            Err(_) => {}
+        }
+        self.cycles = self.cycles.saturating_add_signed(s);
+    }
+
+    /// Won cycles of at most `d` days.
+    fn cycles_upto(&self, d: i64) -> u64 {
+        self.cycle_days
+            .iter()
+            .take_while(|x| i64::from(x.0) <= d)
+            .map(|x| x.1)
+            .sum()
+    }
+}
+
+/// The chance that a deal in each stage is won: observed once the
+/// stage was left `min_history` times (won from it, plus each move to a
+/// later stage times that stage's chance), else the configured probability.
+pub fn win_probabilities(settings: &Settings, h: &History) -> Vec<f64> {
+    let n = settings.stages.len();
+    let mut out: Vec<f64> = settings.stages.iter().map(|s| s.1).collect();
+    for s in (0..n).rev() {
+        let Some(&[left, won]) = h.exits.get(s) else {
+            continue;
+        };
+        if left < settings.forecast.min_history {
+            continue;
+        }
+        let later: f64 = h
+            .moves
+            .iter()
+            .filter(|m| m.0 .0 as usize == s && (m.0 .1 as usize) < n)
+            .map(|m| m.1 as f64 * out[m.0 .1 as usize])
+            .sum();
+        out[s] = ((won as f64 + later) / left as f64).min(1.0);
+    }
+    out
+}
+
+/// The chance that a deal created at `created` (unknown: `None`) and
+/// open at `now` closes by `end`: from the observed cycles once
+/// `min_history` wins were seen, given that it is still open (0 when it
+/// is older than every won deal was); before that, 1 when its expected
+/// close (`due`: the instant after that day) is by `end` or unknown, 0
+/// when after.
+pub fn close_probability(
+    cfg: &ForecastConfig,
+    h: &History,
+    created: Option<i64>,
+    due: Option<i64>,
+    now: i64,
+    end: i64,
+) -> f64 {
+    if h.cycles >= cfg.min_history {
+        let age = created.map_or(0, |c| (now - c).max(0) / DAY_MS);
+        let by_end = (end - created.unwrap_or(now)).max(0) / DAY_MS;
+        let before = if age == 0 { 0 } else { h.cycles_upto(age - 1) };
+        let alive = h.cycles - before;
+        // Older than every won deal was: deals this old did not close.
+        if alive == 0 {
+            return 0.0;
+        }
+        return (h.cycles_upto(by_end) - before) as f64 / alive as f64;
+    }
+    match due {
+        Some(d) if d > end => 0.0,
+        _ => 1.0,
+    }
+}
+
+/// `draws` sums of amounts, each deal in each draw counting with its
+/// probability scaled by the draw's common factor (lognormal, mean 1,
+/// σ = `spread`: how much a whole period's close rate varies beyond
+/// the luck of single deals); sorted. Deterministic for the same deals
+/// (in the same order), spread and seed.
+pub fn simulate(deals: &[(f64, i64)], draws: usize, spread: f64, seed: u64) -> Vec<i64> {
+    let mut sure = 0i64;
+    // (probability × 2³², amount); probability 1 = always
+    let mut maybe: Vec<(u64, i64)> = Vec::with_capacity(deals.len());
+    for &(p, amount) in deals {
+        if p >= 1.0 {
+            sure += amount;
+        } else if p > 0.0 {
+            maybe.push(((p * 4_294_967_296.0) as u64, amount));
+        }
+    }
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // A deal counts when a uniform u32 is below its threshold times the
+    // draw's factor (16.16 fixed point): integer work only, and one
+    // 64-bit random number for two deals.
+    let hit =
+        |u: u64, (thr, amount): (u64, i64), fi: u64| amount & -i64::from(u < (thr * fi) >> 16);
+    let mut sums: Vec<i64> = (0..draws)
+        .map(|_| {
+            let f = if spread > 0.0 {
+                // Box–Muller: one standard normal from two uniforms.
+                let (u, v) = (1.0 - rng.f64(), rng.f64());
+                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                (spread * z - spread * spread / 2.0).exp()
+            } else {
+                1.0
+            };
+            let fi = (f.min(60_000.0) * 65_536.0) as u64;
+            let mut s = sure;
+            let mut pairs = maybe.chunks_exact(2);
+            for p in &mut pairs {
+                let r = rng.u64(..);
+                s += hit(r & 0xffff_ffff, p[0], fi) + hit(r >> 32, p[1], fi);
+            }
+            if let [last] = pairs.remainder() {
+                s += hit(u64::from(rng.u32(..)), *last, fi);
+            }
+            s
+        })
+        .collect();
+    sums.sort_unstable();
+    sums
+}
+
+/// The nearest-rank `q` quantile of sorted `v` (`q` in (0, 1]).
+pub fn quantile(v: &[i64], q: f64) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// A forecast of one period: P10, P50, P90 of the open deals won by its
+/// end (cents, without the revenue already won), and the open amount
+/// expected by then in each category (pipeline, best case, commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forecast {
+    pub open_p: [i64; 3],
+    pub categories: [i64; 3],
+    pub deals: u64,
+}
+
+/// The forecast of the period ending at `end`, as of `now`.
+pub fn forecast(settings: &Settings, state: &State, now: i64, end: i64) -> Forecast {
+    let cfg = &settings.forecast;
+    let h = &state.forecast;
+    let win = win_probabilities(settings, h);
+    let mut open: Vec<(u128, f64, i64)> = Vec::new();
+    let mut categories = [0i64; 3];
+    for (id, d) in state.deals.iter().filter(|(_, d)| d.is_open()) {
+        let due = state.slip.expected.get(id).copied();
+        if due.is_none_or(|due| due <= end) {
+            let c = settings.stage_category[d.stage as usize] as usize;
+            categories[c] += d.amount_cents;
+        }
+        let p = win[d.stage as usize] * close_probability(cfg, h, d.created, due, now, end);
+        open.push((*id, p, d.amount_cents));
+    }
+    // The map's order depends on its history: draw in id order.
+    open.sort_unstable_by_key(|x| x.0);
+    let deals: Vec<(f64, i64)> = open.iter().map(|x| (x.1, x.2)).collect();
+    let sums = simulate(&deals, cfg.draws as usize, cfg.spread, cfg.seed);
+    Forecast {
+        open_p: [0.1, 0.5, 0.9].map(|q| quantile(&sums, q)),
+        categories,
+        deals: open.len() as u64,
+    }
+}
