@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use salespulse::engine::state::State;
 use salespulse::engine::Engine;
-use salespulse::output::KpiRecord;
 use serde_json::json;
 
 /// Two stages: `talk` stalls after 2 days, `sign` never; out-of-orderness 1 h.
@@ -38,26 +37,6 @@ fn created(id: &str, rep: &str, stage: &str, amount: f64, t: &str) -> Vec<u8> {
 /// An event of another deal (in the stage that never stalls) that moves the clock to `t`.
 fn tick(t: &str) -> Vec<u8> {
     created(&format!("tick-{t}"), "zed", "sign", 1.0, t)
-}
-
-/// The newest gauge emission's value of `kpi` for `dims` (0 when the series is absent).
-fn gauge(e: &mut Engine, kpi: &str, dims: &[(&str, &str)]) -> f64 {
-    e.state.gauges_dirty = true;
-    e.emit_updates();
-    let recs: Vec<KpiRecord> = e.take_records();
-    let rev = recs
-        .iter()
-        .filter(|r| r.window.kind == "gauge")
-        .map(|r| r.revision)
-        .max()
-        .expect("a gauge emission");
-    let latest: Vec<KpiRecord> = recs
-        .into_iter()
-        .filter(|r| r.window.kind == "gauge" && r.revision == rev)
-        .collect();
-    find(&latest, kpi, "gauge", "current", dims)
-        .and_then(|r| r.value)
-        .unwrap_or(0.0)
 }
 
 fn feed(e: &mut Engine, lines: &[Vec<u8>]) {

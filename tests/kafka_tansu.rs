@@ -480,8 +480,6 @@ fn single_run_series(cfg: &Config, evs: &[Event<'_>]) -> BTreeMap<String, f64> {
         .into_iter()
         .filter(|(n, _, _)| is_kpi_series(n))
         .map(|(n, l, v)| (format!("{n}{l:?}"), v))
-        // Not merged across partitions (docs/kpis.md, "Forecast", "RFM").
-        .filter(|(k, _)| !k.contains("rfm_segment") && !k.contains("forecast_"))
         .collect()
 }
 

@@ -17,21 +17,6 @@ fn feed(e: &mut Engine, lines: &[Vec<u8>]) {
 }
 
 /// The newest gauge emission, by (kpi, rfm_segment) for "all".
-fn segments(e: &mut Engine) -> Vec<KpiRecord> {
-    e.state.gauges_dirty = true;
-    e.emit_updates();
-    let recs = e.take_records();
-    let rev = recs
-        .iter()
-        .filter(|r| r.window.kind == "gauge")
-        .map(|r| r.revision)
-        .max()
-        .unwrap();
-    recs.into_iter()
-        .filter(|r| r.window.kind == "gauge" && r.revision == rev)
-        .collect()
-}
-
 fn get(recs: &[KpiRecord], kpi: &str, seg: &str) -> Option<f64> {
     find(recs, kpi, "gauge", "current", &[("rfm_segment", seg)]).and_then(|r| r.value)
 }
@@ -74,7 +59,7 @@ fn customers_fall_into_segments_by_quintile_scores_with_ties_sharing_the_lower_s
     feed(&mut e, &orders);
     // Scores (R, F, M) = (i, i, i): lost, hibernating, need attention, loyal, champions.
     // (the sixth is acquired but has not ordered: not scored)
-    let r = segments(&mut e);
+    let r = latest_gauges(&mut e);
     for (seg, n) in [
         ("lost", 1.0),
         ("hibernating", 1.0),
@@ -114,7 +99,7 @@ fn customers_fall_into_segments_by_quintile_scores_with_ties_sharing_the_lower_s
 
     // A sixth customer tied with the fifth: 4 of 6 below them → 1 + ⌊20 / 6⌋ = 4 for both.
     feed(&mut e, &six);
-    let r = segments(&mut e);
+    let r = latest_gauges(&mut e);
     // c5, c6 (4,4) loyal; c4: 3 below → 1 + ⌊15/6⌋ = 3: need attention;
     // c3: 1 + ⌊10/6⌋ = 2: hibernating; c2, c1: 1: lost.
     for (seg, n) in [
@@ -149,7 +134,7 @@ fn customers_fall_into_segments_by_quintile_scores_with_ties_sharing_the_lower_s
             ),
         ],
     );
-    let r = segments(&mut e);
+    let r = latest_gauges(&mut e);
     let total: f64 = [
         "champions",
         "loyal",

@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use salespulse::engine::state::State;
 use salespulse::engine::Engine;
-use salespulse::output::KpiRecord;
 use serde_json::{json, Value};
 
 /// Berlin (CEST from 2026-03-29: the local day 03-31 ends at 22:00 UTC);
@@ -56,26 +55,6 @@ fn feed(e: &mut Engine, lines: &[Vec<u8>]) {
     for l in lines {
         e.process_json(l).expect("accepted");
     }
-}
-
-/// The newest gauge emission's value of `kpi` (0 when the series is absent).
-fn gauge(e: &mut Engine, kpi: &str, dims: &[(&str, &str)]) -> f64 {
-    e.state.gauges_dirty = true;
-    e.emit_updates();
-    let recs: Vec<KpiRecord> = e.take_records();
-    let rev = recs
-        .iter()
-        .filter(|r| r.window.kind == "gauge")
-        .map(|r| r.revision)
-        .max()
-        .expect("a gauge emission");
-    let latest: Vec<KpiRecord> = recs
-        .into_iter()
-        .filter(|r| r.window.kind == "gauge" && r.revision == rev)
-        .collect();
-    find(&latest, kpi, "gauge", "current", dims)
-        .and_then(|r| r.value)
-        .unwrap_or(0.0)
 }
 
 #[test]

@@ -73,6 +73,30 @@ impl History {
         self.cycles = self.cycles.saturating_add_signed(s);
     }
 
+    /// Adds `o`'s counts (another partition's history).
+    pub fn merge(&mut self, o: &History) {
+        if self.exits.len() < o.exits.len() {
+            self.exits.resize(o.exits.len(), [0; 2]);
+        }
+        for (a, b) in self.exits.iter_mut().zip(&o.exits) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+        for &(k, n) in &o.moves {
+            match self.moves.binary_search_by_key(&k, |m| m.0) {
+                Ok(i) => self.moves[i].1 += n,
+                Err(i) => self.moves.insert(i, (k, n)),
+            }
+        }
+        for &(d, n) in &o.cycle_days {
+            match self.cycle_days.binary_search_by_key(&d, |x| x.0) {
+                Ok(i) => self.cycle_days[i].1 += n,
+                Err(i) => self.cycle_days.insert(i, (d, n)),
+            }
+        }
+        self.cycles += o.cycles;
+    }
+
     /// Won cycles of at most `d` days.
     fn cycles_upto(&self, d: i64) -> u64 {
         self.cycle_days
@@ -206,25 +230,62 @@ pub struct Forecast {
     pub deals: u64,
 }
 
-/// The forecast of the period ending at `end`, as of `now`.
+/// What the forecast needs of an open deal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenDeal {
+    pub stage: u8,
+    pub amount_cents: i64,
+    pub created: Option<i64>,
+    /// The instant after its expected close day.
+    pub due: Option<i64>,
+}
+
+/// Deal `id` as the forecast sees it, while it is open.
+pub fn open_deal(state: &State, id: &u128) -> Option<OpenDeal> {
+    let d = state.deals.get(id).filter(|d| d.is_open())?;
+    Some(OpenDeal {
+        stage: d.stage,
+        amount_cents: d.amount_cents,
+        created: d.created,
+        due: state.slip.expected.get(id).copied(),
+    })
+}
+
+/// The forecast of the period ending at `end`, as of `now`, from an
+/// engine's own state.
 pub fn forecast(settings: &Settings, state: &State, now: i64, end: i64) -> Forecast {
+    let open = state
+        .deals
+        .keys()
+        .filter_map(|id| Some((*id, open_deal(state, id)?)));
+    forecast_of(settings, &state.forecast, open.collect(), now, end)
+}
+
+/// The forecast of the period ending at `end`, as of `now`, over the
+/// open deals `open` (by id, in any order) and history `h`.
+pub fn forecast_of(
+    settings: &Settings,
+    h: &History,
+    mut open: Vec<(u128, OpenDeal)>,
+    now: i64,
+    end: i64,
+) -> Forecast {
     let cfg = &settings.forecast;
-    let h = &state.forecast;
     let win = win_probabilities(settings, h);
-    let mut open: Vec<(u128, f64, i64)> = Vec::new();
     let mut categories = [0i64; 3];
-    for (id, d) in state.deals.iter().filter(|(_, d)| d.is_open()) {
-        let due = state.slip.expected.get(id).copied();
-        if due.is_none_or(|due| due <= end) {
-            let c = settings.stage_category[d.stage as usize] as usize;
-            categories[c] += d.amount_cents;
-        }
-        let p = win[d.stage as usize] * close_probability(cfg, h, d.created, due, now, end);
-        open.push((*id, p, d.amount_cents));
-    }
     // The map's order depends on its history: draw in id order.
     open.sort_unstable_by_key(|x| x.0);
-    let deals: Vec<(f64, i64)> = open.iter().map(|x| (x.1, x.2)).collect();
+    let deals: Vec<(f64, i64)> = open
+        .iter()
+        .map(|(_, d)| {
+            if d.due.is_none_or(|due| due <= end) {
+                let c = settings.stage_category[d.stage as usize] as usize;
+                categories[c] += d.amount_cents;
+            }
+            let p = close_probability(cfg, h, d.created, d.due, now, end);
+            (win[d.stage as usize] * p, d.amount_cents)
+        })
+        .collect();
     let sums = simulate(&deals, cfg.draws as usize, cfg.spread, cfg.seed);
     Forecast {
         open_p: [0.1, 0.5, 0.9].map(|q| quantile(&sums, q)),

@@ -160,15 +160,12 @@ pub type Vals = (Option<f64>, Option<f64>, Option<f64>, u64);
 /// not the lead's own partition's (docs/kpis.md, "Health timers"; within
 /// the stream they agree: tests/deal_health.rs), and the awaiting-leads
 /// gauge, which loses a lead when the entity TTL forgets it — by each
-/// partition's own clock; and the RFM segments, which a merger does not
-/// emit (the customers live in the sources: docs/kpis.md, "RFM").
+/// partition's own clock.
 pub fn finals(recs: &[KpiRecord]) -> BTreeMap<String, Vals> {
     recs.iter()
         .filter(|r| r.is_final)
         .filter(|r| {
-            !r.kpi.starts_with("first_contact_sla_")
-                && r.kpi != "leads_awaiting_first_contact"
-                && !r.dimensions.contains_key("rfm_segment")
+            !r.kpi.starts_with("first_contact_sla_") && r.kpi != "leads_awaiting_first_contact"
         })
         .filter(|r| {
             !(r.kpi == "activities"

@@ -66,6 +66,29 @@ pub fn find<'a>(
     })
 }
 
+/// The records of the newest gauge emission, emitted now.
+pub fn latest_gauges(e: &mut Engine) -> Vec<KpiRecord> {
+    e.state.gauges_dirty = true;
+    e.emit_updates();
+    let recs = e.take_records();
+    let rev = recs
+        .iter()
+        .filter(|r| r.window.kind == "gauge")
+        .map(|r| r.revision)
+        .max()
+        .expect("a gauge emission");
+    recs.into_iter()
+        .filter(|r| r.window.kind == "gauge" && r.revision == rev)
+        .collect()
+}
+
+/// The current value of gauge `kpi` with exactly `dims` (0 when absent).
+pub fn gauge(e: &mut Engine, kpi: &str, dims: &[(&str, &str)]) -> f64 {
+    find(&latest_gauges(e), kpi, "gauge", "current", dims)
+        .and_then(|r| r.value)
+        .unwrap_or(0.0)
+}
+
 pub fn value(
     recs: &[KpiRecord],
     kpi: &str,

@@ -12,6 +12,7 @@ impl Engine {
     ) -> bool {
         let t = e.time;
         let id = self.settings.ids.entity(&d.customer_id);
+        self.touch_customer(id);
         self.unmatch_before((2, id), t);
         let channel = d.channel.as_deref();
         let segment = d.segment.as_deref();
@@ -68,6 +69,7 @@ impl Engine {
     ) -> bool {
         let t = e.time;
         let id = self.settings.ids.entity(&d.customer_id);
+        self.touch_customer(id);
         if self.waits(2, id, e) {
             return true;
         }
@@ -127,6 +129,7 @@ impl Engine {
     ) -> bool {
         let t = e.time;
         let id = self.settings.ids.entity(&d.customer_id);
+        self.touch_customer(id);
         if self.waits(3, id, e) {
             return true;
         }

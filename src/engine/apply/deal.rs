@@ -13,6 +13,7 @@ impl Engine {
     ) -> bool {
         let t = e.time;
         let id = self.settings.ids.entity(&d.deal_id);
+        self.touch_deal(id);
         self.unmatch_before((1, id), t);
         let stage = stage.expect("checked stage");
         let amount = cents(d.amount);
@@ -88,6 +89,7 @@ impl Engine {
     ) -> bool {
         let t = e.time;
         let id = self.settings.ids.entity(&d.deal_id);
+        self.touch_deal(id);
         let Some(deal) = self.state.deals.get_mut(&id) else {
             if !self.wait_for((1, id), e) {
                 self.unknown(1);
@@ -138,6 +140,7 @@ impl Engine {
         let kind = if won { CloseKind::Won } else { CloseKind::Lost };
         let amount = cents(d.amount);
         let id = self.settings.ids.entity(&d.deal_id);
+        self.touch_deal(id);
         if self.waits(1, id, e) {
             return true;
         }

@@ -72,6 +72,7 @@ impl Engine {
     }
 
     fn erase_deal(&mut self, key: u128) -> bool {
+        self.touch_deal(key);
         let Some(deal) = self.state.deals.remove(&key) else {
             return false;
         };
@@ -88,6 +89,7 @@ impl Engine {
     }
 
     fn erase_customer(&mut self, t: i64, key: u128) -> bool {
+        self.touch_customer(key);
         self.state.rfm.remove(&key);
         let Some(c) = self.state.customers.remove(&key) else {
             return false;

@@ -304,9 +304,22 @@ impl Engine {
         if let Some(t) = self.cur_time.filter(|_| !self.absent_ids.is_empty()) {
             self.mark_seen(t, key);
         }
+        self.pipeline_cell(stage, key, |p| {
+            p.deals += deals;
+            p.amount_cents += cents;
+        });
+    }
+
+    /// Changes one open-pipeline cell (`key` already masked), dropping it
+    /// at zero.
+    pub(super) fn pipeline_cell(
+        &mut self,
+        stage: u8,
+        key: DimKey,
+        f: impl FnOnce(&mut crate::agg::Pipeline),
+    ) {
         let p = self.state.pipeline.entry((stage, key)).or_default();
-        p.deals += deals;
-        p.amount_cents += cents;
+        f(p);
         if p.is_zero() {
             self.state.pipeline.remove(&(stage, key));
         }
@@ -512,6 +525,7 @@ impl Engine {
             });
             d.closed = Some(c.clone());
             let from = (d.stage, d.dims, d.amount_cents);
+            self.touch_deal(k);
             self.unstall(k);
             self.pipeline_move(Some(from), None);
             self.refresh_overdue(k);

@@ -84,14 +84,10 @@ impl Engine {
     }
 
     fn overdue_add(&mut self, stage: u8, key: DimKey, deals: i64, cents: i64) {
-        let key = self.mask(key);
-        let p = self.state.pipeline.entry((stage, key)).or_default();
-        p.overdue += deals;
-        p.overdue_cents += cents;
-        if p.is_zero() {
-            self.state.pipeline.remove(&(stage, key));
-        }
-        self.state.gauges_dirty = true;
+        self.pipeline_cell(stage, self.mask(key), |p| {
+            p.overdue += deals;
+            p.overdue_cents += cents;
+        });
     }
 
     /// Marks overdue the open deals whose expected close the watermark

@@ -56,14 +56,10 @@ impl Engine {
     }
 
     fn stalled_add(&mut self, stage: u8, key: DimKey, deals: i64, cents: i64) {
-        let key = self.mask(key);
-        let p = self.state.pipeline.entry((stage, key)).or_default();
-        p.stalled += deals;
-        p.stalled_cents += cents;
-        if p.is_zero() {
-            self.state.pipeline.remove(&(stage, key));
-        }
-        self.state.gauges_dirty = true;
+        self.pipeline_cell(stage, self.mask(key), |p| {
+            p.stalled += deals;
+            p.stalled_cents += cents;
+        });
     }
 
     /// Marks stalled the open deals whose deadline the watermark has

@@ -11,12 +11,17 @@ pub const CATEGORIES: [&str; 4] = ["pipeline", "best_case", "commit", "closed"];
 impl Engine {
     pub(super) fn emit_forecast(&mut self, w: &Win, rolled: &FxHashMap<Scope, Acc>) {
         let now = self.state.max_time;
-        // Open deals live in the sources: a merger has none to draw.
-        if w.is_final || self.merge.is_some() || !(w.start..w.end).contains(&now) {
+        if w.is_final || !(w.start..w.end).contains(&now) {
             return;
         }
         let won = rolled.get(&ALL).map_or(0, |a| a.revenue_cents);
-        let f = forecast::forecast(&self.settings, &self.state, now, w.end);
+        let f = if self.merge.is_some() {
+            // The sources' open deals, with their summed history.
+            let open = self.merged_open_deals();
+            forecast::forecast_of(&self.settings, &self.state.forecast, open, now, w.end)
+        } else {
+            forecast::forecast(&self.settings, &self.state, now, w.end)
+        };
         let value = |def, cents: i64| Value {
             def,
             extra: None,

@@ -395,8 +395,8 @@ impl Engine {
             .map(|(s, _)| *s)
             .collect();
         // The open pipeline changed: the forecast of the windows holding
-        // the newest event did too (a merger has no forecast).
-        if self.state.gauges_dirty && self.state.max_time != i64::MIN && self.merge.is_none() {
+        // the newest event did too.
+        if self.state.gauges_dirty && self.state.max_time != i64::MIN {
             dirty_days.push(self.state.max_time);
         }
         for set in 0..self.state.calendar.len() {

@@ -47,19 +47,17 @@ pub fn score<T: Ord>(sorted: &[T], v: &T) -> u8 {
 
 impl Engine {
     pub(super) fn emit_rfm(&mut self, w: &Win) {
-        // Customers live in the sources: a merger has none to score.
-        if self.merge.is_some() {
-            return;
-        }
-        let active: Vec<(DimKey, Rfm)> = self
-            .state
-            .rfm
-            .iter()
-            .filter_map(|(id, r)| {
-                let c = self.state.customers.get(id)?;
+        let active: Vec<(DimKey, Rfm)> = if self.merge.is_some() {
+            // The sources' customers.
+            self.merged_rfm()
+        } else {
+            let s = &self.state;
+            let active = s.rfm.iter().filter_map(|(id, r)| {
+                let c = s.customers.get(id)?;
                 (c.acquired.is_some() && c.cancelled.is_none()).then(|| (c.key(), *r))
-            })
-            .collect();
+            });
+            active.collect()
+        };
         let mut last: Vec<i64> = active.iter().map(|(_, r)| r.last).collect();
         let mut orders: Vec<u32> = active.iter().map(|(_, r)| r.orders).collect();
         let mut cents: Vec<i64> = active.iter().map(|(_, r)| r.cents).collect();

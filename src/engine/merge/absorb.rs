@@ -113,6 +113,21 @@ impl Engine {
                     });
                     self.absorb_seen(m, src, v, x.collect())
                 }
+                Item::Deals { rows, sweep } => {
+                    let x = rows.iter().copied();
+                    if rows::absorb_rows(&mut m.deals, &m.sources, (src, v), x, *sweep) {
+                        self.state.gauges_dirty = true;
+                    }
+                }
+                Item::Customers { rows, sweep } => {
+                    let x = rows
+                        .iter()
+                        .map(|(id, c)| (*id, c.map(|(k, r)| (remap(&ids, &k), r))));
+                    if rows::absorb_rows(&mut m.customers, &m.sources, (src, v), x, *sweep) {
+                        self.state.gauges_dirty = true;
+                    }
+                }
+                Item::History(h) => self.absorb_history(m, src, v, h.clone()),
             }
         }
         if local {
@@ -138,6 +153,7 @@ impl Engine {
                     );
                 }
             }
+            rows::prune_rows(m, src);
         }
         true
     }
@@ -375,8 +391,10 @@ impl Engine {
         } else {
             active.into_iter().min()
         };
-        if let Some(t) = max_time {
-            self.state.max_time = self.state.max_time.max(t);
+        if let Some(t) = max_time.filter(|t| *t > self.state.max_time) {
+            // The forecast's "now" moved.
+            self.state.max_time = t;
+            self.state.gauges_dirty = true;
         }
         self.merge = Some(m);
         if let Some(t) = clock.filter(|t| *t != i64::MIN) {

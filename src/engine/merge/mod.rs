@@ -28,6 +28,9 @@
 //! is the same).
 
 mod absorb;
+mod rows;
+
+pub use rows::Rows;
 
 use super::state::*;
 use super::Engine;
@@ -120,6 +123,22 @@ pub enum Item {
     Seen(Vec<((u32, DimKey), i64)>),
     /// Leads awaiting their first contact, by dimensions, whole.
     Awaiting(Vec<(DimKey, i64)>),
+    /// Deals touched since the last export: open (as the forecast sees
+    /// them) or `None` (closed, expired, erased), by id. `sweep`: the
+    /// last item of an export of every row: the source's rows older than
+    /// it that it did not name are gone.
+    Deals {
+        rows: Vec<(u128, Option<crate::engine::forecast::OpenDeal>)>,
+        sweep: bool,
+    },
+    /// Customers touched since the last export: active and ordering
+    /// (dimensions, orders) or `None`, by id; `sweep` as for deals.
+    Customers {
+        rows: Vec<(u128, Option<(DimKey, Rfm)>)>,
+        sweep: bool,
+    },
+    /// What the forecast learned from closed deals, whole.
+    History(crate::engine::forecast::History),
 }
 
 /// A message from a source to the merger. Ids in `items` index `names`
@@ -166,6 +185,11 @@ pub struct Track {
     pub(super) seen: bool,
     /// Cohorts retired by the TTL sweep, still to be exported.
     retiring: BTreeMap<i64, Cohort>,
+    /// Deals and customers touched since the last export.
+    deals: FxHashSet<u128>,
+    customers: FxHashSet<u128>,
+    /// The forecast history last exported.
+    history: Option<crate::engine::forecast::History>,
     /// Everything is exported next time (a new or restored source).
     all: bool,
 }
@@ -251,6 +275,12 @@ pub struct MergeState {
     pub seen: BySource<Vec<((u32, DimKey), i64)>>,
     /// Leads awaiting their first contact, by source.
     pub awaiting: BySource<Vec<(DimKey, i64)>>,
+    /// Open deals, by source (for the forecast).
+    pub deals: Rows<crate::engine::forecast::OpenDeal>,
+    /// Active customers that ordered, by source (for RFM).
+    pub customers: Rows<(DimKey, Rfm)>,
+    /// The forecast's history, by source.
+    pub history: BySource<crate::engine::forecast::History>,
     /// Items that came for a window the merger had already closed.
     pub late_items: u64,
     /// Partials refused (other layout, undecodable).
@@ -272,6 +302,9 @@ impl Default for MergeState {
             misc: Default::default(),
             seen: Default::default(),
             awaiting: Default::default(),
+            deals: Default::default(),
+            customers: Default::default(),
+            history: Default::default(),
             late_items: 0,
             refused: 0,
             ledger_folded: i64::MIN,
@@ -438,6 +471,7 @@ impl Engine {
             seen.sort_unstable_by_key(|c| c.0);
             items.push(Item::Seen(seen));
         }
+        rows::export_rows(s, &mut tr, all, &mut n, &mut items);
         let names = n.names;
         tr.rolling.clear();
         tr.all = false;
