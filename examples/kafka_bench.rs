@@ -185,14 +185,17 @@ async fn main() {
                     Item::Ledger { slots, .. } => ("ledger", slots.len()),
                     Item::Cohort { cells, .. } => ("cohort", cells.len()),
                     Item::Pipeline { cells } => ("pipeline", cells.len()),
+                    Item::Deals { rows, .. } => ("deals", rows.len()),
+                    Item::Customers { rows, .. } => ("customers", rows.len()),
                     _ => ("misc", 1),
                 };
                 let e = kinds.entry(k).or_default();
                 e.0 += 1;
                 e.1 += n;
+                e.2 += postcard::experimental::serialized_size(it).unwrap_or(0);
             }
         }
-        eprintln!("partials: {bytes} bytes; items (count, cells): {kinds:?}");
+        eprintln!("partials: {bytes} bytes; items (count, cells, bytes): {kinds:?}");
     }
     assert_eq!(report.accepted as usize, n);
     let per_core = |cpu: f64| n as f64 / cpu;
