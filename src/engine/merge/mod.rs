@@ -287,6 +287,10 @@ pub struct MergeState {
     pub refused: u64,
     /// Customer changes before this instant are folded into the ledger's base.
     pub ledger_folded: i64,
+    /// Sub-buckets (set, start) of the wider rolling sets whose fine
+    /// sub-buckets changed: derived again before they are read.
+    #[serde(skip)]
+    pub derive: BTreeSet<(u8, i64)>,
 }
 
 impl Default for MergeState {
@@ -308,6 +312,7 @@ impl Default for MergeState {
             late_items: 0,
             refused: 0,
             ledger_folded: i64::MIN,
+            derive: Default::default(),
         }
     }
 }
@@ -359,6 +364,12 @@ impl Engine {
             s.progress.at_end = false;
         }
         m.expected = expected;
+        // Wider rolling sub-buckets of a restored state are derived again.
+        if let Some(f) = self.settings.rolling_fine {
+            for &start in self.state.rolling[f].buckets.keys() {
+                m.derive.extend(self.wider_than_fine(start));
+            }
+        }
         self.merge = Some(Box::new(m));
         self.next_close = i64::MIN;
     }
@@ -399,7 +410,13 @@ impl Engine {
                 });
             }
         }
+        // With a fine rolling set, the merger derives the wider ones from
+        // it: their sub-buckets (the largest items) are not sent.
+        let fine = self.settings.rolling_fine;
         for (i, r) in s.rolling.iter().enumerate() {
+            if fine.is_some_and(|f| f != i) {
+                continue;
+            }
             for (start, a) in &r.buckets {
                 if all || tr.rolling.contains(&(i as u8, *start)) {
                     items.push(Item::Rolling {
@@ -522,12 +539,7 @@ impl Engine {
                 set.buckets.remove(&start);
             }
         }
-        let now = self.state.max_time;
-        for r in &mut self.state.rolling {
-            let span_start = sub_bucket(now, r.width) + r.width - r.span;
-            let keep_from = span_start.min(cutoff - r.width + 1);
-            r.buckets = r.buckets.split_off(&sub_bucket(keep_from, r.width));
-        }
+        self.trim_rolling(self.state.max_time, cutoff);
         // Whole days only: a ledger item is always a whole day, the same
         // whenever it is exported (a restarted source exports it again).
         self.state.ledger.fold_before(sub_bucket(cutoff, DAY_MS));
