@@ -508,8 +508,8 @@ impl Engine {
     }
 
     /// Drops the rolling sub-buckets that can neither change (`cutoff`)
-    /// nor be in a span any more (`now`). In scale-out the fine set also
-    /// keeps what the wider sets' kept sub-buckets cover: the merger
+    /// nor be in a span any more (`now`). A merger's fine set also keeps
+    /// what the wider sets' sub-buckets that can still change cover: it
     /// derives those from it (see `Engine::derive_rolling`).
     pub(super) fn trim_rolling(&mut self, now: i64, cutoff: i64) {
         let keep: Vec<i64> = self
@@ -521,10 +521,16 @@ impl Engine {
                 crate::window::sub_bucket(span_start.min(cutoff - r.width + 1), r.width)
             })
             .collect();
-        let scaled = self.merge.is_some() || self.track.is_some();
+        // The oldest sub-bucket of a wider set that can still change.
+        let changing = self
+            .state
+            .rolling
+            .iter()
+            .map(|r| crate::window::sub_bucket(cutoff.saturating_sub(r.width) + 1, r.width))
+            .min();
         for (i, r) in self.state.rolling.iter_mut().enumerate() {
-            let from = match self.settings.rolling_fine {
-                Some(f) if f == i && scaled => keep.iter().copied().min().unwrap_or(keep[i]),
+            let from = match (self.settings.rolling_fine, changing) {
+                (Some(f), Some(c)) if f == i && self.merge.is_some() => keep[i].min(c),
                 _ => keep[i],
             };
             r.buckets = r.buckets.split_off(&from);

@@ -289,7 +289,6 @@ pub struct MergeState {
     pub ledger_folded: i64,
     /// Sub-buckets (set, start) of the wider rolling sets whose fine
     /// sub-buckets changed: derived again before they are read.
-    #[serde(skip)]
     pub derive: BTreeSet<(u8, i64)>,
 }
 
@@ -364,12 +363,6 @@ impl Engine {
             s.progress.at_end = false;
         }
         m.expected = expected;
-        // Wider rolling sub-buckets of a restored state are derived again.
-        if let Some(f) = self.settings.rolling_fine {
-            for &start in self.state.rolling[f].buckets.keys() {
-                m.derive.extend(self.wider_than_fine(start));
-            }
-        }
         self.merge = Some(Box::new(m));
         self.next_close = i64::MIN;
     }

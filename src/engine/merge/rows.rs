@@ -128,26 +128,14 @@ pub(super) fn export_rows(
     n: &mut Names<'_>,
     items: &mut Vec<Item>,
 ) {
-    let mut deals: Vec<u128> = if all {
-        s.deals.keys().copied().collect()
-    } else {
-        tr.deals.drain().collect()
-    };
-    tr.deals.clear();
-    deals.sort_unstable();
+    let deals = ids_to_send(all, s.deals.keys(), &mut tr.deals);
     let rows = deals
         .iter()
         .map(|id| (*id, forecast::open_deal(s, id)))
         .filter(|r| !all || r.1.is_some());
     let rows: Vec<_> = rows.collect();
     push_chunks(items, &rows, all, |rows, sweep| Item::Deals { rows, sweep });
-    let mut customers: Vec<u128> = if all {
-        s.rfm.keys().copied().collect()
-    } else {
-        tr.customers.drain().collect()
-    };
-    tr.customers.clear();
-    customers.sort_unstable();
+    let customers = ids_to_send(all, s.rfm.keys(), &mut tr.customers);
     let rows = customers.iter().map(|id| {
         let c = s
             .customers
@@ -165,6 +153,23 @@ pub(super) fn export_rows(
         tr.history = Some(s.forecast.clone());
         items.push(Item::History(s.forecast.clone()));
     }
+}
+
+/// The ids to send, sorted: every one of `every` with `all`, else the
+/// `touched` ones (which are forgotten).
+fn ids_to_send<'a>(
+    all: bool,
+    every: impl Iterator<Item = &'a u128>,
+    touched: &mut FxHashSet<u128>,
+) -> Vec<u128> {
+    let mut ids: Vec<u128> = if all {
+        every.copied().collect()
+    } else {
+        touched.iter().copied().collect()
+    };
+    touched.clear();
+    ids.sort_unstable();
+    ids
 }
 
 /// `rows` in items of at most [`ROWS_PER_ITEM`]; with `all`, the last
