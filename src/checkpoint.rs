@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Magic and format version: the last byte is the version.
-const MAGIC: [u8; 8] = *b"SPCKPT\x00\x0c";
+const MAGIC: [u8; 8] = *b"SPCKPT\x00\x0b";
 
 /// Where the input was when the checkpoint was taken: the next message to read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -249,7 +249,7 @@ fn a_damaged_or_incompatible_checkpoint_is_refused_by_name_and_fresh_starts_over
     std::fs::write(&ckpt, &old).unwrap();
     let err = String::from_utf8_lossy(&run(d, &args).stderr).to_string();
     assert!(
-        err.contains("format version 9 is not the version 12 this salespulse reads"),
+        err.contains("format version 9 is not the version 11 this salespulse reads"),
         "{err}"
     );
     assert!(err.contains("--fresh"), "{err}");

@@ -248,7 +248,6 @@ impl Engine {
     /// sets (see [`State::rolling_staged`]). Called before anything reads
     /// or drops rolling sub-buckets.
     pub(super) fn flush_rolling(&mut self) {
-        self.derive_rolling();
         let (Some(fine), Some(start)) = (self.settings.rolling_fine, self.state.rolling_staged)
         else {
             return;

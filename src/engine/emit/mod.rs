@@ -474,8 +474,17 @@ impl Engine {
         // Rolling sub-buckets that can neither change nor be in the span any more.
         let now = self.state.max_time;
         // No event yet (an empty input): no rolling bucket, no clock to trim by.
-        if now != i64::MIN {
-            self.trim_rolling(now, cutoff);
+        let rolling = if now == i64::MIN {
+            &mut [][..]
+        } else {
+            &mut self.state.rolling[..]
+        };
+        for r in rolling.iter_mut() {
+            let span_start = crate::window::sub_bucket(now, r.width) + r.width - r.span;
+            let keep_from = span_start.min(cutoff - r.width + 1);
+            r.buckets = r
+                .buckets
+                .split_off(&crate::window::sub_bucket(keep_from, r.width));
         }
         self.next_close = self
             .state
@@ -504,36 +513,6 @@ impl Engine {
         if let Some(m) = self.merge.as_mut() {
             let f = crate::window::sub_bucket(oldest_open, LEDGER_SLOT_MS);
             m.ledger_folded = m.ledger_folded.max(f);
-        }
-    }
-
-    /// Drops the rolling sub-buckets that can neither change (`cutoff`)
-    /// nor be in a span any more (`now`). A merger's fine set also keeps
-    /// what the wider sets' sub-buckets that can still change cover: it
-    /// derives those from it (see `Engine::derive_rolling`).
-    pub(super) fn trim_rolling(&mut self, now: i64, cutoff: i64) {
-        let keep: Vec<i64> = self
-            .state
-            .rolling
-            .iter()
-            .map(|r| {
-                let span_start = crate::window::sub_bucket(now, r.width) + r.width - r.span;
-                crate::window::sub_bucket(span_start.min(cutoff - r.width + 1), r.width)
-            })
-            .collect();
-        // The oldest sub-bucket of a wider set that can still change.
-        let changing = self
-            .state
-            .rolling
-            .iter()
-            .map(|r| crate::window::sub_bucket(cutoff.saturating_sub(r.width) + 1, r.width))
-            .min();
-        for (i, r) in self.state.rolling.iter_mut().enumerate() {
-            let from = match (self.settings.rolling_fine, changing) {
-                (Some(f), Some(c)) if f == i && self.merge.is_some() => keep[i].min(c),
-                _ => keep[i],
-            };
-            r.buckets = r.buckets.split_off(&from);
         }
     }
 

@@ -205,48 +205,6 @@ impl Engine {
         if put(e, src, v, cells) {
             r.buckets.insert(start, merged_aggs(e));
             r.dirty = true;
-            if self.settings.rolling_fine == Some(set as usize) {
-                m.derive.extend(self.wider_than_fine(start));
-            }
-        }
-    }
-
-    /// The sub-buckets of the wider rolling sets that contain fine
-    /// sub-bucket `start`.
-    pub(super) fn wider_than_fine(&self, start: i64) -> Vec<(u8, i64)> {
-        let fine = self.settings.rolling_fine;
-        let sets = self.state.rolling.iter().enumerate();
-        sets.filter(|(i, _)| Some(*i) != fine)
-            .map(|(i, r)| (i as u8, sub_bucket(start, r.width)))
-            .collect()
-    }
-
-    /// Derives the wider rolling sets' changed sub-buckets from the fine
-    /// set's, which they are the sum of (merger only; the sources send
-    /// the fine set alone). One not kept any more is not brought back.
-    pub(in crate::engine) fn derive_rolling(&mut self) {
-        let (Some(fine), Some(m)) = (self.settings.rolling_fine, self.merge.as_mut()) else {
-            return;
-        };
-        if m.derive.is_empty() || self.state.max_time == i64::MIN {
-            return;
-        }
-        let pending = std::mem::take(&mut m.derive);
-        let (now, cutoff) = (self.state.max_time, self.cutoff().max(i64::MIN / 2));
-        for (set, start) in pending {
-            let sets = &mut self.state.rolling;
-            let r = &sets[set as usize];
-            let span_start = sub_bucket(now, r.width) + r.width - r.span;
-            if start < sub_bucket(span_start.min(cutoff - r.width + 1), r.width) {
-                continue;
-            }
-            let mut out = Rolled::default();
-            for (_, a) in sets[fine].buckets.range(start..start + r.width) {
-                out.merge(a);
-            }
-            let r = &mut sets[set as usize];
-            r.buckets.insert(start, out);
-            r.dirty = true;
         }
     }
 

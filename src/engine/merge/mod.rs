@@ -287,9 +287,6 @@ pub struct MergeState {
     pub refused: u64,
     /// Customer changes before this instant are folded into the ledger's base.
     pub ledger_folded: i64,
-    /// Sub-buckets (set, start) of the wider rolling sets whose fine
-    /// sub-buckets changed: derived again before they are read.
-    pub derive: BTreeSet<(u8, i64)>,
 }
 
 impl Default for MergeState {
@@ -311,7 +308,6 @@ impl Default for MergeState {
             late_items: 0,
             refused: 0,
             ledger_folded: i64::MIN,
-            derive: Default::default(),
         }
     }
 }
@@ -403,13 +399,7 @@ impl Engine {
                 });
             }
         }
-        // With a fine rolling set, the merger derives the wider ones from
-        // it: their sub-buckets (the largest items) are not sent.
-        let fine = self.settings.rolling_fine;
         for (i, r) in s.rolling.iter().enumerate() {
-            if fine.is_some_and(|f| f != i) {
-                continue;
-            }
             for (start, a) in &r.buckets {
                 if all || tr.rolling.contains(&(i as u8, *start)) {
                     items.push(Item::Rolling {
@@ -532,7 +522,12 @@ impl Engine {
                 set.buckets.remove(&start);
             }
         }
-        self.trim_rolling(self.state.max_time, cutoff);
+        let now = self.state.max_time;
+        for r in &mut self.state.rolling {
+            let span_start = sub_bucket(now, r.width) + r.width - r.span;
+            let keep_from = span_start.min(cutoff - r.width + 1);
+            r.buckets = r.buckets.split_off(&sub_bucket(keep_from, r.width));
+        }
         // Whole days only: a ledger item is always a whole day, the same
         // whenever it is exported (a restarted source exports it again).
         self.state.ledger.fold_before(sub_bucket(cutoff, DAY_MS));
