@@ -52,24 +52,14 @@ impl History {
     pub fn moved(&mut self, from: u8, to: u8) {
         self.exit(from, false, 1);
         if to > from {
-            match self.moves.binary_search_by_key(&(from, to), |m| m.0) {
-                Ok(i) => self.moves[i].1 += 1,
-                Err(i) => self.moves.insert(i, ((from, to), 1)),
-            }
+            add_sorted(&mut self.moves, (from, to), 1);
         }
     }
 
     /// Counts or withdraws a won deal's cycle (ms).
     pub fn cycle(&mut self, ms: i64, s: i64) {
         let d = (ms.max(0) / DAY_MS).min(CYCLE_DAYS as i64 - 1) as u16;
-        match self.cycle_days.binary_search_by_key(&d, |x| x.0) {
-            Ok(i) => {
-                let c = &mut self.cycle_days[i].1;
-                *c = c.saturating_add_signed(s);
-            }
-            Err(i) if s > 0 => self.cycle_days.insert(i, (d, s as u64)),
-            Err(_) => {}
-        }
+        add_sorted(&mut self.cycle_days, d, s);
         self.cycles = self.cycles.saturating_add_signed(s);
     }
 
@@ -83,16 +73,10 @@ impl History {
             a[1] += b[1];
         }
         for &(k, n) in &o.moves {
-            match self.moves.binary_search_by_key(&k, |m| m.0) {
-                Ok(i) => self.moves[i].1 += n,
-                Err(i) => self.moves.insert(i, (k, n)),
-            }
+            add_sorted(&mut self.moves, k, n as i64);
         }
         for &(d, n) in &o.cycle_days {
-            match self.cycle_days.binary_search_by_key(&d, |x| x.0) {
-                Ok(i) => self.cycle_days[i].1 += n,
-                Err(i) => self.cycle_days.insert(i, (d, n)),
-            }
+            add_sorted(&mut self.cycle_days, d, n as i64);
         }
         self.cycles += o.cycles;
     }
@@ -104,6 +88,16 @@ impl History {
             .take_while(|x| i64::from(x.0) <= d)
             .map(|x| x.1)
             .sum()
+    }
+}
+
+/// Adds `s` to the count of `k` in `v` (sorted by key); a key not there
+/// is inserted when `s` is positive.
+fn add_sorted<K: Ord + Copy>(v: &mut Vec<(K, u64)>, k: K, s: i64) {
+    match v.binary_search_by_key(&k, |x| x.0) {
+        Ok(i) => v[i].1 = v[i].1.saturating_add_signed(s),
+        Err(i) if s > 0 => v.insert(i, (k, s as u64)),
+        Err(_) => {}
     }
 }
 
