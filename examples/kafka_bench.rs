@@ -11,7 +11,10 @@
 //!    `bench.live` while the pipeline runs live (updates every 100 ms);
 //!    a reader of `bench.live.kpis` sees each `leads_created` count and
 //!    so when every lead it covers was published. p50 / p99 of produce →
-//!    KPI publish.
+//!    KPI publish (read back), and of produce → KPI record handed to the
+//!    producer (the record's Kafka CreateTime: the pipeline's share).
+//!    The reader starts at the beginning of the fresh topic: with
+//!    `latest`, an offset reset skipped records.
 //!
 //! Knobs and diagnostics (environment): `KAFKA_BENCH_TOML` (appended to
 //! the pipeline's configuration), `KAFKA_BENCH_UPDATE` (the live stage's
@@ -69,6 +72,13 @@ async fn produce(bs: &str, topic: &str, lines: &[(String, String)]) {
     for f in futs {
         f.await.unwrap().unwrap();
     }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// The pipeline's configuration; `KAFKA_BENCH_TOML` is appended to it
@@ -225,7 +235,7 @@ async fn main() {
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .set("group.id", "bench-reader")
-        .set("auto.offset.reset", "latest")
+        .set("auto.offset.reset", "earliest")
         // The reader is the instrument: it must not add its own fetch wait.
         .set("fetch.wait.max.ms", "10")
         .create()
@@ -269,7 +279,7 @@ async fn main() {
                 }),
             };
             let v = cej::encode(&e);
-            s2.lock().unwrap().push(Instant::now());
+            s2.lock().unwrap().push((Instant::now(), wall_ms()));
             let _ = producer
                 .send(
                     FutureRecord::to("bench.live").key(&*e.id).payload(&v),
@@ -279,6 +289,10 @@ async fn main() {
         }
     });
     let mut latencies = Vec::with_capacity(total);
+    // Produce → the KPI record handed to salespulse's producer (its
+    // Kafka CreateTime): the pipeline's share, without the broker's and
+    // the reader's.
+    let mut handed = Vec::with_capacity(total);
     let mut records_read = 0usize;
     let deadline = Instant::now() + Duration::from_secs(secs + 30);
     while latencies.len() < total && Instant::now() < deadline {
@@ -298,15 +312,23 @@ async fn main() {
         let now = Instant::now();
         let covered = r.value.unwrap_or(0.0) as usize;
         let sent = sent.lock().unwrap();
+        let created = m.timestamp().to_millis();
         while latencies.len() < covered.min(sent.len()) {
-            latencies.push(now.duration_since(sent[latencies.len()]).as_secs_f64() * 1000.0);
+            let (at, ms) = sent[latencies.len()];
+            latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
+            if let Some(c) = created {
+                handed.push((c - ms) as f64);
+            }
         }
     }
     prod.await.unwrap();
     let live_cpu = cpu_seconds() - live_cpu0;
     if latencies.len() < total {
+        let high = reader
+            .fetch_watermarks("bench.live.kpis", 0, Duration::from_secs(5))
+            .map_or(-1, |w| w.1);
         eprintln!(
-            "only {} of {total} events were seen published within {} s ({} consumed, {:?} in the merger's last record)",
+            "only {} of {total} events were seen published within {} s ({records_read} of {high} KPI records read; {} consumed, {:?} in the merger's last record)",
             latencies.len(),
             secs + 30,
             live_metrics.kafka.consumed.with_label_values(&["bench.live"]).get(),
@@ -315,7 +337,16 @@ async fn main() {
     }
     pipeline.abort();
     latencies.sort_by(f64::total_cmp);
+    handed.sort_by(f64::total_cmp);
     let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let h = |p: f64| {
+        handed
+            .get(((handed.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+    };
+    if let (Some(p50), Some(p99)) = (h(0.5), h(0.99)) {
+        eprintln!("of which produce → KPI record handed to the producer: p50 {p50:.0} ms, p99 {p99:.0} ms");
+    }
     println!(
         "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({} events, updates every {update}, {live_cpu:.1} CPU-s, {records_read} KPI records read): p50 {:.0} ms, p99 {:.0} ms",
         latencies.len(),
