@@ -406,14 +406,7 @@ impl Loop {
                 .back
                 .seek(ctx.merge_consumer, msg.topic(), msg.partition(), mg.next, 1),
             Pos::Apply => {
-                match crate::engine::merge::Partial::decode(msg.payload().unwrap_or_default()) {
-                    Ok(p) => {
-                        mg.engine.absorb(&p);
-                    }
-                    Err(e) => {
-                        tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped")
-                    }
-                }
+                mg.absorb_message(offset, msg.payload().unwrap_or_default());
                 mg.next = offset + 1;
                 mg.back.tries = 0;
                 mg.changed = true;
@@ -452,7 +445,7 @@ impl Loop {
         // Live, with the merger here: its KPIs need not wait for the
         // partials topic (see `Engine::absorb_items`).
         let local = match (self.live_updates && !self.to_end, self.merger.as_mut()) {
-            (true, Some(mg)) => Some(&mut mg.engine),
+            (true, Some(mg)) => Some(mg),
             _ => None,
         };
         let is_local = local.is_some();

@@ -4,12 +4,13 @@
 
 use super::client::Consumer_;
 use crate::decode::{json::BinaryAttrs, wire_of, Format, Reject, Wire};
-use crate::engine::merge::Progress;
+use crate::engine::merge::{Partial, Progress};
 use crate::engine::{Engine, Outcome};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// A source engine: the state of one input partition.
 pub(super) struct Src {
@@ -122,6 +123,61 @@ pub(super) struct Merger {
     /// The merger's clock and when it last moved (wall time): how long
     /// the input has been quiet, for `absent_for` rules.
     pub(super) clock_moved: (i64, Instant),
+    /// Partials this instance's sources exported whose items the merger
+    /// took in at once (live, [`Engine::absorb_items`]), by their bytes:
+    /// read back from the topic, only their progress is new.
+    /// Keyed by their xxh3 hash.
+    pub(super) own: rustc_hash::FxHashMap<u64, Own>,
+}
+
+/// See [`Merger::own`].
+pub(super) struct Own {
+    bytes: Vec<u8>,
+    source: String,
+    version: i64,
+    progress: Option<Progress>,
+}
+
+impl Merger {
+    /// Most partials remembered in `own`: they are read back within
+    /// moments, unless their sending failed; past this many, forgotten
+    /// (read back, they are absorbed whole again: the same result).
+    const OWN_MAX: usize = 1024;
+
+    /// A partial of this instance's source, its items absorbed now.
+    pub(super) fn absorb_own(&mut self, p: &Partial, bytes: Vec<u8>) {
+        self.engine.absorb_items(p);
+        if self.own.len() >= Self::OWN_MAX {
+            self.own.clear();
+        }
+        let own = Own {
+            source: p.source.clone(),
+            version: p.version,
+            progress: p.progress,
+            bytes,
+        };
+        self.own.insert(xxh3_64(&own.bytes), own);
+    }
+
+    /// A message of the partials topic: only its progress when it is one
+    /// of [`Merger::absorb_own`]'s, else decoded and absorbed whole.
+    pub(super) fn absorb_message(&mut self, offset: i64, payload: &[u8]) {
+        let hash = xxh3_64(payload);
+        if self.own.get(&hash).is_some_and(|o| o.bytes == payload) {
+            let o = self.own.remove(&hash).expect("just found");
+            self.engine
+                .absorb_progress(&o.source, o.version, o.progress);
+            return;
+        }
+        match Partial::decode(payload) {
+            Ok(p) => {
+                self.engine.absorb(p);
+            }
+            Err(e) => {
+                tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped")
+            }
+        }
+    }
 }
 
 /// Moves the fetch position of an assigned partition.

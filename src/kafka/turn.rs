@@ -212,6 +212,7 @@ impl Shared<'_> {
             last_message: Instant::now(),
             unchanged: Default::default(),
             clock_moved: (i64::MIN, Instant::now()),
+            own: Default::default(),
         });
         Ok(())
     }
@@ -224,7 +225,7 @@ impl Shared<'_> {
     pub(super) async fn export(
         &self,
         sources: &mut HashMap<(String, i32), Src>,
-        mut local: Option<&mut Engine>,
+        mut local: Option<&mut Merger>,
         deliveries: &mut Vec<DeliveryFuture>,
         confirms: &mut Vec<Confirm>,
         confirmed: &Confirmed,
@@ -274,13 +275,13 @@ impl Shared<'_> {
             let name = source_name(t, *p);
             for part in src.engine.export(&name, src.next, sent, changelog::CHUNK) {
                 let bytes = part.encode();
-                if let Some(mg) = local.as_deref_mut() {
-                    mg.absorb_items(&part);
-                }
                 exported += 1;
                 deliveries.push(
                     send(self.producer, topic, Some(0), name.as_bytes(), &bytes, None).await?,
                 );
+                if let Some(mg) = local.as_deref_mut() {
+                    mg.absorb_own(&part, bytes);
+                }
             }
             if src.consumed > 0 {
                 self.m
@@ -374,7 +375,7 @@ impl Shared<'_> {
             .filter(|(_, s)| s.next != s.saved)
             .map(|(k, _)| k.clone())
             .collect();
-        let merger = merger.filter(|mg| mg.changed);
+        let mut merger = merger.filter(|mg| mg.changed);
         if dirty.is_empty() && merger.is_none() {
             return Ok(());
         }
@@ -439,9 +440,9 @@ impl Shared<'_> {
             offsets.push(((t.clone(), *p), s.next, count));
         }
         let mut merge_offset = None;
-        if let Some(mg) = &merger {
-            let ms = mg.engine.merge_state().expect("merger mode");
-            let bytes = MergeCheckpoint::encode(&mg.engine.settings, mg.next, &mg.engine.state, ms);
+        if let Some(mg) = merger.as_deref_mut() {
+            let (settings, state, ms) = mg.engine.merge_snapshot().expect("merger mode");
+            let bytes = MergeCheckpoint::encode(settings, mg.next, state, ms);
             bytes_total += bytes.len();
             for (i, chunk) in changelog::chunks(&bytes, mg.next).iter().enumerate() {
                 let ck = changelog::chunk_key(MERGE_KEY, i as u32);

@@ -245,9 +245,11 @@ impl Engine {
     }
 
     /// Merges the staged sub-bucket of the fine rolling set into the wider
-    /// sets (see [`State::rolling_staged`]). Called before anything reads
-    /// or drops rolling sub-buckets.
+    /// sets (see [`State::rolling_staged`]); on the merger, merges the
+    /// sub-buckets partials changed ([`Engine::settle`]). Called before
+    /// anything reads or drops rolling sub-buckets.
     pub(super) fn flush_rolling(&mut self) {
+        self.settle();
         let (Some(fine), Some(start)) = (self.settings.rolling_fine, self.state.rolling_staged)
         else {
             return;

@@ -12,25 +12,49 @@ fn remap(ids: &[u32], k: &DimKey) -> DimKey {
 }
 
 /// A partial's cells in this engine's interned ids.
-fn remap_cells(ids: &[u32], c: &Cells) -> Rolled {
+fn remap_cells(ids: &[u32], c: Cells) -> Rolled {
     let id = |v: u32| ids.get(v as usize).copied().unwrap_or(0);
     Rolled {
         scopes: c
             .scopes
-            .iter()
-            .map(|((d, v), a)| ((*d, id(*v)), a.clone()))
+            .into_iter()
+            .map(|((d, v), a)| ((d, id(v)), a))
             .collect(),
         pairs: c
             .pairs
-            .iter()
-            .map(|((p, q), a)| ((id(*p), id(*q)), a.clone()))
+            .into_iter()
+            .map(|((p, q), a)| ((id(p), id(q)), a))
             .collect(),
     }
 }
 
+/// A source's progress (its clock), unless the merger knows a newer one.
+fn source_progress(m: &mut MergeState, src: &str, v: i64, progress: Option<Progress>) {
+    let Some(pr) = progress else {
+        return;
+    };
+    match m.sources.get_mut(src) {
+        Some(s) if s.version > v => {}
+        Some(s) => {
+            s.version = v;
+            s.progress = pr;
+        }
+        None => {
+            m.sources.insert(
+                src.to_string(),
+                SourceState {
+                    version: v,
+                    progress: pr,
+                },
+            );
+        }
+    }
+    rows::prune_rows(m, src);
+}
+
 impl Engine {
     /// Takes in one partial (merger only). Returns false when it is refused.
-    pub fn absorb(&mut self, p: &Partial) -> bool {
+    pub fn absorb(&mut self, p: Partial) -> bool {
         let Some(mut m) = self.merge.take() else {
             return false;
         };
@@ -42,22 +66,28 @@ impl Engine {
     /// The items of a partial that a source of this same instance has
     /// just exported (merger only): the live KPIs see them without the
     /// trip through the partials topic. The copy read back from the topic
-    /// is absorbed again (the same version: the same result, an older
-    /// one is ignored), and only it brings the source's progress (the
-    /// clock) and counts late items.
+    /// brings only the source's progress (the clock):
+    /// [`Engine::absorb_progress`]. (Absorbed whole again, the same
+    /// version gives the same result.)
     pub fn absorb_items(&mut self, p: &Partial) -> bool {
         let Some(mut m) = self.merge.take() else {
             return false;
         };
-        let late = m.late_items;
-        let ok = self.absorb_into(&mut m, p, true);
-        m.late_items = late;
+        let ok = self.absorb_into(&mut m, p.clone(), true);
         self.merge = Some(m);
         ok
     }
 
+    /// The progress of a partial whose items [`Engine::absorb_items`]
+    /// took in, from its copy read back from the partials topic.
+    pub fn absorb_progress(&mut self, source: &str, version: i64, progress: Option<Progress>) {
+        if let Some(m) = self.merge.as_mut() {
+            source_progress(m, source, version, progress);
+        }
+    }
+
     /// `local`: the items only (see [`Engine::absorb_items`]).
-    pub(super) fn absorb_into(&mut self, m: &mut MergeState, p: &Partial, local: bool) -> bool {
+    pub(super) fn absorb_into(&mut self, m: &mut MergeState, p: Partial, local: bool) -> bool {
         if p.layout != layout_hash(&self.settings) {
             m.refused += 1;
             tracing::error!(source = %p.source, "a partial made under other time / window / stage settings was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages");
@@ -76,21 +106,21 @@ impl Engine {
         let (src, v) = (p.source.as_str(), p.version);
         tracing::debug!(source = src, version = v, items = p.items.len(), progress = ?p.progress, "partial absorbed");
         let late_before = m.late_items;
-        for it in &p.items {
+        for it in p.items {
             match it {
                 Item::Day { start, cells } => {
-                    self.absorb_day(m, src, v, *start, remap_cells(&ids, cells))
+                    self.absorb_day(m, src, v, start, remap_cells(&ids, cells))
                 }
                 Item::Rolling { set, start, cells } => {
-                    self.absorb_rolling(m, src, v, (*set, *start), remap_cells(&ids, cells))
+                    self.absorb_rolling(m, src, v, (set, start), remap_cells(&ids, cells))
                 }
                 Item::Ledger { day, slots } => {
                     let slots = slots.iter().map(|(t, k, d)| (*t, remap(&ids, k), *d));
-                    self.absorb_ledger(m, src, v, *day, slots.collect())
+                    self.absorb_ledger(m, src, v, day, slots.collect())
                 }
                 Item::Cohort { day, cells } => {
                     let cells = cells.iter().map(|(k, c)| (remap(&ids, k), *c));
-                    self.absorb_cohort(m, src, v, *day, cells.collect())
+                    self.absorb_cohort(m, src, v, day, cells.collect())
                 }
                 Item::Pipeline { cells } => {
                     let cells = cells.iter().map(|((st, k), p)| ((*st, remap(&ids, k)), *p));
@@ -115,7 +145,7 @@ impl Engine {
                 }
                 Item::Deals { rows, sweep } => {
                     let x = rows.iter().copied();
-                    if rows::absorb_rows(&mut m.deals, &m.sources, (src, v), x, *sweep) {
+                    if rows::absorb_rows(&mut m.deals, &m.sources, (src, v), x, sweep) {
                         self.state.gauges_dirty = true;
                     }
                 }
@@ -123,37 +153,18 @@ impl Engine {
                     let x = rows
                         .iter()
                         .map(|(id, c)| (*id, c.map(|(k, r)| (remap(&ids, &k), r))));
-                    if rows::absorb_rows(&mut m.customers, &m.sources, (src, v), x, *sweep) {
+                    if rows::absorb_rows(&mut m.customers, &m.sources, (src, v), x, sweep) {
                         self.state.gauges_dirty = true;
                     }
                 }
-                Item::History(h) => self.absorb_history(m, src, v, h.clone()),
+                Item::History(h) => self.absorb_history(m, src, v, h),
             }
-        }
-        if local {
-            return true;
         }
         if m.late_items > late_before {
             tracing::warn!(source = %p.source, items = m.late_items - late_before, "partials for windows the merger had already closed were dropped: a partition that was idle (kafka.idle_partition_timeout) sent events older than the other partitions' watermark");
         }
-        if let Some(pr) = p.progress {
-            match m.sources.get_mut(src) {
-                Some(s) if s.version > v => {}
-                Some(s) => {
-                    s.version = v;
-                    s.progress = pr;
-                }
-                None => {
-                    m.sources.insert(
-                        src.to_string(),
-                        SourceState {
-                            version: v,
-                            progress: pr,
-                        },
-                    );
-                }
-            }
-            rows::prune_rows(m, src);
+        if !local {
+            source_progress(m, src, v, p.progress);
         }
         true
     }
@@ -203,8 +214,32 @@ impl Engine {
         };
         let e = m.rolling.entry((set, start)).or_default();
         if put(e, src, v, cells) {
-            r.buckets.insert(start, merged_aggs(e));
+            // Merged when read (see `MergeState::stale_rolling`); the
+            // bucket exists from now on, as the merger's memory of it does.
+            r.buckets.entry(start).or_default();
+            m.stale_rolling.insert((set, start));
             r.dirty = true;
+        }
+    }
+
+    /// The merger's rolling sub-buckets changed by partials since they
+    /// were last read, merged from their sources' values. Called before
+    /// anything reads or drops rolling sub-buckets, and before a
+    /// checkpoint. Nothing to do on a source.
+    pub fn settle(&mut self) {
+        let Some(m) = self.merge.as_mut() else {
+            return;
+        };
+        for (set, start) in std::mem::take(&mut m.stale_rolling) {
+            let (Some(r), Some(e)) = (
+                self.state.rolling.get_mut(set as usize),
+                m.rolling.get(&(set, start)),
+            ) else {
+                continue;
+            };
+            if let Some(b) = r.buckets.get_mut(&start) {
+                *b = merged_aggs(e);
+            }
         }
     }
 

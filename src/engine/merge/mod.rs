@@ -287,6 +287,12 @@ pub struct MergeState {
     pub refused: u64,
     /// Customer changes before this instant are folded into the ledger's base.
     pub ledger_folded: i64,
+    /// Rolling sub-buckets whose sources' values changed since they were
+    /// last merged: merged once before anything reads them
+    /// ([`Engine::settle`]), not at every absorbed partial. Empty in a
+    /// checkpoint.
+    #[serde(skip)]
+    pub(crate) stale_rolling: BTreeSet<(u8, i64)>,
 }
 
 impl Default for MergeState {
@@ -308,6 +314,7 @@ impl Default for MergeState {
             late_items: 0,
             refused: 0,
             ledger_folded: i64::MIN,
+            stale_rolling: Default::default(),
         }
     }
 }
@@ -365,6 +372,14 @@ impl Engine {
 
     pub fn merge_state(&self) -> Option<&MergeState> {
         self.merge.as_deref()
+    }
+
+    /// What a merger's checkpoint holds: its settings, its state with
+    /// every rolling sub-bucket merged ([`Engine::settle`]), and its
+    /// memory of the sources' values. None on a source.
+    pub fn merge_snapshot(&mut self) -> Option<(&super::Settings, &State, &MergeState)> {
+        self.settle();
+        Some((&self.settings, &self.state, self.merge.as_deref()?))
     }
 
     /// The partials of everything changed since the last export (of
