@@ -53,6 +53,11 @@ fn seconds(ms: i64) -> f64 {
 }
 
 impl Dist {
+    /// Nothing added, nothing held: `Dist::default()`.
+    pub fn is_default(&self) -> bool {
+        self.count == 0 && self.sum_ms == 0 && self.small.is_empty() && self.sketch.is_none()
+    }
+
     pub fn add(&mut self, ms: i64) {
         self.count += 1;
         self.sum_ms += i128::from(ms);

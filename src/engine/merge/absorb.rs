@@ -90,7 +90,7 @@ impl Engine {
     pub(super) fn absorb_into(&mut self, m: &mut MergeState, p: Partial, local: bool) -> bool {
         if p.layout != layout_hash(&self.settings) {
             m.refused += 1;
-            tracing::error!(source = %p.source, "a partial made under other time / window / stage settings was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages");
+            tracing::error!(source = %p.source, "a partial made under other time / window / stage settings or by another partials format was refused: every instance must run with the same time.zone, time.fiscal_year_start_month, windows.* and pipeline.stages, and a salespulse of the same partials format (docs/operations.md, Scale-out)");
             return false;
         }
         if !m.expected.is_empty() && !m.expected.contains(&p.source) {

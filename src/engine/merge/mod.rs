@@ -29,6 +29,7 @@
 
 mod absorb;
 mod rows;
+mod wire;
 
 pub use rows::Rows;
 
@@ -89,7 +90,9 @@ impl Misc {
 /// sorted, with ids of the partial's name table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cells {
+    #[serde(with = "wire")]
     pub scopes: Vec<(Scope, Acc)>,
+    #[serde(with = "wire")]
     pub pairs: Vec<((u32, u32), Acc)>,
 }
 
@@ -170,9 +173,14 @@ impl Partial {
     }
 }
 
-/// Hash of [`super::Settings::layout`].
+/// The partials' format: 2 since cells are sparse ([`wire`]).
+const PARTIALS_FORMAT: u32 = 2;
+
+/// Hash of [`super::Settings::layout`] and the partials' format: a
+/// partial of another layout, or of another format that happened to
+/// decode, is refused.
 pub fn layout_hash(s: &super::Settings) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(format!("{:?}", s.layout()).as_bytes())
+    xxhash_rust::xxh3::xxh3_64(format!("{:?} {PARTIALS_FORMAT}", s.layout()).as_bytes())
 }
 
 /// What a source engine changed since its last export.
