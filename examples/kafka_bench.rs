@@ -13,6 +13,9 @@
 //!    so when every lead it covers was published. p50 / p99 of produce →
 //!    KPI publish (read back), and of produce → KPI record handed to the
 //!    producer (the record's Kafka CreateTime: the pipeline's share).
+//!    The producer and the reader run in a child process (`kafka_bench
+//!    --load …`), so the live stage's CPU is the pipeline's alone; the
+//!    load's own CPU is printed next to it.
 //!    The reader starts at the beginning of the fresh topic: with
 //!    `latest`, an offset reset skipped records.
 //!
@@ -100,7 +103,14 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    let mut a = std::env::args().skip(1);
+    let mut a = std::env::args().skip(1).peekable();
+    if a.peek().is_some_and(|f| f == "--load") {
+        a.next();
+        let bs = a.next().expect("BOOTSTRAP");
+        let rate: f64 = a.next().expect("RATE").parse().unwrap();
+        let secs: u64 = a.next().expect("SECONDS").parse().unwrap();
+        return load(bs, rate, secs).await;
+    }
     let bs = a.next().expect("BOOTSTRAP");
     let n: usize = a.next().map_or(200_000, |s| s.parse().unwrap());
     let rate: f64 = a.next().map_or(2000.0, |s| s.parse().unwrap());
@@ -232,6 +242,58 @@ async fn main() {
         progress: false,
     };
     let pipeline = tokio::spawn(async move { run(&cfg, opts).await });
+    // The load (producer and reader) runs in a child process, so that
+    // the CPU measured here is the pipeline's alone.
+    let live_cpu0 = cpu_seconds();
+    let exe = std::env::current_exe().expect("own path");
+    let child = std::process::Command::new(exe)
+        .args(["--load", &bs, &rate.to_string(), &secs.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the load process starts");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .expect("the load process ends");
+    let live_cpu = cpu_seconds() - live_cpu0;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().expect("the load's figures"))
+        .collect();
+    let &[seen, records_read, high, p50, p99, h50, h99, load_cpu] = f.as_slice() else {
+        panic!("the load process printed {line:?}");
+    };
+    let total = (rate * secs as f64) as usize;
+    if (seen as usize) < total {
+        eprintln!(
+            "only {seen} of {total} events were seen published within {} s ({records_read} of {high} KPI records read; {} consumed, {:?} in the merger's last record)",
+            secs + 30,
+            live_metrics.kafka.consumed.with_label_values(&["bench.live"]).get(),
+            live_metrics.current("leads_created", "day").and_then(|r| r.value),
+        );
+    }
+    if pipeline.is_finished() {
+        // A live pipeline runs until stopped: an end is a failure.
+        eprintln!("the live pipeline ended: {:?}", pipeline.await);
+    } else {
+        pipeline.abort();
+    }
+    if h50 >= 0.0 {
+        eprintln!("of which produce → KPI record handed to the producer: p50 {h50:.0} ms, p99 {h99:.0} ms");
+    }
+    println!(
+        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({seen} events, updates every {update}, pipeline {live_cpu:.1} CPU-s, load {load_cpu:.1} CPU-s, {records_read} KPI records read): p50 {p50:.0} ms, p99 {p99:.0} ms"
+    );
+}
+
+/// The live stage's load, in its own process (`kafka_bench --load
+/// BOOTSTRAP RATE SECONDS`): a reader of `bench.live.kpis`, then events
+/// produced at RATE for SECONDS. Prints one line: events seen published,
+/// KPI records read, the KPI topic's end offset, p50 and p99 of produce →
+/// read back, p50 and p99 of produce → handed to the producer (-1 when
+/// unknown), and this process's CPU seconds.
+async fn load(bs: String, rate: f64, secs: u64) {
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .set("group.id", "bench-reader")
@@ -243,7 +305,6 @@ async fn main() {
     reader.subscribe(&["bench.live.kpis"]).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let total = (rate * secs as f64) as usize;
-    let live_cpu0 = cpu_seconds();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .set("linger.ms", "1")
@@ -296,8 +357,13 @@ async fn main() {
     let mut records_read = 0usize;
     let deadline = Instant::now() + Duration::from_secs(secs + 30);
     while latencies.len() < total && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), reader.recv()).await else {
-            continue;
+        let m = match tokio::time::timeout(Duration::from_secs(1), reader.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                eprintln!("the reader's consumer: {e}");
+                continue;
+            }
+            Err(_) => continue,
         };
         records_read += 1;
         let Some(r) = m
@@ -322,35 +388,23 @@ async fn main() {
         }
     }
     prod.await.unwrap();
-    let live_cpu = cpu_seconds() - live_cpu0;
-    if latencies.len() < total {
-        let high = reader
-            .fetch_watermarks("bench.live.kpis", 0, Duration::from_secs(5))
-            .map_or(-1, |w| w.1);
-        eprintln!(
-            "only {} of {total} events were seen published within {} s ({records_read} of {high} KPI records read; {} consumed, {:?} in the merger's last record)",
-            latencies.len(),
-            secs + 30,
-            live_metrics.kafka.consumed.with_label_values(&["bench.live"]).get(),
-            live_metrics.current("leads_created", "day").and_then(|r| r.value),
-        );
-    }
-    pipeline.abort();
+    let high = reader
+        .fetch_watermarks("bench.live.kpis", 0, Duration::from_secs(5))
+        .map_or(-1, |w| w.1);
     latencies.sort_by(f64::total_cmp);
     handed.sort_by(f64::total_cmp);
-    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    let h = |p: f64| {
-        handed
-            .get(((handed.len().max(1) - 1) as f64 * p) as usize)
+    let q = |v: &[f64], p: f64| {
+        v.get(((v.len().max(1) - 1) as f64 * p) as usize)
             .copied()
+            .unwrap_or(-1.0)
     };
-    if let (Some(p50), Some(p99)) = (h(0.5), h(0.99)) {
-        eprintln!("of which produce → KPI record handed to the producer: p50 {p50:.0} ms, p99 {p99:.0} ms");
-    }
     println!(
-        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({} events, updates every {update}, {live_cpu:.1} CPU-s, {records_read} KPI records read): p50 {:.0} ms, p99 {:.0} ms",
+        "{} {records_read} {high} {} {} {} {} {}",
         latencies.len(),
-        q(0.5),
-        q(0.99)
+        q(&latencies, 0.5),
+        q(&latencies, 0.99),
+        q(&handed, 0.5),
+        q(&handed, 0.99),
+        cpu_seconds()
     );
 }

@@ -959,3 +959,113 @@ async fn lifecycles_through_three_partitions_equal_file_mode() {
     let want = finals(&file_recs);
     assert_same_finals(&got, &want);
 }
+
+/// Live, with the merger on the same instance, a partition exports its
+/// partials at the pace the merger publishes (`output.update_interval`),
+/// not after every fetch: a steady trickle of events makes a handful of
+/// partials a second, and the live count still reaches every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_merger_here_takes_exports_at_its_update_pace() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 2, 1).unwrap();
+    mock.create_topic("pace.partials", 1, 1).unwrap();
+    mock.create_topic("pace.changelog", 2, 1).unwrap();
+    mock.create_topic("pace.kpis", 1, 1).unwrap();
+    let cfg = Config::from_toml(&format!(
+        r#"{DAY_WINDOWS}
+[output]
+update_interval = "500ms"
+
+[kafka]
+brokers = "{bs}"
+group_id = "pace"
+kpi_topic = "pace.kpis"
+"#
+    ))
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let opts = KafkaOptions {
+        to_end: false,
+        live_updates: true,
+        metrics: metrics.clone(),
+        fresh: false,
+        progress: false,
+    };
+    let cfg2 = cfg.clone();
+    let task = tokio::spawn(async move { run(&cfg2, opts).await });
+    // Until the run holds its partitions and the merger.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut warm = 0;
+    while metrics
+        .kafka
+        .consumed
+        .with_label_values(&["crm.events"])
+        .get()
+        == 0
+    {
+        produce(&bs, "crm.events", &[lead_now(&format!("warm-up-{warm}"))]).await;
+        warm += 1;
+        assert!(std::time::Instant::now() < deadline, "never consumed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let c: BaseConsumer = client(&bs).create().unwrap();
+    let partials = || {
+        c.fetch_watermarks("pace.partials", 0, Duration::from_secs(5))
+            .unwrap()
+            .1
+    };
+    let before = partials();
+    let t0 = std::time::Instant::now();
+    // 4 s of events, one every 25 ms.
+    let producer: rdkafka::producer::FutureProducer = client(&bs).create().unwrap();
+    let n = 160;
+    for i in 0..n {
+        let l = lead_now(&format!("lead-{i}"));
+        let rec = rdkafka::producer::FutureRecord::to("crm.events")
+            .key(&l.key)
+            .payload(&l.value);
+        producer.send(rec, Duration::from_secs(10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let want = f64::from(n + warm);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = metrics
+            .current("leads_created", "day")
+            .and_then(|r| r.value);
+        if got == Some(want) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live count stayed at {got:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let exported = partials() - before;
+    // Two partitions, one export each per update (ticks every 500 ms),
+    // and slack for a turn at a batch or a partition's first message.
+    // Exporting after every fetch made about one per event here (~160).
+    let most = 2 * ((secs / 0.5).ceil() as i64 + 3);
+    assert!(
+        exported <= most,
+        "{exported} partials in {secs:.1} s for {n} events: more than {most}"
+    );
+    assert!(exported >= 2, "{exported} partials");
+    task.abort();
+}
+
+/// A `crm.lead.created` from the web, dated now.
+fn lead_now(id: &str) -> Out {
+    Out::plain(
+        id,
+        ce_at(
+            id,
+            "crm.lead.created",
+            chrono::Utc::now().timestamp_millis(),
+            serde_json::json!({"lead_id": id, "channel": "web"}),
+        ),
+    )
+}

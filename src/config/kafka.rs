@@ -44,7 +44,9 @@ pub struct KafkaConfig {
     /// aggregates (and two publishes of live updates by the merger) while
     /// input keeps coming. A partition whose input is caught up exports
     /// at once (at most this often): latency at low rates, big batches
-    /// under load.
+    /// under load. Live, the instance that runs the merger exports at its
+    /// update tick instead (`output.update_interval`, within 10 ms and
+    /// 1 s): its exports feed its own merger, which publishes no sooner.
     pub export_interval: Dur,
     /// Internal topic (1 partition) the partition states send their
     /// partial aggregates to; created at start if missing. Empty =

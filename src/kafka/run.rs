@@ -121,12 +121,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         fresh_partials_from,
     };
     let mut lp = Loop::new(&opts, alerts, ack_tx, confirmed, ends);
-    let mut tick = tokio::time::interval(
-        cfg.output
-            .update_interval
-            .0
-            .clamp(Duration::from_millis(10), Duration::from_secs(1)),
-    );
+    let mut tick = tokio::time::interval(tick_period(cfg.output.update_interval.0));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let batch = cfg.input.batch_size;
     loop {
@@ -260,6 +255,14 @@ impl Loop {
     /// after the last ones. Under load, turns come every
     /// `input.batch_size` messages instead.
     fn due(&self, gap: Duration, update: Duration) -> Option<Instant> {
+        // Live, with the merger here, this instance's exports feed only
+        // it, and it publishes at the update tick: a turn in between
+        // would export what nothing reads sooner (each costs produce and
+        // fetch requests), so the tick alone turns, exports and
+        // publishes (and `input.batch_size` messages under load).
+        if self.live_updates && !self.to_end && self.merger.is_some() {
+            return None;
+        }
         let export =
             ((self.since_flush > 0 && self.caught_up) || self.absorbed).then(|| self.t_batch + gap);
         let live = (self.live_updates && self.updates_pending && self.merger.is_some())
@@ -568,17 +571,20 @@ impl Loop {
                 .await?;
             self.last_checkpoint = Instant::now();
         }
+        // Live updates about every `output.update_interval` (a tick may
+        // come a little early: a quarter of its period is allowed, so
+        // that ticks, not the instants just after them, publish), and as
+        // soon as partials bring news (not only at the tick).
+        let every = ctx.cfg.output.update_interval.0;
+        let since = self.last_update.elapsed();
+        let update_due = (ticked && since + tick_period(every) / 4 >= every)
+            || (self.updates_pending && since >= every);
         let mg = self.merger.as_mut().expect("merger");
         if at_end {
             mg.engine.finish();
             // Not saved again (see above).
             mg.changed = false;
-        } else if self.live_updates
-            && (ticked || self.updates_pending)
-            && self.last_update.elapsed() >= ctx.cfg.output.update_interval.0
-        {
-            // At most every `output.update_interval`, and as soon as
-            // partials bring news (not only at the tick).
+        } else if self.live_updates && update_due {
             mg.engine.emit_updates();
             self.updates_pending = false;
             self.last_update = Instant::now();
@@ -634,4 +640,9 @@ impl Loop {
         }
         false
     }
+}
+
+/// The loop's tick: `output.update_interval`, within 10 ms and 1 s.
+fn tick_period(update: Duration) -> Duration {
+    update.clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
