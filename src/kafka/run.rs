@@ -258,8 +258,9 @@ impl Loop {
         // Live, with the merger here, this instance's exports feed only
         // it, and it publishes at the update tick: a turn in between
         // would export what nothing reads sooner (each costs produce and
-        // fetch requests), so the tick alone turns, exports and
+        // fetch requests), so the tick alone turns, exports, absorbs and
         // publishes (and `input.batch_size` messages under load).
+        // Partials from other instances wait for the tick too.
         if self.live_updates && !self.to_end && self.merger.is_some() {
             return None;
         }
