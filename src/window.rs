@@ -57,6 +57,40 @@ impl Bounds {
     }
 }
 
+/// The two day windows looked up last, most recent first: most events
+/// fall in the current day, and held events that count later (docs/time.md)
+/// in an earlier one, so a single entry would miss at every switch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DayCache([Option<Bounds>; 2]);
+
+impl DayCache {
+    /// The day window containing `t`, cached.
+    pub fn day(&mut self, cal: &Calendar, t: i64) -> Bounds {
+        match self.0 {
+            [Some(b), _] if b.contains(t) => b,
+            [a, Some(b)] if b.contains(t) => {
+                self.0 = [Some(b), a];
+                b
+            }
+            [a, _] => {
+                let b = cal.bounds(CalendarKind::Day, t);
+                self.0 = [Some(b), a];
+                b
+            }
+        }
+    }
+
+    /// The day window containing `t` if it is cached, else computed
+    /// without caching it (for lookups of past days that should not evict
+    /// the current ones).
+    pub fn peek(&self, cal: &Calendar, t: i64) -> Bounds {
+        match self.0 {
+            [Some(b), _] | [_, Some(b)] if b.contains(t) => b,
+            _ => cal.bounds(CalendarKind::Day, t),
+        }
+    }
+}
+
 fn add_months(y: i32, m: u32, n: u32) -> (i32, u32) {
     let idx = y * 12 + (m as i32 - 1) + n as i32;
     (idx.div_euclid(12), (idx.rem_euclid(12) + 1) as u32)

@@ -11,6 +11,7 @@ use salespulse::config::Config;
 use salespulse::decode::json as cej;
 use salespulse::decode::RejectReason;
 use salespulse::demo::generator::{GenConfig, Generator};
+use salespulse::engine::state::DECODED_CAP;
 use salespulse::engine::{Engine, Settings};
 use salespulse::output::KpiRecord;
 use salespulse::window::CalendarKind;
@@ -445,6 +446,105 @@ fn an_entity_later_than_grace_does_not_take_the_event() {
         .unwrap()
         .numerator,
         Some(0.0)
+    );
+}
+
+/// More events wait than the engine keeps decoded (`DECODED_CAP`: the
+/// rest are held as protobuf bytes, and all of them come back as bytes
+/// from a checkpoint): the records are those of the same events in
+/// entity-first order.
+#[test]
+fn more_waiting_events_than_are_kept_decoded_count_as_in_entity_order() {
+    const CFG: &str = r#"
+[time]
+out_of_orderness = "1h"
+grace = "1d"
+[windows]
+calendar = ["day"]
+rolling = []
+[kpis]
+dimensions = ["rep"]
+"#;
+    let n = DECODED_CAP + 4_000;
+    let t0 = common::ms("2026-03-02T00:00:00Z");
+    let at = |i: usize| t0 + i as i64 * 1_000;
+    let won = |i: usize| {
+        let data = json!({"deal_id": format!("D{i}"), "amount": (i % 97 + 1) as f64});
+        ce_at(&format!("w{i}"), "crm.deal.won", at(i), data)
+    };
+    let created = |i: usize| {
+        let data = json!({"deal_id": format!("D{i}"), "rep": format!("R{}", i % 7),
+                          "amount": 10.0, "stage": "prospecting"});
+        ce_at(&format!("c{i}"), "crm.deal.created", at(i) - 500, data)
+    };
+    let has_deal = |i: &usize| i % 5 == 0;
+    let feed = |e: &mut Engine, lines: &mut dyn Iterator<Item = Vec<u8>>| {
+        for l in lines {
+            e.process_json(&l).unwrap();
+        }
+    };
+
+    // Entity first: each deal before its win (the wins of deals that
+    // never come wait, fewer than the cap).
+    let mut ordered = engine(CFG);
+    feed(
+        &mut ordered,
+        &mut (0..n).flat_map(|i| has_deal(&i).then(|| created(i)).into_iter().chain([won(i)])),
+    );
+    ordered.finish();
+    let ordered = finals(&ordered.take_records());
+
+    // Wins first: every win waits, more than the cap; then the deals.
+    let mut early = engine(CFG);
+    feed(&mut early, &mut (0..n).map(won));
+    assert_eq!(early.waiting_counts()[0], n, "every win waits for its deal");
+    let state = postcard::to_stdvec(&early.state).unwrap();
+    feed(&mut early, &mut (0..n).filter(has_deal).map(created));
+    early.finish();
+    let early = finals(&early.take_records());
+
+    // The same, restored from a checkpoint taken while they wait.
+    let settings = Settings::from_config(&Config::from_toml(CFG).unwrap());
+    let mut restored = Engine::from_state(
+        Settings {
+            now: Some(common::ms(TEST_NOW)),
+            ..settings
+        },
+        postcard::from_bytes(&state).unwrap(),
+    );
+    feed(&mut restored, &mut (0..n).filter(has_deal).map(created));
+    restored.finish();
+    let restored = finals(&restored.take_records());
+
+    let rep = |f: &Finals, r: &str| {
+        f.iter()
+            .filter(|(k, _)| {
+                k.starts_with("deals_won day") && k.contains(&format!("\"rep\": \"{r}\""))
+            })
+            .map(|(_, v)| v.0.unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let r0 = (0..n).filter(|i| has_deal(i) && i % 7 == 0).count() as f64;
+    assert_eq!(rep(&ordered, "R0"), r0, "attributed wins of R0");
+    assert_eq!(
+        rep(&ordered, "unknown"),
+        (0..n).filter(|i| !has_deal(i)).count() as f64
+    );
+    let differ = |f: &Finals| {
+        let keys = f.keys().chain(ordered.keys());
+        let d: std::collections::BTreeSet<_> =
+            keys.filter(|k| f.get(*k) != ordered.get(*k)).collect();
+        d.into_iter().take(5).cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        differ(&early),
+        Vec::<String>::new(),
+        "wins first, more than the cap waiting"
+    );
+    assert_eq!(
+        differ(&restored),
+        Vec::<String>::new(),
+        "restored while they wait"
     );
 }
 

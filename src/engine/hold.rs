@@ -11,14 +11,74 @@
 //! - an event dated after the wall clock + `time.max_future_skew` is
 //!   rejected as `future`.
 //!
-//! Held events are kept as protobuf `Event`s: compact, checkpointed
-//! with the state, decoded again when they count.
+//! Held events are kept decoded, as the protobuf model's owned `Event`,
+//! while fewer than [`DECODED_CAP`] are held, so that counting them
+//! later does not decode them again; beyond that, as protobuf bytes
+//! (about 460 bytes less each for a deal outcome). Checkpoints store them
+//! as protobuf bytes either way ([`HeldEvent`]).
 
 use super::state::*;
 use super::Engine;
 use crate::decode::{proto, Reject, RejectReason};
 use crate::event::Event;
+use crate::pb;
 use crate::window::format_time;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Held events kept decoded at most (≈ 460 bytes each more than as
+/// bytes for a deal outcome, so ≤ 30 MB more): an event is held decoded
+/// only if fewer than this many are held when it comes. That bounds the
+/// decoded ones held at any time: the last one held found fewer than the
+/// cap held, and every other decoded one still held was among them.
+pub const DECODED_CAP: usize = 1 << 16;
+
+/// An event the engine holds back: decoded (the protobuf model's owned
+/// `Event`, boxed so that the tables holding it stay small) or as
+/// protobuf bytes. Serialized as the bytes, the same as the `Vec<u8>` of
+/// checkpoints written before; restored as bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldEvent {
+    Decoded(Box<pb::Event>),
+    Encoded(Box<[u8]>),
+}
+
+impl HeldEvent {
+    fn new(e: &Event<'_>, decoded: bool) -> Self {
+        let m = proto::from_event(e);
+        if decoded {
+            Self::Decoded(Box::new(m))
+        } else {
+            Self::Encoded(prost::Message::encode_to_vec(&m).into_boxed_slice())
+        }
+    }
+
+    /// Reads the event and hands it to `f` (borrowing the held strings, or
+    /// strings decoded for the call).
+    pub fn with<R>(&self, f: impl FnOnce(&Event<'_>) -> R) -> Result<R, Reject> {
+        match self {
+            Self::Decoded(m) => proto::to_event(m).map(|e| f(&e)),
+            Self::Encoded(bytes) => {
+                let m = proto::decode_message(bytes)?;
+                proto::to_event(&m).map(|e| f(&e))
+            }
+        }
+    }
+}
+
+impl Serialize for HeldEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Decoded(m) => prost::Message::encode_to_vec(&**m).serialize(s),
+            Self::Encoded(bytes) => bytes.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeldEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<u8>::deserialize(d).map(|v| Self::Encoded(v.into_boxed_slice()))
+    }
+}
 
 fn system_clock_ms() -> i64 {
     std::time::SystemTime::now()
@@ -26,8 +86,11 @@ fn system_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn encode(e: &Event<'_>) -> Vec<u8> {
-    prost::Message::encode_to_vec(&proto::from_event(e))
+impl Waiting {
+    /// Holds `e` (decoded while fewer than [`DECODED_CAP`] are held).
+    fn hold(&self, e: &Event<'_>) -> HeldEvent {
+        HeldEvent::new(e, self.facts.len() + self.outliers.len() < DECODED_CAP)
+    }
 }
 
 impl Engine {
@@ -75,10 +138,11 @@ impl Engine {
     pub(super) fn hold_outlier(&mut self, e: &Event<'_>) {
         let w = &mut self.state.waiting;
         w.run += 1;
+        let event = w.hold(e);
         w.outliers.push(Held {
             time: e.time,
             run: w.run_id,
-            event: encode(e),
+            event,
         });
         self.state.stats.outliers[0] += 1;
         if w.run == 1 {
@@ -125,7 +189,7 @@ impl Engine {
         );
         self.advance_clock(target);
         for h in mine {
-            self.count_held(&h.event, 1);
+            self.count_held(h, 1);
         }
     }
 
@@ -144,29 +208,25 @@ impl Engine {
             .partition(|h| h.time <= reach);
         self.state.waiting.outliers = rest;
         for h in due {
-            self.count_held(&h.event, 2);
+            self.count_held(h, 2);
         }
     }
 
     /// Counts a held outlier like a new event (it may be held again if it
     /// is still far ahead); `outcome` indexes `Stats::outliers`.
-    fn count_held(&mut self, bytes: &[u8], outcome: usize) {
-        self.replay(bytes, |me, e, stage| {
-            me.count_held_event(bytes, e, stage, outcome)
+    fn count_held(&mut self, mut h: Held, outcome: usize) {
+        if self.is_outlier(h.time) {
+            // Still far ahead: held again, on its own.
+            h.run = self.state.waiting.run_id.wrapping_sub(1);
+            self.state.waiting.outliers.push(h);
+            return;
+        }
+        self.replay(&h.event, |me, e, stage| {
+            me.count_held_event(e, stage, outcome)
         });
     }
 
-    fn count_held_event(&mut self, bytes: &[u8], e: &Event<'_>, stage: Option<u8>, outcome: usize) {
-        if self.is_outlier(e.time) {
-            // Still far ahead: held again, on its own.
-            let run = self.state.waiting.run_id.wrapping_sub(1);
-            self.state.waiting.outliers.push(Held {
-                time: e.time,
-                run,
-                event: bytes.to_vec(),
-            });
-            return;
-        }
+    fn count_held_event(&mut self, e: &Event<'_>, stage: Option<u8>, outcome: usize) {
         let cutoff = self.cutoff();
         if e.time < cutoff {
             // The jump closed its windows (it was held against the old
@@ -192,20 +252,16 @@ impl Engine {
         self.flush_waiting(i64::MAX);
     }
 
-    /// Decodes a held event and hands it, with its new stage, to `f`.
-    fn replay(&mut self, bytes: &[u8], f: impl FnOnce(&mut Engine, &Event<'_>, Option<u8>)) {
-        let m = match proto::decode_message(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "a held event does not decode: dropped");
-                return;
+    /// Hands a held event, with its new stage, to `f`.
+    fn replay(&mut self, held: &HeldEvent, f: impl FnOnce(&mut Engine, &Event<'_>, Option<u8>)) {
+        let read = held.with(|e| {
+            if let Ok(stage) = self.check_stages(e) {
+                f(self, e, stage);
             }
-        };
-        let Ok(e) = proto::to_event(&m) else { return };
-        let Ok(stage) = self.check_stages(&e) else {
-            return;
-        };
-        f(self, &e, stage);
+        });
+        if let Err(e) = read {
+            tracing::error!(error = %e, "a held event does not decode: dropped");
+        }
     }
 
     /// Makes `e`, about entity `ent` that is not known, wait for it.
@@ -224,7 +280,8 @@ impl Engine {
         let w = &mut self.state.waiting;
         let key = (e.time, w.seq);
         w.seq += 1;
-        w.facts.insert(key, (ent, encode(e)));
+        let held = w.hold(e);
+        w.facts.insert(key, (ent, held));
         w.by_entity.entry(ent).or_default().push(key);
         self.state.stats.waited[0] += 1;
         true
@@ -237,14 +294,14 @@ impl Engine {
             if entry.key().0 >= before {
                 break;
             }
-            let (key, (ent, bytes)) = entry.remove_entry();
+            let (key, (ent, held)) = entry.remove_entry();
             if let Some(keys) = self.state.waiting.by_entity.get_mut(&ent) {
                 keys.retain(|k| *k != key);
                 if keys.is_empty() {
                     self.state.waiting.by_entity.remove(&ent);
                 }
             }
-            self.apply_waiting(&bytes, false);
+            self.apply_waiting(&held, false);
         }
     }
 
@@ -279,16 +336,16 @@ impl Engine {
         }
         due.sort_unstable();
         for k in due {
-            if let Some((_, bytes)) = self.state.waiting.facts.remove(&k) {
-                self.apply_waiting(&bytes, matched);
+            if let Some((_, held)) = self.state.waiting.facts.remove(&k) {
+                self.apply_waiting(&held, matched);
             }
         }
     }
 
     /// Counts a waiting event: with its entity's dimensions (`matched`)
     /// or, the entity not having come, as unknown.
-    fn apply_waiting(&mut self, bytes: &[u8], matched: bool) {
-        self.replay(bytes, |me, e, stage| {
+    fn apply_waiting(&mut self, held: &HeldEvent, matched: bool) {
+        self.replay(held, |me, e, stage| {
             me.state.stats.waited[if matched { 1 } else { 2 }] += 1;
             let was = std::mem::replace(&mut me.unmatched, !matched);
             me.apply_counting(e, stage);

@@ -24,7 +24,7 @@ use crate::decode::{json, proto, validate, Reject, RejectReason};
 use crate::event::Event;
 use crate::output::{KpiRecord, LeaderboardRecord};
 use crate::window::format_time;
-use crate::window::{Bounds, Calendar, CalendarKind};
+use crate::window::{Calendar, CalendarKind};
 use state::*;
 use std::collections::HashMap;
 
@@ -242,8 +242,8 @@ const SWEEPS_PER_TTL: i64 = 64;
 pub struct Engine {
     pub settings: Settings,
     pub state: State,
-    /// The day of the last event: most events fall in the same day.
-    day_cache: Option<Bounds>,
+    /// The days of the last events.
+    day_cache: crate::window::DayCache,
     /// The rolling sub-bucket starts of the last event, by rolling set.
     sub_cache: Vec<i64>,
     /// The clock is driven by [`Engine::advance_clock`], not by events.
@@ -321,7 +321,7 @@ impl Engine {
             absent_ids,
             settings,
             state,
-            day_cache: None,
+            day_cache: Default::default(),
             sub_cache: vec![i64::MIN; n_rolling],
             external_clock: false,
             last_time: i64::MIN,

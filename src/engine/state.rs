@@ -2,6 +2,7 @@
 //! dedup memory and counters. Everything here round-trips through serde,
 //! which is what checkpoints are made of.
 
+pub use super::hold::{HeldEvent, DECODED_CAP};
 use crate::agg::{Acc, Pipeline};
 pub use crate::intern::UNKNOWN;
 use crate::intern::{as_pairs, Interner};
@@ -496,17 +497,16 @@ pub struct Held {
     pub time: i64,
     /// The run of outliers it belongs to (`Waiting::run_id`).
     pub run: u64,
-    /// The event, as a protobuf `Event`.
-    pub event: Vec<u8>,
+    pub event: HeldEvent,
 }
 
 /// Events the engine holds back (docs/time.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Waiting {
     /// Events about an entity not yet seen, by (event time, arrival
-    /// number): the entity, and the event as a protobuf `Event`. Each
-    /// waits until its entity arrives or until it would be late.
-    pub facts: BTreeMap<(i64, u64), (EntityRef, Vec<u8>)>,
+    /// number): the entity, and the event. Each waits until its entity
+    /// arrives or until it would be late.
+    pub facts: BTreeMap<(i64, u64), (EntityRef, HeldEvent)>,
     /// The keys of `facts` by entity. Rebuilt at restore.
     #[serde(skip)]
     pub by_entity: FxHashMap<EntityRef, Vec<(i64, u64)>>,

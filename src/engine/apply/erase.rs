@@ -114,22 +114,19 @@ impl Engine {
             return;
         }
         let ids = self.settings.ids.clone();
-        let names = |bytes: &[u8]| {
-            let Ok(m) = crate::decode::proto::decode_message(bytes) else {
-                return false;
-            };
-            let Ok(e) = crate::decode::proto::to_event(&m) else {
-                return false;
-            };
-            named_ids(&e.payload)
-                .iter()
-                .enumerate()
-                .any(|(k, id)| id.is_some_and(|id| erased.contains(&(k as u8, ids.entity(id)))))
+        let names = |held: &HeldEvent| {
+            held.with(|e| {
+                named_ids(&e.payload)
+                    .iter()
+                    .enumerate()
+                    .any(|(k, id)| id.is_some_and(|id| erased.contains(&(k as u8, ids.entity(id)))))
+            })
+            .unwrap_or(false)
         };
         let w = &mut self.state.waiting;
         let before = w.facts.len() + w.outliers.len();
         w.facts
-            .retain(|_, (ent, bytes)| !erased.contains(ent) && !names(bytes));
+            .retain(|_, (ent, held)| !erased.contains(ent) && !names(held));
         w.outliers.retain(|h| !names(&h.event));
         let dropped = before - w.facts.len() - w.outliers.len();
         if dropped > 0 {

@@ -166,14 +166,7 @@ impl Engine {
         if !self.absent_ids.is_empty() && self.cur_time.is_some() {
             self.mark_seen(t, key);
         }
-        let day = match self.day_cache {
-            Some(b) if b.contains(t) => b,
-            _ => {
-                let b = self.settings.cal.bounds(CalendarKind::Day, t);
-                self.day_cache = Some(b);
-                b
-            }
-        };
+        let day = self.day_cache.day(&self.settings.cal, t);
         match self.state.calendar[0].buckets.get_mut(&day.start) {
             Some(bucket) => {
                 bucket.dirty = true;
@@ -335,10 +328,7 @@ impl Engine {
     /// Counts a conversion in the creation-day cohort of the lead.
     fn cohort_add(&mut self, created: i64, key: DimKey, new_lead: bool) {
         let key = self.mask(key);
-        let day = match self.day_cache {
-            Some(b) if b.contains(created) => b.start,
-            _ => self.settings.cal.bounds(CalendarKind::Day, created).start,
-        };
+        let day = self.day_cache.peek(&self.settings.cal, created).start;
         match self.state.cohorts.get_mut(&day) {
             Some(c) => {
                 let cell = c.cells.entry(key).or_default();
