@@ -36,7 +36,7 @@ pub const DECODED_CAP: usize = 1 << 16;
 /// `Event`, boxed so that the tables holding it stay small) or as
 /// protobuf bytes. Serialized as the bytes, the same as the `Vec<u8>` of
 /// checkpoints written before; restored as bytes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum HeldEvent {
     Decoded(Box<pb::Event>),
     Encoded(Box<[u8]>),
