@@ -190,12 +190,12 @@ impl Engine {
         }
         let e = m.days.entry(start).or_default();
         if put(e, src, v, cells) {
-            let merged = merged_aggs(e);
+            // Merged when read, like rolling sub-buckets (`settle`).
+            m.stale_days.insert(start);
             let b = self.state.calendar[0]
                 .buckets
                 .get_mut(&start)
                 .expect("day bucket open");
-            b.aggs = merged;
             b.dirty = true;
         }
     }
@@ -222,14 +222,24 @@ impl Engine {
         }
     }
 
-    /// The merger's rolling sub-buckets changed by partials since they
-    /// were last read, merged from their sources' values. Called before
-    /// anything reads or drops rolling sub-buckets, and before a
-    /// checkpoint. Nothing to do on a source.
+    /// The merger's days and rolling sub-buckets changed by partials
+    /// since they were last read, merged from their sources' values.
+    /// Called before anything reads or drops them (emission, window
+    /// close: both through `flush_rolling`), and before a checkpoint.
+    /// Nothing to do on a source.
     pub fn settle(&mut self) {
         let Some(m) = self.merge.as_mut() else {
             return;
         };
+        for start in std::mem::take(&mut m.stale_days) {
+            let (Some(b), Some(e)) = (
+                self.state.calendar[0].buckets.get_mut(&start),
+                m.days.get(&start),
+            ) else {
+                continue;
+            };
+            b.aggs = merged_aggs(e);
+        }
         for (set, start) in std::mem::take(&mut m.stale_rolling) {
             let (Some(r), Some(e)) = (
                 self.state.rolling.get_mut(set as usize),

@@ -301,6 +301,10 @@ pub struct MergeState {
     /// checkpoint.
     #[serde(skip)]
     pub(crate) stale_rolling: BTreeSet<(u8, i64)>,
+    /// Days whose sources' values changed since they were last merged,
+    /// the same way.
+    #[serde(skip)]
+    pub(crate) stale_days: BTreeSet<i64>,
 }
 
 impl Default for MergeState {
@@ -323,6 +327,7 @@ impl Default for MergeState {
             refused: 0,
             ledger_folded: i64::MIN,
             stale_rolling: Default::default(),
+            stale_days: Default::default(),
         }
     }
 }
