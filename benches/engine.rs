@@ -186,8 +186,8 @@ fn bench(c: &mut Criterion) {
                             idle: false,
                             at_end,
                         };
-                        for part in s.export(&name(p), at[p], progress, 1 << 20) {
-                            merger.absorb(Partial::decode(&part.encode()).unwrap());
+                        for (_, bytes) in s.export_encoded(&name(p), at[p], progress, 1 << 20) {
+                            merger.absorb(Partial::decode(&bytes).unwrap());
                         }
                     }
                     merger.merge_advance();

@@ -286,7 +286,8 @@ fn merged_partials_equal_one_engine() {
 /// at each partial: one restored from a checkpoint taken right after
 /// it absorbed partials, while sources that keep running export only
 /// what changes, ends with the same final records as one that never
-/// stopped.
+/// stopped. And an export split into several messages sends each with
+/// the bytes of its whole encoding.
 #[test]
 fn a_restored_merger_keeps_what_it_absorbed_before_its_checkpoint() {
     let evs = events(12_000);
@@ -297,6 +298,7 @@ fn a_restored_merger_keeps_what_it_absorbed_before_its_checkpoint() {
     let mut sources: Vec<Engine> = (0..PARTS).map(|_| new_source(None)).collect();
     let (mut kept, mut restored) = (new_merger(None), None::<Engine>);
     let rounds = 8;
+    let mut split = false;
     for r in 0..rounds {
         for (p, s) in sources.iter_mut().enumerate() {
             let chunk = parts[p].len().div_ceil(rounds);
@@ -313,8 +315,14 @@ fn a_restored_merger_keeps_what_it_absorbed_before_its_checkpoint() {
                 idle: false,
                 at_end: r == rounds - 1,
             };
-            for msg in s.export(&name(p), hi as i64, progress, 64 * 1024) {
-                let msg = Partial::decode(&msg.encode()).unwrap();
+            let msgs = s.export_encoded(&name(p), hi as i64, progress, 8 * 1024);
+            split |= msgs.len() > 1;
+            for (sent, bytes) in msgs {
+                // Encoded once by the export, item by item: the same
+                // bytes as the whole partial's encoding.
+                assert_eq!(bytes, sent.encode());
+                let msg = Partial::decode(&bytes).unwrap();
+                assert_eq!(msg, sent);
                 assert!(kept.absorb(msg.clone()));
                 if let Some(m) = restored.as_mut() {
                     assert!(m.absorb(msg.clone()));
@@ -330,6 +338,7 @@ fn a_restored_merger_keeps_what_it_absorbed_before_its_checkpoint() {
             m.merge_advance();
         }
     }
+    assert!(split, "an export of more than 8 KiB is split");
     let mut restored = restored.unwrap();
     let [want, got] = [&mut kept, &mut restored].map(|m| {
         m.finish();

@@ -273,8 +273,10 @@ impl Shared<'_> {
                 continue;
             }
             let name = source_name(t, *p);
-            for part in src.engine.export(&name, src.next, sent, changelog::CHUNK) {
-                let bytes = part.encode();
+            for (part, bytes) in src
+                .engine
+                .export_encoded(&name, src.next, sent, changelog::CHUNK)
+            {
                 exported += 1;
                 deliveries.push(
                     send(self.producer, topic, Some(0), name.as_bytes(), &bytes, None).await?,

@@ -238,7 +238,7 @@ impl Engine {
             ) else {
                 continue;
             };
-            b.aggs = merged_aggs(e);
+            merge_into(&mut b.aggs, e);
         }
         for (set, start) in std::mem::take(&mut m.stale_rolling) {
             let (Some(r), Some(e)) = (
@@ -248,7 +248,7 @@ impl Engine {
                 continue;
             };
             if let Some(b) = r.buckets.get_mut(&start) {
-                *b = merged_aggs(e);
+                merge_into(b, e);
             }
         }
     }

@@ -234,20 +234,25 @@ impl Names<'_> {
     fn key(&mut self, k: &DimKey) -> DimKey {
         DimKey(k.map(|v| self.id(v)))
     }
+    /// Sorted by reference, then cloned in order: an [`Acc`] is a few
+    /// hundred bytes, too many to move around in a sort.
     fn cells(&mut self, r: &Rolled) -> Cells {
-        let mut scopes: Vec<(Scope, Acc)> = r
+        let mut scopes: Vec<(Scope, &Acc)> = r
             .scopes
             .iter()
-            .map(|((d, v), a)| ((*d, self.id(*v)), a.clone()))
+            .map(|((d, v), a)| ((*d, self.id(*v)), a))
             .collect();
         scopes.sort_unstable_by_key(|c| c.0);
-        let mut pairs: Vec<((u32, u32), Acc)> = r
+        let mut pairs: Vec<((u32, u32), &Acc)> = r
             .pairs
             .iter()
-            .map(|((p, c), a)| ((self.id(*p), self.id(*c)), a.clone()))
+            .map(|((p, c), a)| ((self.id(*p), self.id(*c)), a))
             .collect();
         pairs.sort_unstable_by_key(|c| c.0);
-        Cells { scopes, pairs }
+        Cells {
+            scopes: scopes.into_iter().map(|(k, a)| (k, a.clone())).collect(),
+            pairs: pairs.into_iter().map(|(k, a)| (k, a.clone())).collect(),
+        }
     }
 }
 
@@ -350,12 +355,25 @@ fn put<T>(m: &mut BySource<T>, source: &str, version: i64, v: T) -> bool {
     }
 }
 
-fn merged_aggs(m: &BySource<Rolled>) -> Rolled {
-    let mut out = Rolled::default();
-    for (_, a) in m.values() {
+/// `out` set to the merge of every source's cells: the first source's
+/// cloned into `out`'s tables (their capacity kept, so a day or
+/// sub-bucket merged again at each read does not grow its tables
+/// anew), then the others merged in.
+fn merge_into(out: &mut Rolled, m: &BySource<Rolled>) {
+    let mut each = m.values().map(|(_, a)| a);
+    match each.next() {
+        Some(first) => {
+            out.scopes.clone_from(&first.scopes);
+            out.pairs.clone_from(&first.pairs);
+        }
+        None => {
+            out.scopes.clear();
+            out.pairs.clear();
+        }
+    }
+    for a in each {
         out.merge(a);
     }
-    out
 }
 
 impl Engine {
@@ -405,6 +423,21 @@ impl Engine {
         progress: impl Into<Option<Progress>>,
         max_bytes: usize,
     ) -> Vec<Partial> {
+        self.export_encoded(source, version, progress, max_bytes)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// [`Engine::export`], each partial with its bytes
+    /// ([`Partial::encode`]'s, encoded once).
+    pub fn export_encoded(
+        &mut self,
+        source: &str,
+        version: i64,
+        progress: impl Into<Option<Progress>>,
+        max_bytes: usize,
+    ) -> Vec<(Partial, Vec<u8>)> {
         let progress = progress.into();
         self.flush_rolling();
         let Some(mut tr) = self.track.take() else {
@@ -505,31 +538,45 @@ impl Engine {
         tr.all = false;
         self.track = Some(tr);
         self.source_forget();
-        // Split into messages of about `max_bytes` (each with the name table).
+        // Split into messages of about `max_bytes` (each with the name
+        // table), each item encoded once: its bytes measure it and go
+        // into its message as they are.
         let layout = layout_hash(&self.settings);
-        let mut out = Vec::new();
-        let mut cur: Vec<Item> = Vec::new();
-        let mut size = 0;
+        let mut body = Vec::new();
+        let mut groups: Vec<(Vec<Item>, std::ops::Range<usize>)> = vec![(Vec::new(), 0..0)];
         for it in items {
-            let len = postcard::experimental::serialized_size(&it).unwrap_or(0);
-            if !cur.is_empty() && size + len > max_bytes {
-                out.push(std::mem::take(&mut cur));
-                size = 0;
+            let from = body.len();
+            body = postcard::to_extend(&it, body).expect("an item always encodes");
+            let (cur, range) = groups.last_mut().expect("one group at least");
+            if !cur.is_empty() && range.len() + (body.len() - from) > max_bytes {
+                groups.push((vec![it], from..body.len()));
+            } else {
+                cur.push(it);
+                range.end = body.len();
             }
-            size += len;
-            cur.push(it);
         }
-        out.push(cur);
-        let last = out.len() - 1;
-        out.into_iter()
+        let head = postcard::to_stdvec(&(source, layout, version, &names))
+            .expect("a partial's head always encodes");
+        let last = groups.len() - 1;
+        groups
+            .into_iter()
             .enumerate()
-            .map(|(i, items)| Partial {
-                source: source.to_string(),
-                layout,
-                version,
-                names: names.clone(),
-                items,
-                progress: if i == last { progress } else { None },
+            .map(|(i, (items, range))| {
+                let progress = if i == last { progress } else { None };
+                let mut bytes = Vec::with_capacity(head.len() + range.len() + 32);
+                bytes.extend_from_slice(&head);
+                bytes = postcard::to_extend(&items.len(), bytes).expect("a length encodes");
+                bytes.extend_from_slice(&body[range]);
+                bytes = postcard::to_extend(&progress, bytes).expect("a progress encodes");
+                let p = Partial {
+                    source: source.to_string(),
+                    layout,
+                    version,
+                    names: names.clone(),
+                    items,
+                    progress,
+                };
+                (p, bytes)
             })
             .collect()
     }
