@@ -1066,6 +1066,47 @@ kpi_topic = "pace.kpis"
     task.abort();
 }
 
+/// A backlog (partitions more than `input.batch_size` messages behind
+/// their end) exports its partitions' partials at the update tick, not
+/// after every batch, and the records still equal file mode's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_exports_partials_at_the_tick_not_after_every_batch() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("backlog.partials", 1, 1).unwrap();
+    mock.create_topic("backlog.changelog", 3, 1).unwrap();
+    // The mock keeps about 5 MB a partition: room for every record.
+    mock.create_topic("kpis", 16, 1).unwrap();
+    let mut cfg = config(&bs, "backlog");
+    cfg.input.batch_size = 20;
+    cfg.output.update_interval = salespulse::config::Dur(Duration::from_secs(1));
+    let evs = events(8_000);
+    let lines = produce_keyed(&bs, "crm.events", &evs).await;
+    let t0 = std::time::Instant::now();
+    let (report, _) = run_to_end(&cfg).await;
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(report.accepted as usize, lines.len());
+    let c: BaseConsumer = client(&bs).create().unwrap();
+    let (_, exported) = c
+        .fetch_watermarks("backlog.partials", 0, Duration::from_secs(5))
+        .unwrap();
+    // Three partitions, one export each per tick (1 s), and slack for
+    // the exports once caught up and at the end. After every batch it
+    // was three per 20 events (about 1,200 here).
+    let most = 3 * (secs.ceil() as i64 + 4);
+    eprintln!("{exported} partials in {secs:.1} s");
+    let got = finals(&kpi_records(&bs));
+    let want = finals(&file_mode(&cfg, &lines));
+    assert_same_finals(&got, &want);
+    assert_eq!(got.len(), want.len(), "no extra final series");
+    assert!(
+        exported <= most,
+        "{exported} partials in {secs:.1} s for {} events: more than {most}",
+        lines.len()
+    );
+}
+
 /// A `crm.lead.created` from the web, dated `at` (epoch ms).
 fn lead_at(id: &str, at: i64) -> Out {
     Out::plain(

@@ -253,7 +253,8 @@ impl Loop {
     /// to what is fetched (or partials absorbed) waits for it; live
     /// updates of absorbed partials `update` (`output.update_interval`)
     /// after the last ones. Under load, turns come every
-    /// `input.batch_size` messages instead.
+    /// `input.batch_size` messages instead (see `Shared::export` for
+    /// which partitions export then).
     fn due(&self, gap: Duration, update: Duration) -> Option<Instant> {
         // Live, with the merger here, this instance's exports feed only
         // it, and it publishes at the update tick: a turn in between
@@ -460,9 +461,8 @@ impl Loop {
                 &mut self.deliveries,
                 &mut self.confirms,
                 &self.confirmed,
-                k.idle_partition_timeout.0,
                 &ends_now,
-                self.to_end,
+                (self.to_end, ticked),
             )
             .await?;
         if is_local && exported > 0 {

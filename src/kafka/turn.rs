@@ -220,7 +220,13 @@ impl Shared<'_> {
     /// Exports the partials of every source that changed (or whose
     /// progress did, or once a second as a heartbeat); with `local` (the
     /// merger of this instance, live) their items go into it at once
-    /// too. Returns how many partials were exported.
+    /// too. A partition more than `input.batch_size` messages behind
+    /// its end offset (a backlog) exports only at the update tick
+    /// (`at_tick`): nearly every cell of an export changes again by the
+    /// next batch, so exporting after each one re-sent the same
+    /// aggregates over and over, for records that now come at most a
+    /// tick later (docs/performance.md). Returns how many partials were
+    /// exported.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn export(
         &self,
@@ -229,14 +235,20 @@ impl Shared<'_> {
         deliveries: &mut Vec<DeliveryFuture>,
         confirms: &mut Vec<Confirm>,
         confirmed: &Confirmed,
-        idle: Duration,
         ends: &EndOffsets,
-        to_end: bool,
+        (to_end, at_tick): (bool, bool),
     ) -> anyhow::Result<usize> {
         let topic = &self.cfg.kafka.partials();
+        let idle = self.cfg.kafka.idle_partition_timeout.0;
+        let backlog = self.cfg.input.batch_size as i64;
         let mut exported = 0;
         for ((t, p), src) in sources.iter_mut() {
             let end = ends.get(&(t.clone(), *p)).copied();
+            // The end offsets are refreshed now and then: a partition is
+            // at least this far behind.
+            if !at_tick && end.is_some_and(|(_, high)| high - src.next > backlog) {
+                continue;
+            }
             // End offsets unknown (not fetched yet, or not allowed):
             // idleness falls back to time alone, and no end is reached.
             let behind = end.is_some_and(|(low, high)| src.next < high || !src.verified(low));
