@@ -243,6 +243,13 @@ impl Shared<'_> {
         let backlog = self.cfg.input.batch_size as i64;
         let mut exported = 0;
         for ((t, p), src) in sources.iter_mut() {
+            if src.consumed > 0 {
+                self.m
+                    .kafka
+                    .consumed
+                    .with_label_values(&[t.as_str()])
+                    .inc_by(std::mem::take(&mut src.consumed));
+            }
             let end = ends.get(&(t.clone(), *p)).copied();
             // The end offsets are refreshed now and then: a partition is
             // at least this far behind.
@@ -296,13 +303,6 @@ impl Shared<'_> {
                 if let Some(mg) = local.as_deref_mut() {
                     mg.absorb_own(&part, bytes);
                 }
-            }
-            if src.consumed > 0 {
-                self.m
-                    .kafka
-                    .consumed
-                    .with_label_values(&[t.as_str()])
-                    .inc_by(std::mem::take(&mut src.consumed));
             }
             confirms.push((key, src.generation, progress));
             src.changed = false;
