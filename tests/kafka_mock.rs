@@ -1067,8 +1067,9 @@ kpi_topic = "pace.kpis"
 }
 
 /// A backlog (partitions more than `input.batch_size` messages behind
-/// their end) exports its partitions' partials at the update tick, not
-/// after every batch, and the records still equal file mode's.
+/// their end, full batches read with more already fetched) exports its
+/// partitions' partials at the update tick, not after every batch, and
+/// the records still equal file mode's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_exports_partials_at_the_tick_not_after_every_batch() {
     let mock = MockCluster::new(1).unwrap();

@@ -462,7 +462,7 @@ impl Loop {
                 &mut self.confirms,
                 &self.confirmed,
                 &ends_now,
-                (self.to_end, ticked),
+                (self.to_end, ticked, !self.caught_up),
             )
             .await?;
         if is_local && exported > 0 {

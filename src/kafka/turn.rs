@@ -220,13 +220,14 @@ impl Shared<'_> {
     /// Exports the partials of every source that changed (or whose
     /// progress did, or once a second as a heartbeat); with `local` (the
     /// merger of this instance, live) their items go into it at once
-    /// too. A partition more than `input.batch_size` messages behind
-    /// its end offset (a backlog) exports only at the update tick
-    /// (`at_tick`): nearly every cell of an export changes again by the
-    /// next batch, so exporting after each one re-sent the same
-    /// aggregates over and over, for records that now come at most a
-    /// tick later (docs/performance.md). Returns how many partials were
-    /// exported.
+    /// too. Under load — this turn came after a full batch with more
+    /// input already fetched (`full`), or the partition is more than
+    /// `input.batch_size` messages behind its end offset — a partition
+    /// exports only at the update tick (`at_tick`): nearly every cell of an
+    /// export changes again by the next batch, so exporting after each
+    /// one re-sent the same aggregates over and over, for records that
+    /// now come at most a tick later (docs/performance.md). Returns how
+    /// many partials were exported.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn export(
         &self,
@@ -236,7 +237,7 @@ impl Shared<'_> {
         confirms: &mut Vec<Confirm>,
         confirmed: &Confirmed,
         ends: &EndOffsets,
-        (to_end, at_tick): (bool, bool),
+        (to_end, at_tick, full): (bool, bool, bool),
     ) -> anyhow::Result<usize> {
         let topic = &self.cfg.kafka.partials();
         let idle = self.cfg.kafka.idle_partition_timeout.0;
@@ -253,7 +254,8 @@ impl Shared<'_> {
             let end = ends.get(&(t.clone(), *p)).copied();
             // The end offsets are refreshed now and then: a partition is
             // at least this far behind.
-            if !at_tick && end.is_some_and(|(_, high)| high - src.next > backlog) {
+            let far = end.is_some_and(|(_, high)| high - src.next > backlog);
+            if !at_tick && (full || far) {
                 continue;
             }
             // End offsets unknown (not fetched yet, or not allowed):
