@@ -12,6 +12,7 @@ use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,11 +31,16 @@ pub struct Ctx {
     pub(super) unassigned_since: Mutex<Option<Instant>>,
     /// Assignments seen (see `Src::assignment`).
     pub(super) assignments: std::sync::atomic::AtomicU64,
+    /// The group's rebalance protocol is incremental (a cooperative
+    /// assignor, or `group.protocol = consumer`): known from the
+    /// settings, see `rebalance`.
+    cooperative: bool,
 }
 
 impl Ctx {
-    fn new(metrics: Arc<Metrics>, drives_ready: bool) -> Ctx {
+    fn new(metrics: Arc<Metrics>, drives_ready: bool, cooperative: bool) -> Ctx {
         Ctx {
+            cooperative,
             metrics,
             assigned: Mutex::new(HashSet::new()),
             drives_ready,
@@ -80,6 +86,40 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
+    /// rdkafka's default, except that the protocol (incremental or
+    /// eager) comes from the settings: the default asks librdkafka
+    /// (`rd_kafka_rebalance_protocol`), and that call blocks for good
+    /// when the callback runs inside the consumer's close — seen when a
+    /// SIGTERM came while the group was first joining: the assignment
+    /// arrived during the close and the process never exited
+    /// (librdkafka #4041, rust-rdkafka #509).
+    fn rebalance(
+        &self,
+        base: &rdkafka::consumer::BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN,
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let done = match (err, self.cooperative) {
+            (ASSIGN, true) => base.incremental_assign(tpl),
+            (ASSIGN, false) => base.assign(tpl),
+            (REVOKE, true) => base.incremental_unassign(tpl),
+            _ => base.unassign(),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "cannot apply the rebalance");
+        }
+        let rebalance = match err {
+            ASSIGN => Rebalance::Assign(tpl),
+            REVOKE => Rebalance::Revoke(tpl),
+            e => Rebalance::Error(rdkafka::error::KafkaError::Rebalance(e.into())),
+        };
+        self.post_rebalance(base, &rebalance);
+    }
+
     fn post_rebalance(
         &self,
         _c: &rdkafka::consumer::BaseConsumer<Self>,
@@ -240,9 +280,13 @@ pub(super) fn group_consumer(
     if !cfg.kafka.instance_id.is_empty() {
         c.set("group.instance.id", &cfg.kafka.instance_id);
     }
+    // librdkafka refuses a list mixing eager and cooperative assignors.
+    let cooperative = !classic
+        || c.get("partition.assignment.strategy")
+            .is_some_and(|s| s.contains("cooperative"));
 
     let consumer: Consumer_ = c
-        .create_with_context(Ctx::new(metrics, drives_ready))
+        .create_with_context(Ctx::new(metrics, drives_ready, cooperative))
         .context("cannot create the Kafka consumer (check kafka.brokers and kafka.properties)")?;
     consumer
         .subscribe(topics)
