@@ -242,6 +242,7 @@ impl Shared<'_> {
         let topic = &self.cfg.kafka.partials();
         let idle = self.cfg.kafka.idle_partition_timeout.0;
         let backlog = self.cfg.input.batch_size as i64;
+        let tick = self.cfg.output.update_interval.0;
         let mut exported = 0;
         for ((t, p), src) in sources.iter_mut() {
             if src.consumed > 0 {
@@ -255,9 +256,6 @@ impl Shared<'_> {
             // The end offsets are refreshed now and then: a partition is
             // at least this far behind.
             let far = end.is_some_and(|(_, high)| high - src.next > backlog);
-            if !at_tick && (full || far) {
-                continue;
-            }
             // End offsets unknown (not fetched yet, or not allowed):
             // idleness falls back to time alone, and no end is reached.
             let behind = end.is_some_and(|(low, high)| src.next < high || !src.verified(low));
@@ -286,6 +284,14 @@ impl Shared<'_> {
                 .get(&key)
                 .filter(|(g, _)| *g == src.generation)
                 .map(|(_, p)| *p);
+            // Its last export still unconfirmed a tick later: the sink is
+            // slow or failing, and exporting after every batch again lets
+            // the delivery channel's backpressure stop consumption within
+            // a few batches (skipped, the partition read on for ticks).
+            let stuck = sent != src.last_progress && src.last_export.elapsed() >= tick;
+            if !at_tick && (full || far) && !stuck {
+                continue;
+            }
             if !src.changed
                 && src.last_progress == Some(progress)
                 && src.last_sent == sent
