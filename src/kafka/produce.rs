@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::decode::Format;
 use crate::engine::merge::Progress;
 use crate::metrics::Metrics;
+use crate::output::JsonRecords;
 use crate::output::{KpiRecord, LeaderboardRecord};
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -23,21 +24,68 @@ use tokio::sync::mpsc;
 /// Key of a KPI record on the KPI topic: one key per series and window
 /// instance, so a compacted topic keeps the latest value of each.
 pub fn record_key(r: &KpiRecord) -> String {
-    let mut k = format!("{}|{}|{}", r.kpi, r.window.kind, r.window.label);
+    let mut k = String::new();
+    write_record_key(r, &mut k);
+    k
+}
+
+/// [`record_key`] into a reused string.
+fn write_record_key(r: &KpiRecord, k: &mut String) {
+    for part in [&*r.kpi, "|", &r.window.kind, "|", &r.window.label] {
+        k.push_str(part);
+    }
     for (n, v) in r.dimensions.iter() {
         k.push('|');
         k.push_str(n);
         k.push('=');
         k.push_str(v);
     }
-    k
 }
 
 /// A KPI record in the configured format.
 pub fn encode_record(r: &KpiRecord, format: Format) -> Vec<u8> {
-    match format {
-        Format::Json => serde_json::to_vec(r).expect("records serialize"),
-        Format::Protobuf => prost::Message::encode_to_vec(&crate::output::to_proto(r)),
+    let mut out = Vec::new();
+    RecordEncoder::new(format).encode(r, &mut out);
+    out
+}
+
+/// Encodes a run of KPI records and their keys into reused buffers; in
+/// JSON, what records of one emission share is encoded once
+/// ([`JsonRecords`]).
+pub(super) struct RecordEncoder {
+    format: Format,
+    json: JsonRecords,
+    pub(super) key: String,
+    pub(super) payload: Vec<u8>,
+}
+
+impl RecordEncoder {
+    pub(super) fn new(format: Format) -> Self {
+        Self {
+            format,
+            json: JsonRecords::default(),
+            key: String::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    /// `r` into `out` (appended).
+    fn encode(&mut self, r: &KpiRecord, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json => self.json.write(r, out),
+            Format::Protobuf => prost::Message::encode(&crate::output::to_proto(r), out)
+                .expect("a Vec grows as needed"),
+        }
+    }
+
+    /// `r`'s key and bytes into [`Self::key`] and [`Self::payload`].
+    pub(super) fn set(&mut self, r: &KpiRecord) {
+        self.key.clear();
+        write_record_key(r, &mut self.key);
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        self.encode(r, &mut payload);
+        self.payload = payload;
     }
 }
 

@@ -5,8 +5,8 @@
 use super::changelog;
 use super::client::{committed, Consumer_, EndOffsets};
 use super::produce::{
-    commit_with_metadata, deliver_all, encode_leaderboard, encode_record, record_key, send,
-    send_tombstone, Ack, Confirm, Confirmed,
+    commit_with_metadata, deliver_all, encode_leaderboard, send, send_tombstone, Ack, Confirm,
+    Confirmed, RecordEncoder,
 };
 use super::restore::{restore_merger, restore_source};
 use super::source::{source_key, source_name, Merger, SeekBack, Src, GENERATION, MERGE_KEY};
@@ -340,28 +340,21 @@ impl Shared<'_> {
             pg.send(&recs, &boards).await?;
         }
         let k = &self.cfg.kafka;
-        let mut out: Vec<(&str, String, Vec<u8>)> = Vec::new();
         if !k.kpi_topic.is_empty() {
-            out.extend(recs.iter().map(|r| {
-                (
-                    k.kpi_topic.as_str(),
-                    record_key(r),
-                    encode_record(r, k.kpi_format),
-                )
-            }));
+            let mut enc = RecordEncoder::new(k.kpi_format);
+            for r in &recs {
+                enc.set(r);
+                let (key, payload) = (enc.key.as_bytes(), &enc.payload);
+                deliveries.push(send(self.producer, &k.kpi_topic, None, key, payload, None).await?);
+            }
         }
         if !k.leaderboard_topic.is_empty() {
-            out.extend(boards.iter().map(|b| {
-                (
-                    k.leaderboard_topic.as_str(),
-                    b.key(),
-                    encode_leaderboard(b, k.kpi_format),
-                )
-            }));
-        }
-        for (topic, key, payload) in out {
-            deliveries
-                .push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
+            for b in &boards {
+                let (key, payload) = (b.key(), encode_leaderboard(b, k.kpi_format));
+                let topic = &k.leaderboard_topic;
+                deliveries
+                    .push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
+            }
         }
         Ok(())
     }

@@ -138,6 +138,7 @@ pub async fn run(
             .transpose()?,
         dlq_path: opts.dead_letter.clone(),
         dlq: None,
+        json: Default::default(),
         pg: match cfg.postgres.enabled() {
             true => Some(PgSink::start(cfg, opts.metrics.clone()).await?),
             false => None,

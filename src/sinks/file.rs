@@ -5,7 +5,7 @@
 use super::alert::Dispatcher;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::output::DeadLetter;
+use crate::output::{DeadLetter, JsonRecords};
 use anyhow::Context;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -60,6 +60,8 @@ pub(crate) struct Sinks {
     pub(crate) output: Option<Box<dyn Write + Send>>,
     pub(crate) dlq_path: PathBuf,
     pub(crate) dlq: Option<BufWriter<File>>,
+    /// Encodes the records (and its reused buffer).
+    pub(crate) json: (JsonRecords, Vec<u8>),
     /// The KPI history, when `[postgres]` is set.
     pub(crate) pg: Option<super::postgres::PgSink>,
 }
@@ -77,14 +79,22 @@ impl Sinks {
     ) -> anyhow::Result<()> {
         let (recs, boards) = super::take(engine, m, records, alerts);
         if let Some(o) = &mut self.output {
+            let (json, buf) = &mut self.json;
+            buf.clear();
             for r in &recs {
-                serde_json::to_writer(&mut *o, r)?;
-                o.write_all(b"\n")?;
+                json.write(r, buf);
+                buf.push(b'\n');
+                if buf.len() >= 1 << 16 {
+                    o.write_all(buf)?;
+                    buf.clear();
+                }
             }
             for b in &boards {
-                serde_json::to_writer(&mut *o, b)?;
-                o.write_all(b"\n")?;
+                serde_json::to_writer(&mut *buf, b)?;
+                buf.push(b'\n');
             }
+            o.write_all(buf)?;
+            buf.clear();
         }
         m.sync(engine);
         if let Some(pg) = &self.pg {
