@@ -244,6 +244,57 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// KPI records as JSON lines (file mode's output, the KPI topic's
+/// payloads): `serde_json` record by record, and the writer that encodes
+/// an emission's shared window and dimensions once into a reused buffer
+/// (`output::JsonRecords`). The records are those of the generated events
+/// (every window, emitted after each batch), written into a 64 KiB
+/// buffer handed on when full, as the file sink does.
+fn records(c: &mut Criterion) {
+    use salespulse::output::JsonRecords;
+    let lines = generated(1000);
+    let mut e = Engine::from_config(&Config::default());
+    let mut recs = Vec::new();
+    for chunk in lines[..50_000].chunks(BATCH) {
+        for l in chunk {
+            e.process_json(l.as_bytes()).unwrap();
+        }
+        recs.extend(e.take_records());
+    }
+    eprintln!("{} records", recs.len());
+    let mut g = c.benchmark_group("records_json");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.sample_size(10);
+    g.bench_function("serde_json", |b| {
+        let mut out: Vec<u8> = Vec::with_capacity(1 << 17);
+        b.iter(|| {
+            for r in &recs {
+                serde_json::to_writer(&mut out, r).unwrap();
+                out.push(b'\n');
+                if out.len() >= 1 << 16 {
+                    black_box(&out);
+                    out.clear();
+                }
+            }
+        })
+    });
+    g.bench_function("json_records_writer", |b| {
+        let mut out: Vec<u8> = Vec::with_capacity(1 << 17);
+        b.iter(|| {
+            let mut w = JsonRecords::default();
+            for r in &recs {
+                w.write(r, &mut out);
+                out.push(b'\n');
+                if out.len() >= 1 << 16 {
+                    black_box(&out);
+                    out.clear();
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
 /// `/metrics` with `n` KPI series (every KPI of the catalogue in the
 /// month window, for "all" and for reps): the text the scrape gets, and
 /// its gzip.
@@ -331,5 +382,5 @@ fn forecast(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, render, forecast);
+criterion_group!(benches, bench, records, render, forecast);
 criterion_main!(benches);

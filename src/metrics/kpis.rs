@@ -75,7 +75,13 @@ impl Filter {
 /// The dimension a record breaks down by: the first of [`DIMS`] among
 /// its labels (a price index is by product, per competitor).
 fn dimension(r: &KpiRecord) -> Option<&str> {
-    DIMS.iter().copied().find(|d| r.dimensions.contains_key(*d))
+    // Its labels (none or one or two) looked up in DIMS, rather than
+    // each of DIMS in its labels: this runs for every record.
+    r.dimensions
+        .keys()
+        .filter_map(|k| DIMS.iter().position(|d| d == k))
+        .min()
+        .map(|i| DIMS[i])
 }
 
 /// The series of one KPI in the current window of a kind.
