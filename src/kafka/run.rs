@@ -197,6 +197,8 @@ struct Loop {
     confirms: Vec<Confirm>,
     /// Input messages since the last turn, and when that turn ended.
     since_flush: usize,
+    /// [`Loop::on_input`]'s reused key.
+    key: (String, i32),
     t_batch: Instant,
     /// The last input read found nothing more fetched.
     caught_up: bool,
@@ -235,6 +237,7 @@ impl Loop {
             deliveries: Vec::new(),
             confirms: Vec::new(),
             since_flush: 0,
+            key: Default::default(),
             t_batch: Instant::now(),
             caught_up: false,
             absorbed: false,
@@ -305,20 +308,36 @@ impl Loop {
     /// (already in the state), or a seek back (a gap); a rejection goes
     /// to the dead-letter topic.
     async fn on_input(&mut self, ctx: &Shared<'_>, msg: BorrowedMessage<'_>) -> anyhow::Result<()> {
-        let key = (msg.topic().to_string(), msg.partition());
-        if !self.sources.contains_key(&key) {
+        // The partition's key in a reused string: no allocation per message.
+        let mut key = std::mem::take(&mut self.key);
+        key.0.clear();
+        key.0.push_str(msg.topic());
+        key.1 = msg.partition();
+        let r = self.on_input_keyed(ctx, msg, &key).await;
+        self.key = key;
+        r
+    }
+
+    async fn on_input_keyed(
+        &mut self,
+        ctx: &Shared<'_>,
+        msg: BorrowedMessage<'_>,
+        key: &(String, i32),
+    ) -> anyhow::Result<()> {
+        if !self.sources.contains_key(key) {
             ctx.sync_sources(
                 &mut self.sources,
                 &mut self.pending,
-                Some((&key, msg.offset())),
+                Some((key, msg.offset())),
             )
             .await?;
         }
-        self.last_message = Instant::now();
-        let Some(src) = self.sources.get_mut(&key) else {
+        let now = Instant::now();
+        self.last_message = now;
+        let Some(src) = self.sources.get_mut(key) else {
             return Ok(());
         };
-        src.back.seen = Some(Instant::now());
+        src.back.seen = Some(now);
         let offset = msg.offset();
         match position(src.next, offset) {
             Pos::Skip => return Ok(()),
@@ -332,7 +351,7 @@ impl Loop {
         drop(msg);
         src.next = offset + 1;
         src.back.tries = 0;
-        src.last_message = Instant::now();
+        src.last_message = now;
         src.changed = true;
         src.consumed += 1;
         self.since_flush += 1;
