@@ -66,7 +66,9 @@ impl KpiRecord {
 /// them, at a fraction of its cost: the window and the dimensions, shared
 /// (`Arc`) by the records of one emission, are encoded once and copied
 /// after that, and the record goes into a caller's buffer that is reused
-/// from record to record (no allocation per record).
+/// from record to record (no allocation per record). It writes
+/// [`KpiRecord`]'s fields in their declared order: a field added there
+/// must be added here (the property test below compares the two).
 #[derive(Debug, Default)]
 pub struct JsonRecords {
     window: Encoded<WindowInfo>,
