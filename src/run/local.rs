@@ -246,7 +246,7 @@ fn apply_batch(
     m: &Metrics,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    for msg in &batch.msgs {
+    for (bytes, msg) in batch.iter() {
         let r = if let Some(problem) = &msg.framing_error {
             engine.count_external_reject(RejectReason::MalformedProtobuf);
             Err(crate::decode::Reject::new(
@@ -255,8 +255,8 @@ fn apply_batch(
             ))
         } else {
             match format {
-                Format::Json => engine.process_json(&msg.bytes),
-                Format::Protobuf => engine.process_protobuf(&msg.bytes),
+                Format::Json => engine.process_json(bytes),
+                Format::Protobuf => engine.process_protobuf(bytes),
             }
         };
         match r {
@@ -266,17 +266,17 @@ fn apply_batch(
                 report.rejected += 1;
                 sinks.dead_letter(&DeadLetter::new(
                     &rej,
-                    &msg.bytes,
-                    msg.origin.clone(),
+                    bytes,
+                    batch.origin(msg),
                     cfg.output.dead_letter_max_bytes,
                     &cfg.output.dead_letter_redact,
                 ))?;
             }
         }
     }
-    if !batch.msgs.is_empty() {
+    if !batch.is_empty() {
         m.event_seconds
-            .observe(t0.elapsed().as_secs_f64() / batch.msgs.len() as f64);
+            .observe(t0.elapsed().as_secs_f64() / batch.len() as f64);
     }
     Ok(())
 }

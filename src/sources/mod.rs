@@ -11,6 +11,7 @@ use anyhow::Context;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -27,32 +28,102 @@ pub enum Source {
     },
 }
 
-/// One raw message, where it came from, and a framing error if the
-/// reader could not cut a whole message out of the input.
+/// One raw message of a [`Batch`]: where its bytes end in the batch's
+/// buffer, its line (or frame) number in the input (0 for the
+/// generator), and a framing error if the reader could not cut a whole
+/// message out of the input.
 pub(crate) struct Msg {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) origin: String,
+    end: usize,
+    number: u64,
     pub(crate) framing_error: Option<String>,
 }
 
-impl Msg {
-    pub(crate) fn new(bytes: Vec<u8>, origin: String) -> Msg {
-        Msg {
-            bytes,
-            origin,
+/// A batch of raw messages, one after another in one buffer (no
+/// allocation per message), and where the input is after its last one.
+pub(crate) struct Batch {
+    data: Vec<u8>,
+    msgs: Vec<Msg>,
+    /// The input's name, for a dead letter's origin (`name:line`).
+    source: Arc<str>,
+    pub(crate) end: InputPosition,
+}
+
+impl Batch {
+    /// A batch for about `capacity` messages (room is reserved for at
+    /// most 4,096 of ~256 bytes; it grows beyond).
+    pub(crate) fn new(source: Arc<str>, capacity: usize) -> Batch {
+        let capacity = capacity.min(4096);
+        Batch {
+            data: Vec::with_capacity(capacity * 256),
+            msgs: Vec::with_capacity(capacity),
+            source,
+            end: InputPosition::Start,
+        }
+    }
+
+    /// Appends a message; `number` is its line or frame number (0: none).
+    pub(crate) fn push(&mut self, bytes: &[u8], number: u64) {
+        self.data.extend_from_slice(bytes);
+        self.msgs.push(Msg {
+            end: self.data.len(),
+            number,
             framing_error: None,
+        });
+    }
+
+    /// Appends a message the reader could not cut out of the input.
+    fn push_error(&mut self, number: u64, problem: String) {
+        self.msgs.push(Msg {
+            end: self.data.len(),
+            number,
+            framing_error: Some(problem),
+        });
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Each message's bytes, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &Msg)> {
+        let mut start = 0;
+        self.msgs.iter().map(move |m| {
+            let bytes = &self.data[start..m.end];
+            start = m.end;
+            (bytes, m)
+        })
+    }
+
+    /// Where `m` came from, for its dead letter: `input:line`, or the
+    /// input's name alone when it has no line numbers (the generator).
+    pub(crate) fn origin(&self, m: &Msg) -> String {
+        if m.number == 0 {
+            self.source.to_string()
+        } else {
+            format!("{}:{}", self.source, m.number)
+        }
+    }
+
+    /// The batch so far, ended at `end`; `self` starts a new one.
+    fn take(&mut self, end: InputPosition) -> Batch {
+        let next = Batch::new(self.source.clone(), self.msgs.capacity());
+        Batch {
+            end,
+            ..std::mem::replace(self, next)
         }
     }
 }
 
-/// A batch of raw messages, and where the input is after its last one.
-pub(crate) struct Batch {
-    pub(crate) msgs: Vec<Msg>,
-    pub(crate) end: InputPosition,
-}
-
-/// Reads one length-delimited protobuf frame; `Ok(None)` at a clean end.
-pub(crate) fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Result<Vec<u8>, String>>> {
+/// Reads one length-delimited protobuf frame into `buf`; `Ok(None)` at a
+/// clean end.
+pub(crate) fn read_frame(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Result<(), String>>> {
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut b = [0u8];
@@ -65,10 +136,14 @@ pub(crate) fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Result<Vec
         }
         len |= u64::from(b[0] & 0x7f) << (7 * i);
         if b[0] & 0x80 == 0 {
-            let mut buf = vec![0; len as usize];
-            return Ok(Some(match r.read_exact(&mut buf) {
-                Ok(()) => Ok(buf),
-                Err(_) => Err(format!("input ends inside a {len}-byte message")),
+            // Read as it comes (not allocated up front from the prefix,
+            // which a corrupt input may make huge).
+            buf.clear();
+            let got = r.take(len).read_to_end(buf)?;
+            return Ok(Some(if got as u64 == len {
+                Ok(())
+            } else {
+                Err(format!("input ends inside a {len}-byte message"))
             }));
         }
     }
@@ -126,14 +201,15 @@ pub(crate) fn read_file(
         }
     };
     let mut r = BufReader::with_capacity(1 << 20, input);
-    let mut msgs = Vec::with_capacity(batch);
+    let mut msgs = Batch::new(name.as_str().into(), batch);
+    let mut line = Vec::new();
     // Line (or frame) numbers in origins continue from the checkpoint.
     let mut n = read;
     loop {
         n += 1;
-        let item = match format {
+        match format {
             Format::Json => {
-                let mut line = Vec::new();
+                line.clear();
                 let len = r.read_until(b'\n', &mut line)?;
                 if len == 0 {
                     break;
@@ -145,20 +221,12 @@ pub(crate) fn read_file(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                line
             }
-            Format::Protobuf => match read_frame(&mut r)? {
+            Format::Protobuf => match read_frame(&mut r, &mut line)? {
                 None => break,
-                Some(Ok(m)) => {
-                    offset += varint_len(m.len() as u64) + m.len() as u64;
-                    m
-                }
+                Some(Ok(())) => offset += varint_len(line.len() as u64) + line.len() as u64,
                 Some(Err(e)) => {
-                    msgs.push(Msg {
-                        bytes: Vec::new(),
-                        origin: format!("{name}:{n}"),
-                        framing_error: Some(e),
-                    });
+                    msgs.push_error(n, e);
                     break;
                 }
             },
@@ -167,23 +235,13 @@ pub(crate) fn read_file(
         if read <= skip {
             continue;
         }
-        msgs.push(Msg::new(item, format!("{name}:{n}")));
-        if msgs.len() >= batch
-            && tx
-                .blocking_send(Batch {
-                    msgs: std::mem::take(&mut msgs),
-                    end: position(offset, read),
-                })
-                .is_err()
-        {
+        msgs.push(&line, n);
+        if msgs.len() >= batch && tx.blocking_send(msgs.take(position(offset, read))).is_err() {
             return Ok(());
         }
     }
     if !msgs.is_empty() {
-        let _ = tx.blocking_send(Batch {
-            msgs,
-            end: position(offset, read),
-        });
+        let _ = tx.blocking_send(msgs.take(position(offset, read)));
     }
     Ok(())
 }
@@ -216,26 +274,24 @@ pub(crate) async fn run_generator(
     let per_tick = (rate * tick.as_secs_f64()).max(1.0);
     let mut interval = tokio::time::interval(tick);
     let (mut sent, mut owed) = (skip, 0.0f64);
+    let source: Arc<str> = "generator".into();
+    let mut msgs = Batch::new(source, per_tick as usize + 1);
     loop {
         interval.tick().await;
         owed += per_tick;
-        let mut msgs = Vec::new();
         while owed >= 1.0 && limit.is_none_or(|l| sent < l) {
             let e = g.next().expect("the generator never ends");
             let bytes = match format {
                 Format::Json => json::encode(&e).into_bytes(),
                 Format::Protobuf => prost::Message::encode_to_vec(&proto::from_event(&e)),
             };
-            msgs.push(Msg::new(bytes, "generator".to_string()));
+            msgs.push(&bytes, 0);
             owed -= 1.0;
             sent += 1;
         }
         if !msgs.is_empty()
             && tx
-                .send(Batch {
-                    msgs,
-                    end: InputPosition::Generator { events: sent },
-                })
+                .send(msgs.take(InputPosition::Generator { events: sent }))
                 .await
                 .is_err()
         {
@@ -246,5 +302,96 @@ pub(crate) async fn run_generator(
             tx.closed().await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(bytes: &[u8], format: Format, batch: usize) -> Vec<Batch> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, bytes).unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        read_file(path, format, batch, tx, InputPosition::Start).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = rx.blocking_recv() {
+            out.push(b);
+        }
+        out
+    }
+
+    fn contents(b: &Batch) -> Vec<(String, String, Option<String>)> {
+        b.iter()
+            .map(|(bytes, m)| {
+                let origin = b.origin(m);
+                let name = origin.rsplit('/').next().unwrap().to_string();
+                (
+                    String::from_utf8_lossy(bytes).into(),
+                    name,
+                    m.framing_error.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_keep_their_bytes_line_numbers_and_positions_across_batches() {
+        let batches = read_all(
+            b"{\"a\":1}\n\n  \r\n{\"b\":22}\r\n{\"c\":333}",
+            Format::Json,
+            2,
+        );
+        assert_eq!(batches.len(), 2);
+        let s = |a: &str, o: &str| (a.to_string(), o.to_string(), None);
+        assert_eq!(
+            contents(&batches[0]),
+            vec![s("{\"a\":1}", "in:1"), s("{\"b\":22}", "in:4")]
+        );
+        assert_eq!(contents(&batches[1]), vec![s("{\"c\":333}", "in:5")]);
+        let offset = |b: &Batch| match &b.end {
+            InputPosition::File {
+                offset, messages, ..
+            } => (*offset, *messages),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(offset(&batches[0]), (23, 2));
+        assert_eq!(offset(&batches[1]), (32, 3));
+    }
+
+    #[test]
+    fn a_corrupt_length_prefix_is_a_framing_error_read_as_it_comes() {
+        // "abc", then a prefix claiming 2^60 bytes followed by 5: the
+        // reader must not allocate the claimed size up front.
+        let mut input = vec![3, b'a', b'b', b'c'];
+        input.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
+        input.extend_from_slice(b"12345");
+        let batches = read_all(&input, Format::Protobuf, 10);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            contents(&batches[0]),
+            vec![
+                ("abc".into(), "in:1".into(), None),
+                (
+                    String::new(),
+                    "in:2".into(),
+                    Some("input ends inside a 1152921504606846976-byte message".into())
+                ),
+            ]
+        );
+        let cut = read_all(&[0x80], Format::Protobuf, 10);
+        assert_eq!(
+            cut[0].msgs[0].framing_error.as_deref(),
+            Some("input ends inside a length prefix")
+        );
+    }
+
+    #[test]
+    fn generator_messages_are_named_without_a_line_number() {
+        let mut b = Batch::new("generator".into(), 2);
+        b.push(b"x", 0);
+        let (_, m) = b.iter().next().unwrap();
+        assert_eq!(b.origin(m), "generator");
     }
 }
