@@ -29,7 +29,7 @@ pub fn record_key(r: &KpiRecord) -> String {
 }
 
 /// [`record_key`] into a reused string.
-fn write_record_key(r: &KpiRecord, k: &mut String) {
+pub(super) fn write_record_key(r: &KpiRecord, k: &mut String) {
     for part in [&*r.kpi, "|", &r.window.kind, "|", &r.window.label] {
         k.push_str(part);
     }
@@ -44,47 +44,23 @@ fn write_record_key(r: &KpiRecord, k: &mut String) {
 /// A KPI record in the configured format.
 pub fn encode_record(r: &KpiRecord, format: Format) -> Vec<u8> {
     let mut out = Vec::new();
-    RecordEncoder::new(format).encode(r, &mut out);
+    encode_into(&mut JsonRecords::default(), format, r, &mut out);
     out
 }
 
-/// Encodes a run of KPI records and their keys into reused buffers; in
-/// JSON, what records of one emission share is encoded once
-/// ([`JsonRecords`]).
-pub(super) struct RecordEncoder {
+/// [`encode_record`] appended to `out`; in JSON, `json` encodes what the
+/// records of one emission share once ([`JsonRecords`]).
+pub(super) fn encode_into(
+    json: &mut JsonRecords,
     format: Format,
-    json: JsonRecords,
-    pub(super) key: String,
-    pub(super) payload: Vec<u8>,
-}
-
-impl RecordEncoder {
-    pub(super) fn new(format: Format) -> Self {
-        Self {
-            format,
-            json: JsonRecords::default(),
-            key: String::new(),
-            payload: Vec::new(),
+    r: &KpiRecord,
+    out: &mut Vec<u8>,
+) {
+    match format {
+        Format::Json => json.write(r, out),
+        Format::Protobuf => {
+            prost::Message::encode(&crate::output::to_proto(r), out).expect("a Vec grows as needed")
         }
-    }
-
-    /// `r` into `out` (appended).
-    fn encode(&mut self, r: &KpiRecord, out: &mut Vec<u8>) {
-        match self.format {
-            Format::Json => self.json.write(r, out),
-            Format::Protobuf => prost::Message::encode(&crate::output::to_proto(r), out)
-                .expect("a Vec grows as needed"),
-        }
-    }
-
-    /// `r`'s key and bytes into [`Self::key`] and [`Self::payload`].
-    pub(super) fn set(&mut self, r: &KpiRecord) {
-        self.key.clear();
-        write_record_key(r, &mut self.key);
-        let mut payload = std::mem::take(&mut self.payload);
-        payload.clear();
-        self.encode(r, &mut payload);
-        self.payload = payload;
     }
 }
 

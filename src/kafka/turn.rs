@@ -5,8 +5,8 @@
 use super::changelog;
 use super::client::{committed, Consumer_, EndOffsets};
 use super::produce::{
-    commit_with_metadata, deliver_all, encode_leaderboard, send, send_tombstone, Ack, Confirm,
-    Confirmed, RecordEncoder,
+    commit_with_metadata, deliver_all, encode_into, encode_leaderboard, send, send_tombstone,
+    write_record_key, Ack, Confirm, Confirmed,
 };
 use super::restore::{restore_merger, restore_source};
 use super::source::{source_key, source_name, Merger, SeekBack, Src, GENERATION, MERGE_KEY};
@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::merge::Progress;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::output::JsonRecords;
 use crate::run::RunReport;
 use crate::sinks::alert::Dispatcher;
 use crate::sinks::postgres::PgSink;
@@ -341,11 +342,17 @@ impl Shared<'_> {
         }
         let k = &self.cfg.kafka;
         if !k.kpi_topic.is_empty() {
-            let mut enc = RecordEncoder::new(k.kpi_format);
+            // Each record and its key into reused buffers.
+            let (mut json, mut key, mut payload) =
+                (JsonRecords::default(), String::new(), Vec::new());
             for r in &recs {
-                enc.set(r);
-                let (key, payload) = (enc.key.as_bytes(), &enc.payload);
-                deliveries.push(send(self.producer, &k.kpi_topic, None, key, payload, None).await?);
+                key.clear();
+                write_record_key(r, &mut key);
+                payload.clear();
+                encode_into(&mut json, k.kpi_format, r, &mut payload);
+                let topic = &k.kpi_topic;
+                deliveries
+                    .push(send(self.producer, topic, None, key.as_bytes(), &payload, None).await?);
             }
         }
         if !k.leaderboard_topic.is_empty() {
