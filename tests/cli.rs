@@ -226,6 +226,54 @@ fn bad_lines_go_to_the_dead_letter_file_with_their_reason() {
 }
 
 #[test]
+fn a_protobuf_frame_cut_short_is_a_dead_letter_after_the_events_before_it() {
+    // A good event, then a length prefix claiming 2^60 bytes with three
+    // after it: the good one counts, the rest is one dead letter (it
+    // once made the reader allocate the claimed size and abort).
+    let d = tempfile::tempdir().unwrap();
+    let json = r#"{"specversion":"1.0","id":"1","source":"s","type":"crm.lead.created","time":"2026-11-01T10:00:00Z","data":{"lead_id":"L1","channel":"web"}}"#;
+    let e = salespulse::decode::json::decode(json.as_bytes()).unwrap();
+    let mut input = salespulse::decode::proto::encode_delimited(&e);
+    input.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]);
+    input.extend_from_slice(b"abc");
+    std::fs::write(d.path().join("in.pb"), input).unwrap();
+    let out = sp(
+        &[
+            "run",
+            "--format",
+            "protobuf",
+            "--input",
+            "in.pb",
+            "--output",
+            "out.jsonl",
+            "--dead-letter",
+            "dlq.jsonl",
+        ],
+        d.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dlq: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("dlq.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["reason"], "malformed_protobuf");
+    assert_eq!(
+        dlq[0]["detail"],
+        "input ends inside a 1152921504606846976-byte message"
+    );
+    assert_eq!(dlq[0]["origin"], "in.pb:2");
+    let recs = records(&d.path().join("out.jsonl"));
+    let r = common::find(&recs, "leads_created", "day", "2026-11-01", &[]).unwrap();
+    assert_eq!(r.value, Some(1.0));
+}
+
+#[test]
 fn check_config_names_the_field_and_the_fix() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(
