@@ -29,6 +29,15 @@ fn records(p: &Path) -> Vec<KpiRecord> {
         .collect()
 }
 
+/// The dead letters of a dead-letter file.
+fn dead_letters(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn file_mode_writes_a_final_record_for_every_closed_window() {
     let d = tempfile::tempdir().unwrap();
@@ -195,11 +204,7 @@ fn bad_lines_go_to_the_dead_letter_file_with_their_reason() {
         "bad input must not stop the run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dlq: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("dlq.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dlq = dead_letters(&d.path().join("dlq.jsonl"));
     assert_eq!(dlq.len(), 3);
     let cut = dlq[2]["raw"].as_str().unwrap();
     assert!(
@@ -256,11 +261,7 @@ fn a_protobuf_frame_cut_short_is_a_dead_letter_after_the_events_before_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dlq: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("dlq.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dlq = dead_letters(&d.path().join("dlq.jsonl"));
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0]["reason"], "malformed_protobuf");
     assert_eq!(
