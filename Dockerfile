@@ -16,6 +16,7 @@ COPY proto proto
 COPY src src
 COPY benches benches
 COPY examples examples
+COPY vendor vendor
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin salespulse \

@@ -208,6 +208,32 @@ fn the_forecast_is_deterministic_ordered_and_collapses_to_the_won_revenue() {
 }
 
 #[test]
+fn the_draws_of_a_pipeline_without_an_uncertain_deal_are_its_sure_sum() {
+    // Only sure (p = 1) and lost (p = 0) deals: every draw is the sure
+    // sum, with or without the period's spread.
+    for spread in [0.0, 0.3] {
+        let sums = forecast::simulate(&[(1.0, 500), (0.0, 7), (1.0, 40)], 100, spread, 9);
+        assert_eq!(sums, vec![540; 100], "spread {spread}");
+        assert_eq!(forecast::simulate(&[], 3, spread, 9), vec![0; 3]);
+    }
+    // One uncertain deal: the draws spread between the sure sum and the
+    // sum with it, in order, and depend on the seed only.
+    let sums = forecast::simulate(&[(1.0, 500), (0.5, 100)], 2000, 0.3, 9);
+    assert_eq!(sums.len(), 2000);
+    assert!(sums.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!((sums[0], sums[1999]), (500, 600));
+    let hits = sums.iter().filter(|s| **s == 600).count();
+    assert!(
+        (800..1200).contains(&hits),
+        "{hits} of 2000 draws won a 50 % deal"
+    );
+    assert_eq!(
+        sums,
+        forecast::simulate(&[(1.0, 500), (0.5, 100)], 2000, 0.3, 9)
+    );
+}
+
+#[test]
 fn observed_stage_outcomes_and_cycles_replace_the_configured_guesses() {
     let e = engine(CFG);
     let mut h = History::default();

@@ -172,6 +172,12 @@ pub fn simulate(deals: &[(f64, i64)], draws: usize, spread: f64, seed: u64) -> V
             maybe.push(((p * 4_294_967_296.0) as u64, amount));
         }
     }
+    // Nothing uncertain: every draw is the sure sum (the draws' factors
+    // would multiply nothing; live updates forecast every window each
+    // time, most often with no open deal).
+    if maybe.is_empty() {
+        return vec![sure; draws];
+    }
     let mut rng = fastrand::Rng::with_seed(seed);
     // A deal counts when a uniform u32 is below its threshold times the
     // draw's factor (16.16 fixed point): integer work only, and one
