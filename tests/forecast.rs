@@ -233,6 +233,70 @@ fn the_draws_of_a_pipeline_without_an_uncertain_deal_are_its_sure_sum() {
     );
 }
 
+/// Live updates forecast the same periods again and again: the memo of
+/// the last draws (by the deals drawn) gives exactly what fresh draws
+/// give, across periods, instants, more periods than it keeps, and deals
+/// that change; and the engine's records are those fresh draws' too.
+#[test]
+fn the_memo_of_the_draws_gives_what_fresh_draws_give() {
+    let mut e = engine(CFG);
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        let close = ["2026-03-20", "2026-05-10", "2026-07-01"][i % 3];
+        let t = format!("2026-03-0{}T{:02}:00:00Z", 1 + i / 20, i % 20);
+        lines.push(created(
+            &format!("d{i}"),
+            "talk",
+            100.0 + i as f64,
+            Some(close),
+            &t,
+        ));
+    }
+    feed(&mut e, &lines);
+    let mut memo = forecast::Memo::default();
+    let ends = [
+        "2026-04-01T00:00:00Z",
+        "2026-07-01T00:00:00Z",
+        "2026-05-01T00:00:00Z",
+        "2026-06-01T00:00:00Z",
+        "2026-08-01T00:00:00Z",
+        "2026-09-01T00:00:00Z",
+    ]
+    .map(ms);
+    let check = |e: &Engine, memo: &mut forecast::Memo| {
+        let now = e.state.max_time;
+        // Twice round more periods than the memo keeps, then each twice.
+        for end in ends
+            .iter()
+            .chain(&ends)
+            .chain(ends.iter().flat_map(|x| [x, x]))
+        {
+            let fresh = forecast::forecast(&e.settings, &e.state, now, *end);
+            let open = forecast::open_deals(&e.state);
+            let m = forecast::forecast_memo(&e.settings, &e.state.forecast, open, now, *end, memo);
+            assert_eq!(m, fresh, "period ending {end}");
+        }
+    };
+    check(&e, &mut memo);
+    // A deal moves on, another is won: other deals, other draws.
+    let sign = ce(
+        "d1-s",
+        "crm.deal.stage_changed",
+        "2026-03-06T10:00:00Z",
+        json!({"deal_id": "d1", "from": "talk", "to": "sign"}),
+    );
+    feed(&mut e, &[sign, won("d2", 101.0, "2026-03-06T11:00:00Z")]);
+    check(&e, &mut memo);
+    // Through the engine (its own memo), update after update.
+    let end = ms("2026-04-01T00:00:00Z");
+    for _ in 0..3 {
+        let fresh = forecast::forecast(&e.settings, &e.state, e.state.max_time, end);
+        let p50 = latest(&mut e, "forecast_revenue_p50", "month", "2026-03", &[]);
+        // d2's 101.00 won, plus the open deals' median.
+        assert_eq!(p50, Some((10_100 + fresh.open_p[1]) as f64 / 100.0));
+    }
+}
+
 #[test]
 fn observed_stage_outcomes_and_cycles_replace_the_configured_guesses() {
     let e = engine(CFG);

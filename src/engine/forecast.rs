@@ -254,11 +254,16 @@ pub fn open_deal(state: &State, id: &u128) -> Option<OpenDeal> {
 /// The forecast of the period ending at `end`, as of `now`, from an
 /// engine's own state.
 pub fn forecast(settings: &Settings, state: &State, now: i64, end: i64) -> Forecast {
-    let open = state
+    forecast_of(settings, &state.forecast, open_deals(state), now, end)
+}
+
+/// The open deals of an engine's own state, by id, in no order.
+pub fn open_deals(state: &State) -> Vec<(u128, OpenDeal)> {
+    state
         .deals
         .keys()
-        .filter_map(|id| Some((*id, open_deal(state, id)?)));
-    forecast_of(settings, &state.forecast, open.collect(), now, end)
+        .filter_map(|id| Some((*id, open_deal(state, id)?)))
+        .collect()
 }
 
 /// The forecast of the period ending at `end`, as of `now`, over the
@@ -266,9 +271,59 @@ pub fn forecast(settings: &Settings, state: &State, now: i64, end: i64) -> Forec
 pub fn forecast_of(
     settings: &Settings,
     h: &History,
+    open: Vec<(u128, OpenDeal)>,
+    now: i64,
+    end: i64,
+) -> Forecast {
+    forecast_memo(settings, h, open, now, end, &mut Memo::default())
+}
+
+/// The last draws' percentiles by the deals drawn (probability bits and
+/// amount, in id order): [`simulate`] is a pure function of those (its
+/// draws, spread and seed are settings), and live updates forecast the
+/// same month and quarter over unchanged deals with every update — a
+/// deal's probability moves only when its stage, age in days or the
+/// history does. A hit is the very result the draws would give.
+#[derive(Debug, Default)]
+pub struct Memo {
+    entries: std::collections::VecDeque<(DrawKey, [i64; 3])>,
+}
+
+/// The deals of one forecast's draws: (probability bits, amount in cents).
+type DrawKey = Vec<(u64, i64)>;
+
+impl Memo {
+    /// Entries kept: a few periods (month, quarter) forecast in turn.
+    const SIZE: usize = 4;
+
+    fn percentiles(&mut self, deals: &[(f64, i64)], draw: impl FnOnce() -> [i64; 3]) -> [i64; 3] {
+        let same = |k: &[(u64, i64)]| {
+            k.len() == deals.len()
+                && k.iter()
+                    .zip(deals)
+                    .all(|(a, b)| a.0 == b.0.to_bits() && a.1 == b.1)
+        };
+        if let Some((_, p)) = self.entries.iter().find(|e| same(&e.0)) {
+            return *p;
+        }
+        let p = draw();
+        if self.entries.len() == Self::SIZE {
+            self.entries.pop_front();
+        }
+        let key = deals.iter().map(|d| (d.0.to_bits(), d.1)).collect();
+        self.entries.push_back((key, p));
+        p
+    }
+}
+
+/// [`forecast_of`], reusing the draws of the same deals from `memo`.
+pub fn forecast_memo(
+    settings: &Settings,
+    h: &History,
     mut open: Vec<(u128, OpenDeal)>,
     now: i64,
     end: i64,
+    memo: &mut Memo,
 ) -> Forecast {
     let cfg = &settings.forecast;
     let win = win_probabilities(settings, h);
@@ -286,9 +341,12 @@ pub fn forecast_of(
             (win[d.stage as usize] * p, d.amount_cents)
         })
         .collect();
-    let sums = simulate(&deals, cfg.draws as usize, cfg.spread, cfg.seed);
+    let open_p = memo.percentiles(&deals, || {
+        let sums = simulate(&deals, cfg.draws as usize, cfg.spread, cfg.seed);
+        [0.1, 0.5, 0.9].map(|q| quantile(&sums, q))
+    });
     Forecast {
-        open_p: [0.1, 0.5, 0.9].map(|q| quantile(&sums, q)),
+        open_p,
         categories,
         deals: open.len() as u64,
     }

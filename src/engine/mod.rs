@@ -275,6 +275,8 @@ pub struct Engine {
     absent_ids: Vec<(u32, Vec<Option<u32>>)>,
     /// No `absent_for` series is due before this instant (a lower bound).
     absent_deadline: i64,
+    /// The forecast's last draws (see [`forecast::Memo`]).
+    forecast_memo: forecast::Memo,
 }
 
 impl Engine {
@@ -334,6 +336,7 @@ impl Engine {
             merge: None,
             wall_limit: i64::MIN,
             unmatched: false,
+            forecast_memo: Default::default(),
         }
     }
 

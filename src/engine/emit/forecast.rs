@@ -18,9 +18,12 @@ impl Engine {
         let f = if self.merge.is_some() {
             // The sources' open deals, with their summed history.
             let open = self.merged_open_deals();
-            forecast::forecast_of(&self.settings, &self.state.forecast, open, now, w.end)
+            let h = &self.state.forecast;
+            forecast::forecast_memo(&self.settings, h, open, now, w.end, &mut self.forecast_memo)
         } else {
-            forecast::forecast(&self.settings, &self.state, now, w.end)
+            let open = forecast::open_deals(&self.state);
+            let h = &self.state.forecast;
+            forecast::forecast_memo(&self.settings, h, open, now, w.end, &mut self.forecast_memo)
         };
         let value = |def, cents: i64| Value {
             def,
