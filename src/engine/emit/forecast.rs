@@ -15,16 +15,14 @@ impl Engine {
             return;
         }
         let won = rolled.get(&ALL).map_or(0, |a| a.revenue_cents);
-        let f = if self.merge.is_some() {
-            // The sources' open deals, with their summed history.
-            let open = self.merged_open_deals();
-            let h = &self.state.forecast;
-            forecast::forecast_memo(&self.settings, h, open, now, w.end, &mut self.forecast_memo)
-        } else {
-            let open = forecast::open_deals(&self.state);
-            let h = &self.state.forecast;
-            forecast::forecast_memo(&self.settings, h, open, now, w.end, &mut self.forecast_memo)
+        // A merger's: the sources' open deals, with their summed history.
+        let open = match self.merge.is_some() {
+            true => self.merged_open_deals(),
+            false => forecast::open_deals(&self.state),
         };
+        let h = &self.state.forecast;
+        let f =
+            forecast::forecast_memo(&self.settings, h, open, now, w.end, &mut self.forecast_memo);
         let value = |def, cents: i64| Value {
             def,
             extra: None,
