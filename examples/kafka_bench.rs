@@ -8,16 +8,26 @@
 //!    `bench.kpis`, commits) consumes them `--to-end`. Reported per CPU
 //!    second of this process (events/s per core) and as their ratio.
 //! 2. Latency: events are produced at RATE events/s for SECONDS to
-//!    `bench.live` while the pipeline runs live (updates every 100 ms);
+//!    `bench.live` while the pipeline runs live (updates every 100 ms),
+//!    from the moment it consumes (its partitions assigned and restored,
+//!    the merger on it: the steady state; the start-up is printed apart);
 //!    a reader of `bench.live.kpis` sees each `leads_created` count and
 //!    so when every lead it covers was published. p50 / p99 of produce →
 //!    KPI publish (read back), and of produce → KPI record handed to the
 //!    producer (the record's Kafka CreateTime: the pipeline's share).
+//!    The pipeline's own split follows: `consume delay` (produce → read)
+//!    and `publish delay` (read → update handed to the producer), from
+//!    its histograms.
 //!    The producer and the reader run in a child process (`kafka_bench
 //!    --load …`), so the live stage's CPU is the pipeline's alone; the
 //!    load's own CPU is printed next to it.
 //!    The reader starts at the beginning of the fresh topic: with
 //!    `latest`, an offset reset skipped records.
+//! 3. With `KAFKA_BENCH_RATES` (e.g. `"5000 10000 20000"`), the latency
+//!    stage again at each of those rates, each on fresh topics
+//!    (`bench.live.rR`, created here) and a fresh pipeline: the highest
+//!    rate at which every event is seen published (and with what
+//!    latency) is the highest the machine sustains.
 //!
 //! Knobs and diagnostics (environment): `KAFKA_BENCH_TOML` (appended to
 //! the pipeline's configuration), `KAFKA_BENCH_UPDATE` (the live stage's
@@ -109,7 +119,8 @@ async fn main() {
         let bs = a.next().expect("BOOTSTRAP");
         let rate: f64 = a.next().expect("RATE").parse().unwrap();
         let secs: u64 = a.next().expect("SECONDS").parse().unwrap();
-        return load(bs, rate, secs).await;
+        let (topic, kpis) = (a.next().expect("TOPIC"), a.next().expect("KPI_TOPIC"));
+        return load(bs, rate, secs, topic, kpis).await;
     }
     let bs = a.next().expect("BOOTSTRAP");
     let n: usize = a.next().map_or(200_000, |s| s.parse().unwrap());
@@ -230,9 +241,65 @@ async fn main() {
         per_core(full_cpu) / per_core(bare_cpu),
     );
 
-    // 2. Latency at a fixed rate.
+    // 2. Latency at a fixed rate, then (`KAFKA_BENCH_RATES`) at others.
     let update = std::env::var("KAFKA_BENCH_UPDATE").unwrap_or_else(|_| "100ms".into());
-    let cfg = config(&bs, "bench.live", "bench.live.kpis", "bench-live", &update);
+    live_stage(&bs, "bench.live", rate, secs, &update).await;
+    let rates = std::env::var("KAFKA_BENCH_RATES").unwrap_or_default();
+    for r in rates.split_whitespace() {
+        let r: f64 = r.parse().expect("KAFKA_BENCH_RATES: events per second");
+        let topic = format!("bench.live.r{r:.0}");
+        create_topics(&bs, &[(&topic, 3), (&format!("{topic}.kpis"), 1)]).await;
+        live_stage(&bs, &topic, r, secs, &update).await;
+    }
+}
+
+/// The `q` quantile of a histogram, interpolated within its bucket as
+/// Prometheus' `histogram_quantile` does.
+fn quantile(h: &prometheus::Histogram, q: f64) -> f64 {
+    use prometheus::core::Metric as _;
+    let m = h.metric();
+    let b = m.get_histogram().get_bucket();
+    let total = h.get_sample_count() as f64;
+    let rank = q * total;
+    let (mut lo, mut below) = (0.0, 0.0);
+    for x in b {
+        let (up, n) = (x.upper_bound(), x.cumulative_count() as f64);
+        if n >= rank && n > below {
+            return lo + (up - lo) * (rank - below) / (n - below);
+        }
+        (lo, below) = (up, n);
+    }
+    lo
+}
+
+/// Creates topics (name, partitions) on the broker.
+async fn create_topics(bs: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(-1)))
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.expect("topic created");
+    }
+}
+
+/// The live pipeline on `topic` (its KPIs to `topic.kpis`), and the load
+/// at `rate` events/s for `secs` in a child process, started once the
+/// pipeline consumes (its partitions assigned and restored, the merger
+/// here): the figures are of the steady state, the start-up is printed
+/// apart. Prints the stage's line.
+async fn live_stage(bs: &str, topic: &str, rate: f64, secs: u64, update: &str) {
+    let kpis = format!("{topic}.kpis");
+    let cfg = config(bs, topic, &kpis, &format!("{topic}.group"), update);
     let live_metrics = Arc::new(Metrics::new());
     let opts = KafkaOptions {
         to_end: false,
@@ -241,13 +308,29 @@ async fn main() {
         fresh: false,
         progress: false,
     };
+    let live_cpu0 = cpu_seconds();
+    let t0 = Instant::now();
     let pipeline = tokio::spawn(async move { run(&cfg, opts).await });
+    let ready = loop {
+        let m = &live_metrics;
+        if m.kafka.restored.get() == 3 && m.kpis.shown() || pipeline.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            break t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     // The load (producer and reader) runs in a child process, so that
     // the CPU measured here is the pipeline's alone.
-    let live_cpu0 = cpu_seconds();
     let exe = std::env::current_exe().expect("own path");
     let child = std::process::Command::new(exe)
-        .args(["--load", &bs, &rate.to_string(), &secs.to_string()])
+        .args([
+            "--load",
+            bs,
+            &rate.to_string(),
+            &secs.to_string(),
+            topic,
+            &kpis,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("the load process starts");
@@ -261,15 +344,19 @@ async fn main() {
         .split_whitespace()
         .map(|v| v.parse().expect("the load's figures"))
         .collect();
-    let &[seen, records_read, high, p50, p99, h50, h99, load_cpu] = f.as_slice() else {
+    let &[seen, records_read, high, p50, p99, h50, h99, load_cpu, sent_rate] = f.as_slice() else {
         panic!("the load process printed {line:?}");
     };
     let total = (rate * secs as f64) as usize;
+    let consumed = live_metrics
+        .kafka
+        .consumed
+        .with_label_values(&[topic])
+        .get();
     if (seen as usize) < total {
         eprintln!(
-            "only {seen} of {total} events were seen published within {} s ({records_read} of {high} KPI records read; {} consumed, {:?} in the merger's last record)",
+            "only {seen} of {total} events were seen published within {} s ({records_read} of {high} KPI records read; {consumed} consumed, {:?} in the merger's last record)",
             secs + 30,
-            live_metrics.kafka.consumed.with_label_values(&["bench.live"]).get(),
             live_metrics.current("leads_created", "day").and_then(|r| r.value),
         );
     }
@@ -282,18 +369,32 @@ async fn main() {
     if h50 >= 0.0 {
         eprintln!("of which produce → KPI record handed to the producer: p50 {h50:.0} ms, p99 {h99:.0} ms");
     }
+    let k = &live_metrics.kafka;
+    let ms = |h: &prometheus::Histogram, q: f64| quantile(h, q) * 1000.0;
+    eprintln!(
+        "the pipeline's histograms: consume delay (produce → read) p50 {:.0} ms, p99 {:.0} ms; \
+         publish delay (read → update handed to the producer) p50 {:.0} ms, p99 {:.0} ms",
+        ms(&k.consume_delay, 0.5),
+        ms(&k.consume_delay, 0.99),
+        ms(&k.publish_delay, 0.5),
+        ms(&k.publish_delay, 0.99),
+    );
     println!(
-        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({seen} events, updates every {update}, pipeline {live_cpu:.1} CPU-s, load {load_cpu:.1} CPU-s, {records_read} KPI records read): p50 {p50:.0} ms, p99 {p99:.0} ms"
+        "latency produce → KPI publish at {rate:.0} events/s for {secs}s ({seen} events, sent at {sent_rate:.0}/s, \
+         updates every {update}, pipeline {live_cpu:.1} CPU-s with {:.1} s of start-up, load {load_cpu:.1} CPU-s, \
+         {records_read} KPI records read): p50 {p50:.0} ms, p99 {p99:.0} ms",
+        ready.as_secs_f64()
     );
 }
 
 /// The live stage's load, in its own process (`kafka_bench --load
-/// BOOTSTRAP RATE SECONDS`): a reader of `bench.live.kpis`, then events
-/// produced at RATE for SECONDS. Prints one line: events seen published,
-/// KPI records read, the KPI topic's end offset, p50 and p99 of produce →
-/// read back, p50 and p99 of produce → handed to the producer (-1 when
-/// unknown), and this process's CPU seconds.
-async fn load(bs: String, rate: f64, secs: u64) {
+/// BOOTSTRAP RATE SECONDS TOPIC KPI_TOPIC`): a reader of KPI_TOPIC, then
+/// events produced to TOPIC at RATE for SECONDS. Prints one line: events
+/// seen published, KPI records read, the KPI topic's end offset, p50 and
+/// p99 of produce → read back, p50 and p99 of produce → handed to the
+/// producer (-1 when unknown), this process's CPU seconds, and the rate
+/// the events were sent at.
+async fn load(bs: String, rate: f64, secs: u64, topic: String, kpis: String) {
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .set("group.id", "bench-reader")
@@ -302,7 +403,7 @@ async fn load(bs: String, rate: f64, secs: u64) {
         .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
-    reader.subscribe(&["bench.live.kpis"]).unwrap();
+    reader.subscribe(&[&kpis]).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let total = (rate * secs as f64) as usize;
     let producer: FutureProducer = ClientConfig::new()
@@ -318,15 +419,18 @@ async fn load(bs: String, rate: f64, secs: u64) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
+    // Sent without waiting for each delivery (that would cap the rate),
+    // on time: the due instant of event `i` is `i / rate` s after the start.
     let prod = tokio::spawn(async move {
         let start = Instant::now();
+        let mut deliveries = Vec::with_capacity(total);
         for i in 0..total {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
             let e = salespulse::event::Event {
                 id: Cow::Owned(format!("live-{i}")),
                 source: Cow::Borrowed("bench"),
-                time: day + i as i64,
+                time: day + (i as f64 * 1000.0 / rate) as i64,
                 subject: None,
                 payload: Payload::LeadCreated(LeadCreated {
                     lead_id: Cow::Owned(format!("live-lead-{i}")),
@@ -341,13 +445,18 @@ async fn load(bs: String, rate: f64, secs: u64) {
             };
             let v = cej::encode(&e);
             s2.lock().unwrap().push((Instant::now(), wall_ms()));
-            let _ = producer
-                .send(
-                    FutureRecord::to("bench.live").key(&*e.id).payload(&v),
-                    Duration::from_secs(5),
-                )
-                .await;
+            loop {
+                match producer.send_result(FutureRecord::to(&topic).key(&*e.id).payload(&v)) {
+                    Ok(d) => break deliveries.push(d),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
         }
+        let sent_rate = total as f64 / start.elapsed().as_secs_f64();
+        for d in deliveries {
+            let _ = d.await;
+        }
+        sent_rate
     });
     let mut latencies = Vec::with_capacity(total);
     // Produce → the KPI record handed to salespulse's producer (its
@@ -387,9 +496,9 @@ async fn load(bs: String, rate: f64, secs: u64) {
             }
         }
     }
-    prod.await.unwrap();
+    let sent_rate = prod.await.unwrap();
     let high = reader
-        .fetch_watermarks("bench.live.kpis", 0, Duration::from_secs(5))
+        .fetch_watermarks(&kpis, 0, Duration::from_secs(5))
         .map_or(-1, |w| w.1);
     latencies.sort_by(f64::total_cmp);
     handed.sort_by(f64::total_cmp);
@@ -399,7 +508,7 @@ async fn load(bs: String, rate: f64, secs: u64) {
             .unwrap_or(-1.0)
     };
     println!(
-        "{} {records_read} {high} {} {} {} {} {}",
+        "{} {records_read} {high} {} {} {} {} {} {sent_rate}",
         latencies.len(),
         q(&latencies, 0.5),
         q(&latencies, 0.99),

@@ -5,6 +5,10 @@
 # latency at a fixed rate), then stops the broker.
 #
 #   ./scripts/bench-kafka.sh [EVENTS] [RATE] [SECONDS]   (default 200000 2000 10)
+#
+# KAFKA_BENCH_RATES="5000 10000 …" runs the latency stage again at each
+# rate (the highest rate the machine sustains); KAFKA_BENCH_UPDATE and
+# KAFKA_BENCH_TOML try knobs (examples/kafka_bench.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ./scripts/start-tansu.sh

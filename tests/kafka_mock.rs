@@ -1024,6 +1024,7 @@ kpi_topic = "pace.kpis"
             .1
     };
     let before = partials();
+    let delays_before = metrics.kafka.publish_delay.get_sample_count();
     let t0 = std::time::Instant::now();
     // 4 s of events, one every 25 ms.
     let producer: rdkafka::producer::FutureProducer = client(&bs).create().unwrap();
@@ -1063,6 +1064,23 @@ kpi_topic = "pace.kpis"
         "{exported} partials in {secs:.1} s for {n} events: more than {most}"
     );
     assert!(exported >= 2, "{exported} partials");
+    // Where the latency goes: every input message applied has its consume
+    // delay, and each export taken in by the merger here its publish
+    // delay once an update covering it is out.
+    let k = &metrics.kafka;
+    let consumed = k.consumed.with_label_values(&["crm.events"]).get();
+    assert_eq!(consumed, (n + warm) as u64);
+    assert_eq!(k.consume_delay.get_sample_count(), consumed);
+    // (Plus one per partition: a warm-up export published since.)
+    let published = k.publish_delay.get_sample_count() - delays_before;
+    assert!(
+        published >= 2 && published as i64 <= exported + 2,
+        "{published} publish delays for {exported} partials"
+    );
+    // Every one within a few update intervals (500 ms), not a
+    // checkpoint interval or more.
+    let mean = k.publish_delay.get_sample_sum() / k.publish_delay.get_sample_count() as f64;
+    assert!(mean < 2.0, "mean publish delay {mean:.3} s");
     task.abort();
 }
 

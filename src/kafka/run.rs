@@ -347,12 +347,16 @@ impl Loop {
             }
             Pos::Apply => {}
         }
+        if let Some(d) = super::source::consume_delay(msg.timestamp()) {
+            ctx.m.kafka.consume_delay.observe(d);
+        }
         let r = process(&mut src.engine, &msg, ctx.cfg.kafka.default_format);
         drop(msg);
         src.next = offset + 1;
         src.back.tries = 0;
         src.last_message = now;
         src.changed = true;
+        src.read_since.get_or_insert(now);
         src.consumed += 1;
         self.since_flush += 1;
         match r {
@@ -617,6 +621,9 @@ impl Loop {
             &self.alerts,
         )
         .await?;
+        if self.live_updates && update_due {
+            mg.published(ctx.m);
+        }
         Ok(at_end)
     }
 

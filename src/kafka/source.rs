@@ -25,6 +25,9 @@ pub(super) struct Src {
     pub(super) consumed: u64,
     /// Applied something since the last export.
     pub(super) changed: bool,
+    /// When the first message applied since the last export was read
+    /// (for `salespulse_kafka_publish_delay_seconds`).
+    pub(super) read_since: Option<Instant>,
     /// Progress at the last export, and the (confirmed) progress it sent.
     pub(super) last_progress: Option<Progress>,
     pub(super) last_sent: Option<Progress>,
@@ -128,6 +131,38 @@ pub(super) struct Merger {
     /// read back from the topic, only their progress is new.
     /// Keyed by their xxh3 hash.
     pub(super) own: rustc_hash::FxHashMap<u64, Own>,
+    /// Live: when the oldest message of each export of this instance's
+    /// sources taken in since the last update was read; observed as
+    /// `salespulse_kafka_publish_delay_seconds` once an update is out.
+    pub(super) reads: Vec<Instant>,
+}
+
+impl Merger {
+    /// An export of a source here taken in, whose oldest message was
+    /// read at `read` (at most 4,096 kept between two updates).
+    pub(super) fn took(&mut self, read: Option<Instant>) {
+        if let Some(t) = read.filter(|_| self.reads.len() < 4096) {
+            self.reads.push(t);
+        }
+    }
+
+    /// A live update was handed to the producer: the delays of what it covers.
+    pub(super) fn published(&mut self, m: &crate::metrics::Metrics) {
+        for t in self.reads.drain(..) {
+            m.kafka.publish_delay.observe(t.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Seconds from a message's Kafka timestamp to now (0 when that clock is
+/// ahead of this one), if it has one.
+pub(super) fn consume_delay(ts: rdkafka::Timestamp) -> Option<f64> {
+    let ms = ts.to_millis()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    Some((now - ms).max(0) as f64 / 1000.0)
 }
 
 /// See [`Merger::own`].

@@ -133,6 +133,7 @@ impl Shared<'_> {
                     last_message: now,
                     consumed: 0,
                     changed: true,
+                    read_since: None,
                     last_progress: None,
                     last_sent: None,
                     last_export: now,
@@ -214,6 +215,7 @@ impl Shared<'_> {
             unchanged: Default::default(),
             clock_moved: (i64::MIN, Instant::now()),
             own: Default::default(),
+            reads: Vec::new(),
         });
         Ok(())
     }
@@ -314,6 +316,10 @@ impl Shared<'_> {
                 }
             }
             confirms.push((key, src.generation, progress));
+            let read = src.read_since.take();
+            if let Some(mg) = local.as_deref_mut() {
+                mg.took(read);
+            }
             src.changed = false;
             src.last_progress = Some(progress);
             src.last_sent = sent;

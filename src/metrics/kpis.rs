@@ -281,6 +281,11 @@ impl KpiView {
         self.shown.store(on, Ordering::Relaxed);
     }
 
+    /// Whether `/metrics` shows the KPI series now (see `show`).
+    pub fn shown(&self) -> bool {
+        self.shown.load(Ordering::Relaxed)
+    }
+
     /// Forgets every value (an instance that no longer runs the merger).
     pub fn clear(&self) {
         *self.board.lock().expect("kpi view lock") = Board::default();

@@ -140,6 +140,12 @@ pub struct KafkaMetrics {
     /// From the start of a rebalance (joining the group, or partitions
     /// revoked) to the next assignment.
     pub rebalance_seconds: Histogram,
+    /// From an input message's Kafka timestamp to salespulse reading it
+    /// (messages applied; not those skipped as already in the state).
+    pub consume_delay: Histogram,
+    /// From reading an input message to the live update that covers it
+    /// handed to the producer (per partition and update, its oldest).
+    pub publish_delay: Histogram,
 }
 
 impl KafkaMetrics {
@@ -200,10 +206,28 @@ impl KafkaMetrics {
         .expect("metric");
         r.register(Box::new(rebalance_seconds.clone()))
             .expect("register");
+        let delay = |name: &str, help: &str| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]))
+            .expect("metric");
+            r.register(Box::new(h.clone())).expect("register");
+            h
+        };
+        let consume_delay = delay(
+            "salespulse_kafka_consume_delay_seconds",
+            "From an input message's Kafka timestamp (its producer's clock, or the broker's with LogAppendTime) to salespulse reading it: the broker, the fetch wait, any backlog.",
+        );
+        let publish_delay = delay(
+            "salespulse_kafka_publish_delay_seconds",
+            "Live, on the instance that runs the merger: from reading an input message to the KPI update that covers it handed to the producer (for each of its partitions and each update, the oldest message read since the last one): the update interval.",
+        );
         KafkaMetrics {
             assigned,
             restored,
             rebalance_seconds,
+            consume_delay,
+            publish_delay,
             consumed: cv(
                 "salespulse_kafka_messages_consumed_total",
                 "Kafka messages consumed, by topic.",
