@@ -439,6 +439,74 @@ fn live_mode_serves_metrics_that_a_scrape_reads() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
+/// Live, news after a quiet spell goes out at once, not at the next
+/// update tick: the generator at 4 events a second with updates every
+/// minute shows its first events within a few seconds (the first tick came at
+/// start, before any event), and the events after them wait for the
+/// interval: the provisional records stay as they were.
+#[test]
+fn live_mode_publishes_news_after_a_quiet_spell_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "run", "--events", "100000", "--rate", "4", "--listen", &addr,
+        ])
+        .current_dir(d.path())
+        .env("RUST_LOG", "warn")
+        .env("SALESPULSE_OUTPUT__SUMMARY_INTERVAL", "0s")
+        .env("SALESPULSE_OUTPUT__UPDATE_INTERVAL", "60s")
+        // Event time crawls: no window closes (no finals) meanwhile.
+        .env("SALESPULSE_GENERATOR__EVENTS_PER_DAY", "100000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let provisional = |body: &str| -> Vec<(String, String, String, Option<f64>)> {
+        let recs: Vec<KpiRecord> = serde_json::from_str(body).unwrap_or_default();
+        let mut v: Vec<_> = recs
+            .into_iter()
+            .filter(|r| !r.is_final && r.value.is_some())
+            .map(|r| {
+                let dims = format!("{:?}", r.dimensions);
+                (r.kpi.to_string(), r.window.label.clone(), dims, r.value)
+            })
+            .collect();
+        v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        v
+    };
+    let events = || {
+        http_get(&addr, "/metrics").map_or(0.0, |b| metric_sum(&b, "salespulse_events_in_total"))
+    };
+    let t0 = Instant::now();
+    let (first, seen) = loop {
+        let shown = http_get(&addr, "/kpis").map(|b| provisional(&b));
+        if let Some(p) = shown.filter(|p| !p.is_empty()) {
+            break (p, events());
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            unsafe_kill(child.id());
+            let _ = child.wait();
+            panic!("no provisional record within 30 s with updates every 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Eight events more, read within the interval: held for it.
+    let t1 = Instant::now();
+    while events() < seen + 8.0 && t1.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let later = events();
+    let now = provisional(&http_get(&addr, "/kpis").expect("/kpis"));
+    unsafe_kill(child.id());
+    let _ = child.wait();
+    assert!(
+        later >= seen + 8.0,
+        "{later} events read, {seen} at the first update"
+    );
+    assert_eq!(now, first, "an update within the interval of the last");
+}
+
 fn unsafe_kill(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -1084,6 +1084,92 @@ kpi_topic = "pace.kpis"
     task.abort();
 }
 
+/// Publishing follows news, not the tick: live, with the merger here and
+/// `output.update_interval` at a minute, a lone event after a quiet spell
+/// is published at once (it waited for the next interval before), and
+/// an event right after it waits for the interval (at most one update
+/// with news per interval: the KPI topic's volume stays bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_event_is_published_at_once_then_updates_keep_their_pace() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    // One partition: the merger's clock is its clock (a second partition
+    // without events would hold it back until idle).
+    mock.create_topic("crm.events", 1, 1).unwrap();
+    mock.create_topic("lone.partials", 1, 1).unwrap();
+    mock.create_topic("lone.changelog", 1, 1).unwrap();
+    mock.create_topic("lone.kpis", 1, 1).unwrap();
+    let cfg = Config::from_toml(&format!(
+        r#"{DAY_WINDOWS}
+[output]
+update_interval = "60s"
+
+[kafka]
+brokers = "{bs}"
+group_id = "lone"
+kpi_topic = "lone.kpis"
+"#
+    ))
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let opts = KafkaOptions {
+        to_end: false,
+        live_updates: true,
+        metrics: metrics.clone(),
+        fresh: false,
+        progress: false,
+    };
+    let cfg2 = cfg.clone();
+    let task = tokio::spawn(async move { run(&cfg2, opts).await });
+    let at = chrono::Utc::now().timestamp_millis();
+    // Until the run holds its partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metrics.kafka.restored.get() < 1 {
+        assert!(std::time::Instant::now() < deadline, "never assigned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = || {
+        metrics
+            .current("leads_created", "day")
+            .and_then(|r| r.value)
+    };
+    // One lead: out long before the minute is up.
+    produce(&bs, "crm.events", &[lead_at("lone-1", at)]).await;
+    let t0 = std::time::Instant::now();
+    while count() != Some(1.0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "a lone lead not published within 30 s (updates every 60 s): {:?}",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next, right after: read, but held for the interval.
+    produce(&bs, "crm.events", &[lead_at("lone-2", at)]).await;
+    let t1 = std::time::Instant::now();
+    let consumed = || {
+        metrics
+            .kafka
+            .consumed
+            .with_label_values(&["crm.events"])
+            .get()
+    };
+    while consumed() < 2 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "the second lead never read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        count(),
+        Some(1.0),
+        "an update with news within the interval of the last"
+    );
+    task.abort();
+}
+
 /// A backlog (partitions more than `input.batch_size` messages behind
 /// their end, full batches read with more already fetched) exports its
 /// partitions' partials at the update tick, not after every batch, and

@@ -141,9 +141,18 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             }
         }
         let now = Instant::now();
-        let turn = ticked || lp.since_flush >= batch || due.is_some_and(|d| d <= now);
-        if turn && lp.turn(&ctx, ticked).await? {
+        let reached = due.is_some_and(|d| d <= now);
+        let turn = ticked || lp.since_flush >= batch || reached;
+        // An update turn comes at the tick, or when news is due (live,
+        // the merger here): both export every partition and publish.
+        let update_turn = ticked || (reached && lp.live_here());
+        let last_update = lp.last_update;
+        if turn && lp.turn(&ctx, update_turn).await? {
             break;
+        }
+        if lp.last_update != last_update {
+            // The next tick a period after this update, not sooner.
+            tick.reset();
         }
     }
     ctx.checkpoint(&mut lp.sources, lp.merger.as_mut(), &lp.ack_tx)
@@ -204,9 +213,11 @@ struct Loop {
     caught_up: bool,
     /// Partials absorbed since the last turn.
     absorbed: bool,
-    /// Partials absorbed since the last live update, and when that was.
+    /// News (partials exported here or absorbed) since the last live
+    /// update, and when the last update that published records was (none
+    /// yet: the first news goes out at once).
     updates_pending: bool,
-    last_update: Instant,
+    last_update: Option<Instant>,
     last_message: Instant,
     last_checkpoint: Instant,
     at_end_since: Option<Instant>,
@@ -242,7 +253,7 @@ impl Loop {
             caught_up: false,
             absorbed: false,
             updates_pending: false,
-            last_update: Instant::now(),
+            last_update: None,
             last_message: Instant::now(),
             last_checkpoint: Instant::now(),
             at_end_since: None,
@@ -260,19 +271,32 @@ impl Loop {
     /// which partitions export then).
     fn due(&self, gap: Duration, update: Duration) -> Option<Instant> {
         // Live, with the merger here, this instance's exports feed only
-        // it, and it publishes at the update tick: a turn in between
+        // it, and it publishes at most every `update`: a turn in between
         // would export what nothing reads sooner (each costs produce and
-        // fetch requests), so the tick alone turns, exports, absorbs and
-        // publishes (and `input.batch_size` messages under load).
-        // Partials from other instances wait for the tick too.
-        if self.live_updates && !self.to_end && self.merger.is_some() {
-            return None;
+        // fetch requests). News (input read up to what is fetched,
+        // partials absorbed) makes an update turn `update` after the last
+        // update — at once after a quiet spell, not at the next tick.
+        // Under load (never caught up) the tick and `input.batch_size`
+        // messages turn.
+        if self.live_here() {
+            let news = (self.since_flush > 0 && self.caught_up) || self.updates_pending;
+            return news.then(|| self.next_update(update));
         }
         let export =
             ((self.since_flush > 0 && self.caught_up) || self.absorbed).then(|| self.t_batch + gap);
         let live = (self.live_updates && self.updates_pending && self.merger.is_some())
-            .then(|| self.last_update + update);
+            .then(|| self.next_update(update));
         export.into_iter().chain(live).min()
+    }
+
+    /// `update` after the last update with news; now if none yet.
+    fn next_update(&self, update: Duration) -> Instant {
+        self.last_update.map_or_else(Instant::now, |l| l + update)
+    }
+
+    /// Live, with the merger on this instance.
+    fn live_here(&self) -> bool {
+        self.live_updates && !self.to_end && self.merger.is_some()
     }
 
     /// An input message, then what is already fetched, up to a batch; a
@@ -434,23 +458,26 @@ impl Loop {
                 .back
                 .seek(ctx.merge_consumer, msg.topic(), msg.partition(), mg.next, 1),
             Pos::Apply => {
-                mg.absorb_message(offset, msg.payload().unwrap_or_default());
+                let items = mg.absorb_message(offset, msg.payload().unwrap_or_default());
                 mg.next = offset + 1;
                 mg.back.tries = 0;
                 mg.changed = true;
                 self.absorbed = true;
-                self.updates_pending = true;
+                // This instance's own partial read back moves progress
+                // only: the next tick publishes what it changes.
+                self.updates_pending |= items;
                 mg.last_message = Instant::now();
             }
         }
         Ok(())
     }
 
-    /// A turn, every `input.batch_size` messages or update tick: follow
+    /// A turn, every `input.batch_size` messages, at the update tick, or
+    /// when news is due (see `Loop::due`): follow
     /// the assignment, export partials, advance and publish the merger,
     /// hand deliveries over, checkpoint when due. True when the run is
     /// over (`--to-end`).
-    async fn turn(&mut self, ctx: &Shared<'_>, ticked: bool) -> anyhow::Result<bool> {
+    async fn turn(&mut self, ctx: &Shared<'_>, update_turn: bool) -> anyhow::Result<bool> {
         let k = &ctx.cfg.kafka;
         if self.since_flush > 0 {
             ctx.m
@@ -477,7 +504,7 @@ impl Loop {
             _ => None,
         };
         let is_local = local.is_some();
-        let exported = ctx
+        let news = ctx
             .export(
                 &mut self.sources,
                 local,
@@ -485,13 +512,13 @@ impl Loop {
                 &mut self.confirms,
                 &self.confirmed,
                 &ends_now,
-                (self.to_end, ticked, !self.caught_up),
+                (self.to_end, update_turn, !self.caught_up),
             )
             .await?;
-        if is_local && exported > 0 {
+        if is_local && news > 0 {
             self.updates_pending = true;
         }
-        let finished = self.advance_merger(ctx, ticked).await?;
+        let finished = self.advance_merger(ctx, update_turn).await?;
         self.show_progress(&ends_now);
         ctx.sync_metrics(&self.sources, self.merger.as_ref());
         self.hand_over().await?;
@@ -554,7 +581,11 @@ impl Loop {
     /// The merger's clock moves to the slowest source; at the end of a
     /// `--to-end` run it checkpoints, then closes every window. Its new
     /// records are published. True when it finished.
-    async fn advance_merger(&mut self, ctx: &Shared<'_>, ticked: bool) -> anyhow::Result<bool> {
+    async fn advance_merger(
+        &mut self,
+        ctx: &Shared<'_>,
+        update_turn: bool,
+    ) -> anyhow::Result<bool> {
         let Some(mg) = self.merger.as_mut() else {
             return Ok(false);
         };
@@ -595,13 +626,14 @@ impl Loop {
                 .await?;
             self.last_checkpoint = Instant::now();
         }
-        // Live updates about every `output.update_interval` (a tick may
-        // come a little early: a quarter of its period is allowed, so
-        // that ticks, not the instants just after them, publish), and as
-        // soon as partials bring news (not only at the tick).
+        // Live updates: news goes out `output.update_interval` after the
+        // last news did, at once after a quiet spell (`Loop::due`); a tick
+        // publishes too (it may come a little early: a quarter of its
+        // period is allowed, so that ticks, not the instants just after
+        // them, publish).
         let every = ctx.cfg.output.update_interval.0;
-        let since = self.last_update.elapsed();
-        let update_due = (ticked && since + tick_period(every) / 4 >= every)
+        let since = self.last_update.map_or(Duration::MAX, |l| l.elapsed());
+        let update_due = (update_turn && since.saturating_add(tick_period(every) / 4) >= every)
             || (self.updates_pending && since >= every);
         let mg = self.merger.as_mut().expect("merger");
         if at_end {
@@ -611,8 +643,8 @@ impl Loop {
         } else if self.live_updates && update_due {
             mg.engine.emit_updates();
             self.updates_pending = false;
-            self.last_update = Instant::now();
         }
+        let records = self.report.records;
         ctx.publish(
             &mut mg.engine,
             &mut mg.unchanged,
@@ -622,6 +654,12 @@ impl Loop {
         )
         .await?;
         if self.live_updates && update_due {
+            // An update that published records paces the next one
+            // (`Loop::due`); one with nothing new (a quiet tick, news the
+            // merger cannot show yet) does not.
+            if self.report.records > records {
+                self.last_update = Some(Instant::now());
+            }
             mg.published(ctx.m);
         }
         Ok(at_end)

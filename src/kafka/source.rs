@@ -196,20 +196,25 @@ impl Merger {
 
     /// A message of the partials topic: only its progress when it is one
     /// of [`Merger::absorb_own`]'s, else decoded and absorbed whole.
-    pub(super) fn absorb_message(&mut self, offset: i64, payload: &[u8]) {
+    /// True when it brought items (another instance's partial, or one
+    /// of this instance's not absorbed at its export); false for this
+    /// instance's own read back (its progress only) or an undecodable one.
+    pub(super) fn absorb_message(&mut self, offset: i64, payload: &[u8]) -> bool {
         let hash = xxh3_64(payload);
         if self.own.get(&hash).is_some_and(|o| o.bytes == payload) {
             let o = self.own.remove(&hash).expect("just found");
             self.engine
                 .absorb_progress(&o.source, o.version, o.progress);
-            return;
+            return false;
         }
         match Partial::decode(payload) {
             Ok(p) => {
                 self.engine.absorb(p);
+                true
             }
             Err(e) => {
-                tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped")
+                tracing::error!(offset, error = %e, "undecodable message in the partials topic, skipped");
+                false
             }
         }
     }

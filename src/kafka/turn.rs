@@ -230,7 +230,8 @@ impl Shared<'_> {
     /// export changes again by the next batch, so exporting after each
     /// one re-sent the same aggregates over and over, for records that
     /// now come at most a tick later (docs/performance.md). Returns how
-    /// many partials were exported.
+    /// many partitions exported news (input applied or progress moved
+    /// since their last export; not a heartbeat).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn export(
         &self,
@@ -246,7 +247,7 @@ impl Shared<'_> {
         let idle = self.cfg.kafka.idle_partition_timeout.0;
         let backlog = self.cfg.input.batch_size as i64;
         let tick = self.cfg.output.update_interval.0;
-        let mut exported = 0;
+        let mut news = 0;
         for ((t, p), src) in sources.iter_mut() {
             if src.consumed > 0 {
                 self.m
@@ -307,7 +308,6 @@ impl Shared<'_> {
                 .engine
                 .export_encoded(&name, src.next, sent, changelog::CHUNK)
             {
-                exported += 1;
                 deliveries.push(
                     send(self.producer, topic, Some(0), name.as_bytes(), &bytes, None).await?,
                 );
@@ -315,6 +315,9 @@ impl Shared<'_> {
                     mg.absorb_own(&part, bytes);
                 }
             }
+            // News: input applied, or its clock or idleness moved (windows
+            // roll, held events count); not a heartbeat of the same progress.
+            news += usize::from(src.changed || src.last_progress != Some(progress));
             confirms.push((key, src.generation, progress));
             let read = src.read_since.take();
             if let Some(mg) = local.as_deref_mut() {
@@ -325,7 +328,7 @@ impl Shared<'_> {
             src.last_sent = sent;
             src.last_export = Instant::now();
         }
-        Ok(exported)
+        Ok(news)
     }
 
     /// The publish step ([`crate::sinks::take`]), then the merger's new

@@ -87,6 +87,39 @@ fn quiet_tick(engine: &mut Engine, clock_moved: &mut (i64, Instant)) {
     }
 }
 
+/// A live update: the open windows' provisional records published and
+/// the files flushed; `last` moves when it published records. Updates
+/// come at the tick (`output.update_interval`), and at once for news
+/// after a quiet spell (no update with records for an interval), not at
+/// the next tick.
+async fn live_update(
+    engine: &mut Engine,
+    sinks: &mut Sinks,
+    m: &Metrics,
+    report: &mut RunReport,
+    alerts: &Dispatcher,
+    last: &mut Option<Instant>,
+) -> anyhow::Result<()> {
+    engine.emit_updates();
+    let before = report.records;
+    sinks
+        .publish(m, engine, &mut report.records, alerts)
+        .await?;
+    sinks.flush_files()?;
+    if report.records > before {
+        *last = Some(Instant::now());
+    }
+    Ok(())
+}
+
+/// The input file's length (for progress), if it is a file.
+fn file_len_of(source: &Source) -> Option<u64> {
+    match source {
+        Source::File(p) if p.as_os_str() != "-" => std::fs::metadata(p).ok().map(|m| m.len()),
+        _ => None,
+    }
+}
+
 /// Runs the pipeline until the input ends (file mode) or a stop signal (live mode).
 pub async fn run(
     cfg: &Config,
@@ -147,8 +180,9 @@ pub async fn run(
     let m = opts.metrics.clone();
     let alerts = Dispatcher::start(&cfg.alerts, "", None, m.clone())?;
     m.set_ready(true);
-    let mut update =
-        tokio::time::interval(cfg.output.update_interval.0.max(Duration::from_millis(10)));
+    let every = cfg.output.update_interval.0.max(Duration::from_millis(10));
+    let mut update = tokio::time::interval(every);
+    let mut last_update: Option<Instant> = None;
     let summary_every = cfg.output.summary_interval.0;
     let mut summary_tick = tokio::time::interval(summary_every.max(Duration::from_millis(100)));
     let mut report = RunReport::default();
@@ -161,10 +195,7 @@ pub async fn run(
     cp_tick.tick().await;
     let mut stopped = false;
     let mut clock_moved = (engine.state.clock, Instant::now());
-    let input_len = match &opts.source {
-        Source::File(p) if p.as_os_str() != "-" => std::fs::metadata(p).ok().map(|m| m.len()),
-        _ => None,
-    };
+    let input_len = file_len_of(&opts.source);
     let mut progress = Progress::new(opts.progress && !opts.live);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -174,15 +205,19 @@ pub async fn run(
                 let Some(batch) = batch else { break };
                 position = batch.end.clone();
                 apply_batch(cfg, &mut engine, &batch, format, &mut report, &mut sinks, &m)?;
-                sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
+                // Live, news after a quiet spell goes out at once (`live_update`).
+                if opts.live && last_update.is_none_or(|t| t.elapsed() >= every) {
+                    update.reset();
+                    live_update(&mut engine, &mut sinks, &m, &mut report, &alerts, &mut last_update).await?;
+                } else {
+                    sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
+                }
                 let total = report.accepted + report.duplicates + report.rejected;
                 progress.show(total, engine.state.clock, done_of(&position, input_len));
             }
             _ = update.tick(), if opts.live => {
                 quiet_tick(&mut engine, &mut clock_moved);
-                engine.emit_updates();
-                sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
-                sinks.flush_files()?;
+                live_update(&mut engine, &mut sinks, &m, &mut report, &alerts, &mut last_update).await?;
             }
             _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
                 let total = report.accepted + report.duplicates + report.rejected;

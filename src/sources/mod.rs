@@ -271,7 +271,8 @@ pub(crate) async fn run_generator(
         g.next();
     }
     let tick = Duration::from_millis(50);
-    let per_tick = (rate * tick.as_secs_f64()).max(1.0);
+    // Fractions carry over (`owed`): below 20 events/s some ticks send none.
+    let per_tick = rate * tick.as_secs_f64();
     let mut interval = tokio::time::interval(tick);
     let (mut sent, mut owed) = (skip, 0.0f64);
     let source: Arc<str> = "generator".into();
@@ -308,6 +309,35 @@ pub(crate) async fn run_generator(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Below 20 events/s (one per 50 ms tick) the generator keeps its
+    /// rate: fractions carry over (it sent one a tick, 20/s, before).
+    #[tokio::test(start_paused = true)]
+    async fn the_generator_keeps_a_rate_below_one_event_a_tick() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let task = tokio::spawn(run_generator(
+            GenConfig {
+                seed: 1,
+                start: crate::demo::generator::DEFAULT_START,
+                events_per_day: 1000,
+                reps: 10,
+            },
+            4.0,
+            None,
+            Format::Json,
+            tx,
+            0,
+        ));
+        // Paused time: sleeping moves the clock, with every tick due.
+        tokio::time::sleep(Duration::from_millis(10_010)).await;
+        let mut n = 0;
+        while let Ok(b) = rx.try_recv() {
+            n += b.len();
+        }
+        task.abort();
+        // Ticks at 0, 50 ms, … 10 s: 201 × 0.2 events.
+        assert_eq!(n, 40);
+    }
 
     fn read_all(bytes: &[u8], format: Format, batch: usize) -> Vec<Batch> {
         let dir = tempfile::tempdir().unwrap();
