@@ -6,7 +6,7 @@ use super::client::{
     producer, watch_ends, Ends,
 };
 use super::produce::{deliverer, send, Ack, Confirm, Confirmed};
-use super::source::{position, process, source_name, Merger, Pos, Src};
+use super::source::{position, process, ready, source_name, tick_period, Merger, Pos, Src};
 use super::turn::Shared;
 use super::KafkaOptions;
 use crate::config::Config;
@@ -150,9 +150,9 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         if turn && lp.turn(&ctx, update_turn).await? {
             break;
         }
-        if lp.last_update != last_update {
+        if let Some(at) = lp.last_update.filter(|_| lp.last_update != last_update) {
             // The next tick a period after this update, not sooner.
-            tick.reset();
+            tick.reset_at((at + tick_period(cfg.output.update_interval.0)).into());
         }
     }
     ctx.checkpoint(&mut lp.sources, lp.merger.as_mut(), &lp.ack_tx)
@@ -175,17 +175,6 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
     drop(ends);
     let _ = ends_task.await;
     Ok(report)
-}
-
-/// The output of a future that is ready now (a message already fetched),
-/// else `None` (the future is dropped: `recv` is cancellation safe).
-fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
 }
 
 /// The state of the Kafka loop between its steps.
@@ -218,6 +207,8 @@ struct Loop {
     /// yet: the first news goes out at once).
     updates_pending: bool,
     last_update: Option<Instant>,
+    /// When the current turn began (an update's pace counts from it).
+    turn_began: Instant,
     last_message: Instant,
     last_checkpoint: Instant,
     at_end_since: Option<Instant>,
@@ -254,6 +245,7 @@ impl Loop {
             absorbed: false,
             updates_pending: false,
             last_update: None,
+            turn_began: Instant::now(),
             last_message: Instant::now(),
             last_checkpoint: Instant::now(),
             at_end_since: None,
@@ -270,14 +262,11 @@ impl Loop {
     /// `input.batch_size` messages instead (see `Shared::export` for
     /// which partitions export then).
     fn due(&self, gap: Duration, update: Duration) -> Option<Instant> {
-        // Live, with the merger here, this instance's exports feed only
-        // it, and it publishes at most every `update`: a turn in between
-        // would export what nothing reads sooner (each costs produce and
-        // fetch requests). News (input read up to what is fetched,
-        // partials absorbed) makes an update turn `update` after the last
-        // update — at once after a quiet spell, not at the next tick.
-        // Under load (never caught up) the tick and `input.batch_size`
-        // messages turn.
+        // Live, with the merger here, exports feed only it: a turn between
+        // its updates would export what nothing reads sooner. News (input
+        // read up to what is fetched, partials absorbed) turns `update`
+        // after the last update, at once after a quiet spell; under load
+        // (never caught up) the tick and `input.batch_size` messages do.
         if self.live_here() {
             let news = (self.since_flush > 0 && self.caught_up) || self.updates_pending;
             return news.then(|| self.next_update(update));
@@ -479,6 +468,7 @@ impl Loop {
     /// over (`--to-end`).
     async fn turn(&mut self, ctx: &Shared<'_>, update_turn: bool) -> anyhow::Result<bool> {
         let k = &ctx.cfg.kafka;
+        self.turn_began = Instant::now();
         if self.since_flush > 0 {
             ctx.m
                 .event_seconds
@@ -635,14 +625,15 @@ impl Loop {
         let since = self.last_update.map_or(Duration::MAX, |l| l.elapsed());
         let update_due = (update_turn && since.saturating_add(tick_period(every) / 4) >= every)
             || (self.updates_pending && since >= every);
+        let update = self.live_updates && update_due && !at_end;
+        let news = update && std::mem::take(&mut self.updates_pending);
         let mg = self.merger.as_mut().expect("merger");
         if at_end {
             mg.engine.finish();
             // Not saved again (see above).
             mg.changed = false;
-        } else if self.live_updates && update_due {
+        } else if update {
             mg.engine.emit_updates();
-            self.updates_pending = false;
         }
         let records = self.report.records;
         ctx.publish(
@@ -653,12 +644,12 @@ impl Loop {
             &self.alerts,
         )
         .await?;
-        if self.live_updates && update_due {
-            // An update that published records paces the next one
-            // (`Loop::due`); one with nothing new (a quiet tick, news the
-            // merger cannot show yet) does not.
-            if self.report.records > records {
-                self.last_update = Some(Instant::now());
+        if update {
+            // An update with news that published records paces the next
+            // one (`Loop::due`); a quiet tick, or news the merger cannot
+            // show yet, does not.
+            if news && self.report.records > records {
+                self.last_update = Some(self.turn_began);
             }
             mg.published(ctx.m);
         }
@@ -705,9 +696,4 @@ impl Loop {
         }
         false
     }
-}
-
-/// The loop's tick: `output.update_interval`, within 10 ms and 1 s.
-fn tick_period(update: Duration) -> Duration {
-    update.clamp(Duration::from_millis(10), Duration::from_secs(1))
 }

@@ -323,3 +323,19 @@ pub(super) fn process(
         Box::new((rej, msg.detach(), headers))
     })
 }
+
+/// The output of a future that is ready now (a message already fetched),
+/// else `None` (the future is dropped: `recv` is cancellation safe).
+pub(super) fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The loop's tick: `output.update_interval`, within 10 ms and 1 s.
+pub(super) fn tick_period(update: Duration) -> Duration {
+    update.clamp(Duration::from_millis(10), Duration::from_secs(1))
+}

@@ -88,17 +88,18 @@ fn quiet_tick(engine: &mut Engine, clock_moved: &mut (i64, Instant)) {
 }
 
 /// A live update: the open windows' provisional records published and
-/// the files flushed; `last` moves when it published records. Updates
-/// come at the tick (`output.update_interval`), and at once for news
-/// after a quiet spell (no update with records for an interval), not at
-/// the next tick.
+/// the files flushed; `last` (given when events came since the last
+/// update) moves when it published records. Updates come at the tick
+/// (`output.update_interval`), and at once for news after a quiet spell
+/// (no update with news and records for an interval), not at the next
+/// tick.
 async fn live_update(
     engine: &mut Engine,
     sinks: &mut Sinks,
     m: &Metrics,
     report: &mut RunReport,
     alerts: &Dispatcher,
-    last: &mut Option<Instant>,
+    last: Option<&mut Option<Instant>>,
 ) -> anyhow::Result<()> {
     engine.emit_updates();
     let before = report.records;
@@ -106,7 +107,7 @@ async fn live_update(
         .publish(m, engine, &mut report.records, alerts)
         .await?;
     sinks.flush_files()?;
-    if report.records > before {
+    if let Some(last) = last.filter(|_| report.records > before) {
         *last = Some(Instant::now());
     }
     Ok(())
@@ -182,7 +183,7 @@ pub async fn run(
     m.set_ready(true);
     let every = cfg.output.update_interval.0.max(Duration::from_millis(10));
     let mut update = tokio::time::interval(every);
-    let mut last_update: Option<Instant> = None;
+    let (mut last_update, mut news): (Option<Instant>, bool) = (None, false);
     let summary_every = cfg.output.summary_interval.0;
     let mut summary_tick = tokio::time::interval(summary_every.max(Duration::from_millis(100)));
     let mut report = RunReport::default();
@@ -205,19 +206,21 @@ pub async fn run(
                 let Some(batch) = batch else { break };
                 position = batch.end.clone();
                 apply_batch(cfg, &mut engine, &batch, format, &mut report, &mut sinks, &m)?;
-                // Live, news after a quiet spell goes out at once (`live_update`).
                 if opts.live && last_update.is_none_or(|t| t.elapsed() >= every) {
                     update.reset();
-                    live_update(&mut engine, &mut sinks, &m, &mut report, &alerts, &mut last_update).await?;
+                    news = false;
+                    live_update(&mut engine, &mut sinks, &m, &mut report, &alerts, Some(&mut last_update)).await?;
                 } else {
                     sinks.publish(&m, &mut engine, &mut report.records, &alerts).await?;
+                    news = true;
                 }
                 let total = report.accepted + report.duplicates + report.rejected;
                 progress.show(total, engine.state.clock, done_of(&position, input_len));
             }
             _ = update.tick(), if opts.live => {
                 quiet_tick(&mut engine, &mut clock_moved);
-                live_update(&mut engine, &mut sinks, &m, &mut report, &alerts, &mut last_update).await?;
+                let pace = std::mem::take(&mut news).then_some(&mut last_update);
+                live_update(&mut engine, &mut sinks, &m, &mut report, &alerts, pace).await?;
             }
             _ = summary_tick.tick(), if opts.live && !summary_every.is_zero() => {
                 let total = report.accepted + report.duplicates + report.rejected;
