@@ -203,8 +203,8 @@ struct Loop {
     /// Partials absorbed since the last turn.
     absorbed: bool,
     /// News (partials exported here or absorbed) since the last live
-    /// update, and when the last update that published records was (none
-    /// yet: the first news goes out at once).
+    /// update, and when the last update with news that published records
+    /// began (none yet: the first news goes out at once).
     updates_pending: bool,
     last_update: Option<Instant>,
     /// When the current turn began (an update's pace counts from it).
