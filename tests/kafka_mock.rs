@@ -1093,8 +1093,7 @@ kpi_topic = "pace.kpis"
 async fn a_lone_event_is_published_at_once_then_updates_keep_their_pace() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
-    // One partition: the merger's clock is its clock (a second partition
-    // without events would hold it back until idle).
+    // One input partition: the lone event's is the only one.
     mock.create_topic("crm.events", 1, 1).unwrap();
     mock.create_topic("lone.partials", 1, 1).unwrap();
     mock.create_topic("lone.changelog", 1, 1).unwrap();
