@@ -197,6 +197,49 @@ fn sigterm_mid_stream_checkpoints_and_exits_0_and_the_restart_completes_the_run(
     assert!(read(&tmp.path().join("salespulse-dlq.jsonl")) == want_dlq);
 }
 
+/// Checkpoints pause the run for as long as they take, and that grows
+/// with the state: asked for one every millisecond, a run spaces them so
+/// that they take at most about a twentieth of its time
+/// (`checkpoint::next_after`), and the output stays that of a run without
+/// checkpoints.
+#[test]
+fn checkpoints_asked_too_often_take_a_bounded_share_of_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = input(tmp.path());
+    let (want_out, _) = reference(tmp.path(), &input);
+    let t0 = Instant::now();
+    let o = cmd(tmp.path(), &checkpointed(&input))
+        .env("SALESPULSE_CHECKPOINT__INTERVAL", "1ms")
+        .env("RUST_LOG", "salespulse=debug")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    let took: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("checkpoint written"))
+        .map(|l| {
+            let v = l.split("took_ms=").nth(1).expect("took_ms in the log line");
+            v.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    // The periodic ones; the last is the end of the input's.
+    let (_, periodic) = took.split_last().expect("checkpoints written");
+    assert!(
+        periodic.len() >= 2,
+        "at least two checkpoints while reading: {took:?}"
+    );
+    let share = periodic.iter().sum::<f64>() / wall_ms;
+    // 1/20 by construction; without the spacing it was most of the run.
+    assert!(
+        share < 0.25,
+        "checkpoints took {share:.2} of the run ({took:?} ms of {wall_ms:.0} ms)"
+    );
+    assert!(read(&tmp.path().join("out.jsonl")) == want_out);
+}
+
 fn small_input(dir: &Path) -> PathBuf {
     let p = dir.join("small.jsonl");
     let lines: Vec<String> = Generator::new(GenConfig {

@@ -960,27 +960,34 @@ async fn lifecycles_through_three_partitions_equal_file_mode() {
     assert_same_finals(&got, &want);
 }
 
-/// Live, with the merger on the same instance, a partition exports its
-/// partials at the pace the merger publishes (`output.update_interval`),
-/// not after every fetch: a steady trickle of events makes a handful of
-/// partials a second, and the live count still reaches every event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_merger_here_takes_exports_at_its_update_pace() {
-    let mock = MockCluster::new(1).unwrap();
+/// A live run (the merger on it) on `mock`: `partitions` input
+/// partitions of `crm.events`, day windows, updates every
+/// `update_interval`, topics and group named `name`.
+fn live_run<C: rdkafka::ClientContext>(
+    mock: &MockCluster<'_, C>,
+    name: &str,
+    partitions: i32,
+    update_interval: &str,
+) -> (
+    Arc<Metrics>,
+    tokio::task::JoinHandle<anyhow::Result<salespulse::run::RunReport>>,
+) {
+    mock.create_topic("crm.events", partitions, 1).unwrap();
+    mock.create_topic(&format!("{name}.partials"), 1, 1)
+        .unwrap();
+    mock.create_topic(&format!("{name}.changelog"), partitions, 1)
+        .unwrap();
+    mock.create_topic(&format!("{name}.kpis"), 1, 1).unwrap();
     let bs = mock.bootstrap_servers();
-    mock.create_topic("crm.events", 2, 1).unwrap();
-    mock.create_topic("pace.partials", 1, 1).unwrap();
-    mock.create_topic("pace.changelog", 2, 1).unwrap();
-    mock.create_topic("pace.kpis", 1, 1).unwrap();
     let cfg = Config::from_toml(&format!(
         r#"{DAY_WINDOWS}
 [output]
-update_interval = "500ms"
+update_interval = "{update_interval}"
 
 [kafka]
 brokers = "{bs}"
-group_id = "pace"
-kpi_topic = "pace.kpis"
+group_id = "{name}"
+kpi_topic = "{name}.kpis"
 "#
     ))
     .unwrap();
@@ -992,8 +999,18 @@ kpi_topic = "pace.kpis"
         fresh: false,
         progress: false,
     };
-    let cfg2 = cfg.clone();
-    let task = tokio::spawn(async move { run(&cfg2, opts).await });
+    (metrics, tokio::spawn(async move { run(&cfg, opts).await }))
+}
+
+/// Live, with the merger on the same instance, a partition exports its
+/// partials at the pace the merger publishes (`output.update_interval`),
+/// not after every fetch: a steady trickle of events makes a handful of
+/// partials a second, and the live count still reaches every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_merger_here_takes_exports_at_its_update_pace() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    let (metrics, task) = live_run(&mock, "pace", 2, "500ms");
     // Every lead is dated at the test's start: one day window, even
     // when the test runs across midnight.
     let at = chrono::Utc::now().timestamp_millis();
@@ -1094,32 +1111,7 @@ async fn a_lone_event_is_published_at_once_then_updates_keep_their_pace() {
     let mock = MockCluster::new(1).unwrap();
     let bs = mock.bootstrap_servers();
     // One input partition: the lone event's is the only one.
-    mock.create_topic("crm.events", 1, 1).unwrap();
-    mock.create_topic("lone.partials", 1, 1).unwrap();
-    mock.create_topic("lone.changelog", 1, 1).unwrap();
-    mock.create_topic("lone.kpis", 1, 1).unwrap();
-    let cfg = Config::from_toml(&format!(
-        r#"{DAY_WINDOWS}
-[output]
-update_interval = "60s"
-
-[kafka]
-brokers = "{bs}"
-group_id = "lone"
-kpi_topic = "lone.kpis"
-"#
-    ))
-    .unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let opts = KafkaOptions {
-        to_end: false,
-        live_updates: true,
-        metrics: metrics.clone(),
-        fresh: false,
-        progress: false,
-    };
-    let cfg2 = cfg.clone();
-    let task = tokio::spawn(async move { run(&cfg2, opts).await });
+    let (metrics, task) = live_run(&mock, "lone", 1, "60s");
     let at = chrono::Utc::now().timestamp_millis();
     // Until the run holds its partitions.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -1222,4 +1214,40 @@ fn lead_at(id: &str, at: i64) -> Out {
             serde_json::json!({"lead_id": id, "channel": "web"}),
         ),
     )
+}
+
+/// Asked for a checkpoint every millisecond, the Kafka loop spaces them
+/// by how long each took (`checkpoint::next_after`): checkpoints — the
+/// whole state to the changelog, every time — take a bounded share of
+/// the run, and the results are file mode's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_asked_too_often_take_a_bounded_share_of_the_run() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic("spaced.partials", 1, 1).unwrap();
+    mock.create_topic("spaced.changelog", 3, 1).unwrap();
+    mock.create_topic("kpis", 16, 1).unwrap();
+    let mut cfg = config(&bs, "spaced");
+    cfg.kafka.checkpoint_interval = salespulse::config::Dur(Duration::from_millis(1));
+    let evs = events(8_000);
+    let lines = produce_keyed(&bs, "crm.events", &evs).await;
+    let t0 = std::time::Instant::now();
+    let (report, m) = run_to_end(&cfg).await;
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(report.accepted as usize, lines.len());
+    let h = &m.checkpoint.seconds;
+    let (count, sum) = (h.get_sample_count(), h.get_sample_sum());
+    eprintln!("{count} checkpoints, {sum:.2} s of {secs:.1} s");
+    assert!(count >= 2, "checkpoints while reading: {count}");
+    // 1/20 by construction, plus the last one; every turn (each 200
+    // events) checkpointed before, most of the run.
+    assert!(
+        sum / secs < 0.25,
+        "{count} checkpoints took {sum:.2} s of {secs:.1} s"
+    );
+    let got = finals(&kpi_records(&bs));
+    let want = finals(&file_mode(&cfg, &lines));
+    assert_same_finals(&got, &want);
+    assert_eq!(got.len(), want.len(), "no extra final series");
 }

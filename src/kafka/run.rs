@@ -120,7 +120,14 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
         fresh: opts.fresh,
         fresh_partials_from,
     };
-    let mut lp = Loop::new(&opts, alerts, ack_tx, confirmed, ends);
+    let mut lp = Loop::new(
+        &opts,
+        k.checkpoint_interval.0,
+        alerts,
+        ack_tx,
+        confirmed,
+        ends,
+    );
     let mut tick = tokio::time::interval(tick_period(cfg.output.update_interval.0));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let batch = cfg.input.batch_size;
@@ -155,8 +162,7 @@ pub async fn run(cfg: &Config, opts: KafkaOptions) -> anyhow::Result<RunReport> 
             tick.reset_at((at + tick_period(cfg.output.update_interval.0)).into());
         }
     }
-    ctx.checkpoint(&mut lp.sources, lp.merger.as_mut(), &lp.ack_tx)
-        .await?;
+    lp.checkpoint(&ctx).await?;
     let Loop {
         ack_tx,
         alerts,
@@ -210,7 +216,8 @@ struct Loop {
     /// When the current turn began (an update's pace counts from it).
     turn_began: Instant,
     last_message: Instant,
-    last_checkpoint: Instant,
+    /// When the next checkpoint is due ([`crate::checkpoint::next_after`]).
+    next_checkpoint: Instant,
     at_end_since: Option<Instant>,
     /// When the last "no partition" warning was logged.
     warned: Option<Instant>,
@@ -220,6 +227,7 @@ struct Loop {
 impl Loop {
     fn new(
         opts: &KafkaOptions,
+        checkpoint_interval: Duration,
         alerts: Dispatcher,
         ack_tx: mpsc::Sender<Ack>,
         confirmed: Confirmed,
@@ -247,7 +255,7 @@ impl Loop {
             last_update: None,
             turn_began: Instant::now(),
             last_message: Instant::now(),
-            last_checkpoint: Instant::now(),
+            next_checkpoint: Instant::now() + checkpoint_interval,
             at_end_since: None,
             warned: None,
             progress: crate::run::Progress::new(opts.progress),
@@ -467,7 +475,6 @@ impl Loop {
     /// hand deliveries over, checkpoint when due. True when the run is
     /// over (`--to-end`).
     async fn turn(&mut self, ctx: &Shared<'_>, update_turn: bool) -> anyhow::Result<bool> {
-        let k = &ctx.cfg.kafka;
         self.turn_began = Instant::now();
         if self.since_flush > 0 {
             ctx.m
@@ -477,7 +484,7 @@ impl Loop {
         ctx.sync_sources(&mut self.sources, &mut self.pending, None)
             .await?;
         ctx.sync_merger(&mut self.merger, None).await?;
-        self.warn_unassigned(ctx);
+        ctx.warn_unassigned(&mut self.warned);
         let ends_now = self.ends.lock().expect("ends lock").clone();
         for ((t, p), src) in self.sources.iter_mut() {
             let Some(&(low, high)) = ends_now.get(&(t.clone(), *p)) else {
@@ -519,12 +526,21 @@ impl Loop {
             tracing::info!("every partition is consumed to its end and every window is closed");
             return Ok(true);
         }
-        if self.last_checkpoint.elapsed() >= k.checkpoint_interval.0 {
-            ctx.checkpoint(&mut self.sources, self.merger.as_mut(), &self.ack_tx)
-                .await?;
-            self.last_checkpoint = Instant::now();
+        if Instant::now() >= self.next_checkpoint {
+            self.checkpoint(ctx).await?;
         }
         Ok(self.to_end && self.sources_done_elsewhere(ctx))
+    }
+
+    /// A checkpoint now; the next one `kafka.checkpoint_interval` later,
+    /// or later if this one took long (`checkpoint::next_after`).
+    async fn checkpoint(&mut self, ctx: &Shared<'_>) -> anyhow::Result<()> {
+        let took = ctx
+            .checkpoint(&mut self.sources, self.merger.as_mut(), &self.ack_tx)
+            .await?;
+        let wait = crate::checkpoint::next_after(ctx.cfg.kafka.checkpoint_interval.0, took);
+        self.next_checkpoint = Instant::now() + wait;
+        Ok(())
     }
 
     /// A `--to-end` replay's progress: offsets consumed of those to read.
@@ -543,29 +559,6 @@ impl Loop {
         let r = &self.report;
         let events = r.accepted + r.duplicates + r.rejected;
         self.progress.show(events, clock, Some((pos, total)));
-    }
-
-    /// WARN when this instance has held no input partition for
-    /// `kafka.unassigned_warn_after`, again at that interval.
-    fn warn_unassigned(&mut self, ctx: &Shared<'_>) {
-        let k = &ctx.cfg.kafka;
-        match ctx.consumer.context().unassigned_for() {
-            Some(d)
-                if d >= k.unassigned_warn_after.0
-                    && self
-                        .warned
-                        .is_none_or(|w| w.elapsed() >= k.unassigned_warn_after.0) =>
-            {
-                tracing::warn!(
-                    seconds = d.as_secs(),
-                    group = %k.group_id,
-                    "in the consumer group without any input partition: more instances than partitions, or a rebalance that does not end (docs/operations.md, Failover)"
-                );
-                self.warned = Some(Instant::now());
-            }
-            Some(_) => {}
-            None => self.warned = None,
-        }
     }
 
     /// The merger's clock moves to the slowest source; at the end of a
@@ -612,9 +605,7 @@ impl Loop {
             .await?;
             mg.changed = true;
             self.hand_over().await?;
-            ctx.checkpoint(&mut self.sources, self.merger.as_mut(), &self.ack_tx)
-                .await?;
-            self.last_checkpoint = Instant::now();
+            self.checkpoint(ctx).await?;
         }
         // Live updates: news goes out `output.update_interval` after the
         // last news did, at once after a quiet spell (`Loop::due`); a tick

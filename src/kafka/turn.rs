@@ -391,15 +391,37 @@ impl Shared<'_> {
         self.m.sync_gauges(&engines);
     }
 
+    /// WARN when this instance has held no input partition for
+    /// `kafka.unassigned_warn_after`, again at that interval.
+    pub(super) fn warn_unassigned(&self, warned: &mut Option<Instant>) {
+        let k = &self.cfg.kafka;
+        match self.consumer.context().unassigned_for() {
+            Some(d)
+                if d >= k.unassigned_warn_after.0
+                    && warned.is_none_or(|w| w.elapsed() >= k.unassigned_warn_after.0) =>
+            {
+                tracing::warn!(
+                    seconds = d.as_secs(),
+                    group = %k.group_id,
+                    "in the consumer group without any input partition: more instances than partitions, or a rebalance that does not end (docs/operations.md, Failover)"
+                );
+                *warned = Some(Instant::now());
+            }
+            Some(_) => {}
+            None => *warned = None,
+        }
+    }
+
     /// Waits until everything produced so far is acknowledged, writes the
     /// changed states to the changelog, waits for that, then commits the
-    /// offsets those states have reached.
+    /// offsets those states have reached. Returns how long that took
+    /// (zero when no state changed).
     pub(super) async fn checkpoint(
         &self,
         sources: &mut HashMap<(String, i32), Src>,
         merger: Option<&mut Merger>,
         ack_tx: &mpsc::Sender<Ack>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Duration> {
         use crate::checkpoint::{CheckpointRef, InputPosition, MergeCheckpoint, SinkLengths};
         let dirty: Vec<(String, i32)> = sources
             .iter()
@@ -408,7 +430,7 @@ impl Shared<'_> {
             .collect();
         let mut merger = merger.filter(|mg| mg.changed);
         if dirty.is_empty() && merger.is_none() {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
         let t0 = Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -521,17 +543,16 @@ impl Shared<'_> {
             mg.saved = mg.next;
             mg.changed = false;
         }
-        self.m
-            .checkpoint
-            .seconds
-            .observe(t0.elapsed().as_secs_f64());
+        let took = t0.elapsed();
+        self.m.checkpoint.seconds.observe(took.as_secs_f64());
         self.m.checkpoint.bytes.set(bytes_total as i64);
         self.m.checkpoint.written.inc();
         tracing::debug!(
             partitions = dirty.len(),
             bytes = bytes_total,
+            took_ms = took.as_millis() as u64,
             "checkpoint written to the changelog"
         );
-        Ok(())
+        Ok(took)
     }
 }

@@ -121,6 +121,15 @@ fn file_len_of(source: &Source) -> Option<u64> {
     }
 }
 
+/// The tick of the periodic checkpoints (its first, immediate tick taken).
+async fn checkpoint_tick(cp: Option<&CheckpointOptions>) -> tokio::time::Interval {
+    let every = cp.map_or(Duration::from_secs(3600), |c| c.interval);
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    tick
+}
+
 /// Runs the pipeline until the input ends (file mode) or a stop signal (live mode).
 pub async fn run(
     cfg: &Config,
@@ -189,11 +198,7 @@ pub async fn run(
     let mut report = RunReport::default();
     let (mut last_count, mut last_at) = (0u64, Instant::now());
     let cp = opts.checkpoint.clone();
-    let mut cp_tick = tokio::time::interval(cp.as_ref().map_or(Duration::from_secs(3600), |c| {
-        c.interval.max(Duration::from_millis(10))
-    }));
-    cp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    cp_tick.tick().await;
+    let mut cp_tick = checkpoint_tick(cp.as_ref()).await;
     let mut stopped = false;
     let mut clock_moved = (engine.state.clock, Instant::now());
     let input_len = file_len_of(&opts.source);
@@ -230,7 +235,8 @@ pub async fn run(
             }
             _ = cp_tick.tick(), if cp.is_some() => {
                 let c = cp.as_ref().expect("checkpointing");
-                write_checkpoint(c, &engine, &position, &m, &mut sinks).await?;
+                let took = write_checkpoint(c, &engine, &position, &m, &mut sinks).await?;
+                cp_tick.reset_after(crate::checkpoint::next_after(c.interval, took));
             }
             _ = &mut shutdown => {
                 tracing::info!("stop signal received: draining");
@@ -329,14 +335,16 @@ fn done_of(position: &InputPosition, len: Option<u64>) -> Option<(u64, u64)> {
 
 /// Writes the records and dead letters so far, then the checkpoint of the
 /// state that produced them. A failed write is logged and counted; the
-/// run goes on and tries again at the next interval.
+/// run goes on and tries again at the next interval. Returns how long the
+/// run was paused for it.
 async fn write_checkpoint(
     c: &CheckpointOptions,
     engine: &Engine,
     position: &InputPosition,
     m: &Metrics,
     sinks: &mut Sinks,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
+    let paused = Instant::now();
     sinks.flush().await?;
     let lengths = SinkLengths {
         output: sinks.output_path.as_deref().and_then(file_len),
@@ -348,12 +356,13 @@ async fn write_checkpoint(
             m.checkpoint.seconds.observe(t0.elapsed().as_secs_f64());
             m.checkpoint.bytes.set(bytes as i64);
             m.checkpoint.written.inc();
-            tracing::debug!(path = %c.path.display(), bytes, ?position, "checkpoint written");
+            let took_ms = paused.elapsed().as_millis() as u64;
+            tracing::debug!(path = %c.path.display(), bytes, took_ms, ?position, "checkpoint written");
         }
         Err(e) => {
             m.checkpoint.errors.inc();
             tracing::error!(path = %c.path.display(), error = %e, "cannot write the checkpoint; trying again at the next interval");
         }
     }
-    Ok(())
+    Ok(paused.elapsed())
 }
