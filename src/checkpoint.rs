@@ -96,12 +96,14 @@ pub const TIME_SHARE: u32 = 20;
 /// long) before the next one: the configured interval, or
 /// `took × (TIME_SHARE − 1)` if that is longer. The state a checkpoint
 /// holds grows with the entities (0.36 s per million on this project's
-/// machine): with a fixed interval a state of a few million entities
+/// machine): with a fixed 5 s interval a state of ten million entities
 /// would spend most of the time checkpointing. Longer apart, a crash
 /// replays more input (from the offsets or position of the last
 /// checkpoint), which is far cheaper per second than checkpointing.
+/// At most 30 years, so that it can be added to an instant.
 pub fn next_after(interval: std::time::Duration, took: std::time::Duration) -> std::time::Duration {
-    interval.max(took.saturating_mul(TIME_SHARE - 1))
+    let far = std::time::Duration::from_secs(86_400 * 365 * 30);
+    interval.max(took.saturating_mul(TIME_SHARE - 1)).min(far)
 }
 
 /// Header + checksum around an encoded checkpoint.
@@ -327,6 +329,10 @@ mod tests {
             let wait = next_after(s(5), took);
             assert!(took.as_secs_f64() / (took + wait).as_secs_f64() <= 1.0 / 20.0 + 1e-9);
         }
-        assert_eq!(next_after(s(5), Duration::MAX), Duration::MAX);
+        // Never past what an instant can hold.
+        let far = s(86_400 * 365 * 30);
+        assert_eq!(next_after(s(5), Duration::MAX), far);
+        assert_eq!(next_after(Duration::MAX, ms(1)), far);
+        let _ = std::time::Instant::now() + next_after(Duration::MAX, Duration::MAX);
     }
 }

@@ -255,7 +255,8 @@ impl Loop {
             last_update: None,
             turn_began: Instant::now(),
             last_message: Instant::now(),
-            next_checkpoint: Instant::now() + checkpoint_interval,
+            next_checkpoint: Instant::now()
+                + crate::checkpoint::next_after(checkpoint_interval, Duration::ZERO),
             at_end_since: None,
             warned: None,
             progress: crate::run::Progress::new(opts.progress),
