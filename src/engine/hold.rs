@@ -24,6 +24,7 @@ use crate::event::Event;
 use crate::pb;
 use crate::window::format_time;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 
 /// Held events kept decoded at most (≈ 460 bytes each more than as
 /// bytes for a deal outcome, so ≤ 30 MB more): an event is held decoded
@@ -90,6 +91,43 @@ impl Waiting {
     /// Holds `e` (decoded while fewer than [`DECODED_CAP`] are held).
     fn hold(&self, e: &Event<'_>) -> HeldEvent {
         HeldEvent::new(e, self.facts.len() + self.outliers.len() < DECODED_CAP)
+    }
+
+    pub fn rebuild(&mut self) {
+        self.by_entity.clear();
+        self.stale = 0;
+        for (k, (ent, _)) in &self.facts {
+            self.by_entity.entry(*ent).or_default().push(*k);
+        }
+    }
+
+    /// Takes the oldest waiting event if it is older than `before`,
+    /// leaving its key in `by_entity` (pruned in one pass over the table
+    /// once the keys taken out outnumber the events still waiting).
+    pub fn pop_before(&mut self, before: i64) -> Option<(EntityRef, HeldEvent)> {
+        let entry = self.facts.first_entry()?;
+        if entry.key().0 >= before {
+            return None;
+        }
+        let (key, fact) = entry.remove_entry();
+        self.popped = self.popped.max(key);
+        self.stale += 1;
+        if self.stale > self.facts.len().max(1024) {
+            self.prune();
+        }
+        Some(fact)
+    }
+
+    /// Drops the keys of events no longer waiting from `by_entity`. Only
+    /// keys up to `popped` can be stale; they are looked up in `facts`
+    /// (near its start, where a lookup stays in cache).
+    pub fn prune(&mut self) {
+        let (facts, popped) = (&self.facts, self.popped);
+        self.by_entity.retain(|_, keys| {
+            keys.retain(|k| *k > popped || facts.contains_key(k));
+            !keys.is_empty()
+        });
+        self.stale = 0;
     }
 }
 
@@ -290,17 +328,7 @@ impl Engine {
     /// Counts the waiting events older than `before` with unknown
     /// dimensions (their entity did not come in time), oldest first.
     pub(super) fn flush_waiting(&mut self, before: i64) {
-        while let Some(entry) = self.state.waiting.facts.first_entry() {
-            if entry.key().0 >= before {
-                break;
-            }
-            let (key, (ent, held)) = entry.remove_entry();
-            if let Some(keys) = self.state.waiting.by_entity.get_mut(&ent) {
-                keys.retain(|k| *k != key);
-                if keys.is_empty() {
-                    self.state.waiting.by_entity.remove(&ent);
-                }
-            }
+        while let Some((_, held)) = self.state.waiting.pop_before(before) {
             self.apply_waiting(&held, false);
         }
     }
@@ -328,13 +356,20 @@ impl Engine {
         let Some(keys) = w.by_entity.get_mut(&ent) else {
             return;
         };
-        let (mut due, keep): (Vec<_>, Vec<_>) = keys.iter().partition(|k| pick(k));
-        if keep.is_empty() {
+        let mut due: SmallVec<[(i64, u64); 1]> = SmallVec::new();
+        keys.retain(|k| {
+            let take = pick(k);
+            if take {
+                due.push(*k);
+            }
+            !take
+        });
+        if keys.is_empty() {
             w.by_entity.remove(&ent);
-        } else {
-            *keys = keep;
         }
         due.sort_unstable();
+        // Keys of events already counted (`Waiting::pop_before` leaves
+        // them) are no longer in `facts`: skipped.
         for k in due {
             if let Some((_, held)) = self.state.waiting.facts.remove(&k) {
                 self.apply_waiting(&held, matched);
@@ -359,5 +394,51 @@ impl Engine {
             self.state.waiting.facts.len(),
             self.state.waiting.outliers.len(),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fact(w: &mut Waiting, key: (i64, u64), ent: EntityRef) {
+        w.facts.insert(key, (ent, HeldEvent::Encoded(Box::new([]))));
+        w.by_entity.entry(ent).or_default().push(key);
+    }
+
+    #[test]
+    fn counted_waiting_events_leave_the_entity_index_lazily_and_prune_keeps_the_waiting_ones() {
+        let (a, b, c) = ((1, 7), (1, 8), (0, 9));
+        let mut w = Waiting::default();
+        fact(&mut w, (10, 0), a);
+        fact(&mut w, (20, 1), b);
+        fact(&mut w, (50, 2), a);
+        // The two oldest count: their keys stay in the index for now.
+        assert!(w.pop_before(30).is_some());
+        assert!(w.pop_before(30).is_some());
+        assert!(w.pop_before(30).is_none());
+        assert_eq!(w.popped, (20, 1));
+        assert_eq!(w.by_entity[&a].as_slice(), &[(10, 0), (50, 2)]);
+        // An event older than those counted still waits (below `popped`).
+        fact(&mut w, (5, 3), c);
+        w.prune();
+        assert_eq!(w.by_entity[&a].as_slice(), &[(50, 2)]);
+        assert!(!w.by_entity.contains_key(&b));
+        assert_eq!(w.by_entity[&c].as_slice(), &[(5, 3)]);
+        assert_eq!(w.stale, 0);
+        // Pruned on its own once the stale keys outnumber the waiting.
+        for i in 0..3000u64 {
+            fact(&mut w, (100 + i as i64, 10 + i), (1, u128::from(i) + 100));
+        }
+        while w.pop_before(3000).is_some() {}
+        let keys: usize = w.by_entity.values().map(|k| k.len()).sum();
+        assert!(
+            keys <= w.facts.len() + 1025,
+            "{keys} keys for {} waiting",
+            w.facts.len()
+        );
+        w.prune();
+        let keys: usize = w.by_entity.values().map(|k| k.len()).sum();
+        assert_eq!(keys, w.facts.len());
     }
 }

@@ -9,6 +9,7 @@ use crate::intern::{as_pairs, Interner};
 use crate::window::CalendarKind;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 
 pub use crate::event::{
@@ -507,9 +508,19 @@ pub struct Waiting {
     /// number): the entity, and the event. Each waits until its entity
     /// arrives or until it would be late.
     pub facts: BTreeMap<(i64, u64), (EntityRef, HeldEvent)>,
-    /// The keys of `facts` by entity. Rebuilt at restore.
+    /// The keys of `facts` by entity, rebuilt at restore. Lazy: an event
+    /// [`Waiting::pop_before`] takes out keeps its key here (removing it
+    /// would cost a lookup in this table, a cache miss, per event) until
+    /// [`Waiting::prune`]; every key above `popped` is in `facts`.
     #[serde(skip)]
-    pub by_entity: FxHashMap<EntityRef, Vec<(i64, u64)>>,
+    pub by_entity: FxHashMap<EntityRef, SmallVec<[(i64, u64); 1]>>,
+    /// The greatest key `pop_before` took out of `facts`.
+    #[serde(skip)]
+    pub popped: (i64, u64),
+    /// Keys `pop_before` took out since the last prune: at least as many
+    /// as the stale keys in `by_entity`.
+    #[serde(skip)]
+    pub stale: usize,
     /// Suspected outliers, in arrival order.
     pub outliers: Vec<Held>,
     /// Outliers held in a row, with no event moving the clock between them.
@@ -517,15 +528,6 @@ pub struct Waiting {
     pub run_id: u64,
     /// Arrival number of the next held event.
     pub seq: u64,
-}
-
-impl Waiting {
-    pub fn rebuild(&mut self) {
-        self.by_entity.clear();
-        for (k, (ent, _)) in &self.facts {
-            self.by_entity.entry(*ent).or_default().push(*k);
-        }
-    }
 }
 
 pub const ENTITY_NAMES: [&str; 3] = ["lead", "deal", "customer"];

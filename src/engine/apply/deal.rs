@@ -166,12 +166,17 @@ impl Engine {
             }
         };
         if d.rep.is_some() || d.team.is_some() || d.region.is_some() {
-            let rep = d
-                .rep
-                .as_deref()
-                .or_else(|| Some(self.state.interner.name(key[REP])).filter(|r| !r.is_empty()));
-            let rep = rep.map(str::to_owned);
-            let k = self.rep_dims(rep.as_deref(), d.team.as_deref(), d.region.as_deref());
+            // The event's rep borrows from the event; the deal's is
+            // copied out of the interner (`rep_dims` takes `&mut self`).
+            let known_rep;
+            let rep = match d.rep.as_deref() {
+                Some(r) => Some(r),
+                None => {
+                    known_rep = self.state.interner.name(key[REP]).to_owned();
+                    Some(known_rep.as_str()).filter(|r| !r.is_empty())
+                }
+            };
+            let k = self.rep_dims(rep, d.team.as_deref(), d.region.as_deref());
             key[..3].copy_from_slice(&k[..3]);
         }
         for (dim, v) in [

@@ -550,6 +550,11 @@ impl Engine {
     /// (its dimensions would depend on whether that cancellation was
     /// counted before or after the order arrived).
     fn waits(&mut self, kind: u8, id: u128, e: &Event<'_>) -> bool {
+        if self.unmatched {
+            // A waiting event counted without its entity (`wait_for`
+            // would say no): no lookup.
+            return false;
+        }
         let known = match kind {
             0 => self.state.leads.contains_key(&id),
             1 => self.state.deals.contains_key(&id),
