@@ -1165,15 +1165,23 @@ async fn a_lone_event_is_published_at_once_then_updates_keep_their_pace() {
 /// their end, full batches read with more already fetched) exports its
 /// partitions' partials at the update tick, not after every batch, and
 /// the records still equal file mode's.
+/// The topics of a `--to-end` run of group `name` on three input
+/// partitions; the bootstrap servers. The mock keeps about 5 MB a
+/// partition: 16 of them hold every KPI record.
+fn to_end_topics<C: rdkafka::ClientContext>(mock: &MockCluster<'_, C>, name: &str) -> String {
+    mock.create_topic("crm.events", 3, 1).unwrap();
+    mock.create_topic(&format!("{name}.partials"), 1, 1)
+        .unwrap();
+    mock.create_topic(&format!("{name}.changelog"), 3, 1)
+        .unwrap();
+    mock.create_topic("kpis", 16, 1).unwrap();
+    mock.bootstrap_servers()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_exports_partials_at_the_tick_not_after_every_batch() {
     let mock = MockCluster::new(1).unwrap();
-    let bs = mock.bootstrap_servers();
-    mock.create_topic("crm.events", 3, 1).unwrap();
-    mock.create_topic("backlog.partials", 1, 1).unwrap();
-    mock.create_topic("backlog.changelog", 3, 1).unwrap();
-    // The mock keeps about 5 MB a partition: room for every record.
-    mock.create_topic("kpis", 16, 1).unwrap();
+    let bs = to_end_topics(&mock, "backlog");
     let mut cfg = config(&bs, "backlog");
     cfg.input.batch_size = 20;
     cfg.output.update_interval = salespulse::config::Dur(Duration::from_secs(1));
@@ -1223,11 +1231,7 @@ fn lead_at(id: &str, at: i64) -> Out {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_asked_too_often_take_a_bounded_share_of_the_run() {
     let mock = MockCluster::new(1).unwrap();
-    let bs = mock.bootstrap_servers();
-    mock.create_topic("crm.events", 3, 1).unwrap();
-    mock.create_topic("spaced.partials", 1, 1).unwrap();
-    mock.create_topic("spaced.changelog", 3, 1).unwrap();
-    mock.create_topic("kpis", 16, 1).unwrap();
+    let bs = to_end_topics(&mock, "spaced");
     let mut cfg = config(&bs, "spaced");
     cfg.kafka.checkpoint_interval = salespulse::config::Dur(Duration::from_millis(1));
     let evs = events(8_000);
