@@ -131,6 +131,9 @@ impl Engine {
         let dropped = before - w.facts.len() - w.outliers.len();
         if dropped > 0 {
             w.rebuild();
+        } else {
+            // Keys of erased entities' events that already counted.
+            w.prune();
         }
         self.state.stats.erased_held += dropped as u64;
     }
