@@ -613,7 +613,7 @@ pub struct State {
     /// Leads whose first-contact SLA is still open, by deadline (ms).
     /// Rebuilt from the leads at restore.
     #[serde(skip)]
-    pub sla_index: BTreeMap<i64, Vec<u128>>,
+    pub sla_index: BTreeMap<i64, SmallVec<[u128; 1]>>,
     /// Expected close dates and overdue deals.
     pub slip: Slippage,
     /// What the forecast learned from closed deals.
