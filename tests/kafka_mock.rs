@@ -1161,10 +1161,6 @@ async fn a_lone_event_is_published_at_once_then_updates_keep_their_pace() {
     task.abort();
 }
 
-/// A backlog (partitions more than `input.batch_size` messages behind
-/// their end, full batches read with more already fetched) exports its
-/// partitions' partials at the update tick, not after every batch, and
-/// the records still equal file mode's.
 /// The topics of a `--to-end` run of group `name` on three input
 /// partitions; the bootstrap servers. The mock keeps about 5 MB a
 /// partition: 16 of them hold every KPI record.
@@ -1178,6 +1174,10 @@ fn to_end_topics<C: rdkafka::ClientContext>(mock: &MockCluster<'_, C>, name: &st
     mock.bootstrap_servers()
 }
 
+/// A backlog (partitions more than `input.batch_size` messages behind
+/// their end, full batches read with more already fetched) exports its
+/// partitions' partials at the update tick, not after every batch, and
+/// the records still equal file mode's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_exports_partials_at_the_tick_not_after_every_batch() {
     let mock = MockCluster::new(1).unwrap();
