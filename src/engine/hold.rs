@@ -302,10 +302,17 @@ impl Engine {
         }
     }
 
+    /// Whether an event about an unknown entity may wait for it: not
+    /// when waiting is off (`state.max_waiting = 0`), nor for an event
+    /// counting after its wait without its entity.
+    pub(super) fn may_wait(&self) -> bool {
+        !self.unmatched && self.settings.max_waiting != 0
+    }
+
     /// Makes `e`, about entity `ent` that is not known, wait for it.
     /// Returns false when it must count now (with unknown dimensions).
     pub(super) fn wait_for(&mut self, ent: EntityRef, e: &Event<'_>) -> bool {
-        if self.unmatched || self.settings.max_waiting == 0 {
+        if !self.may_wait() {
             return false;
         }
         if self.state.waiting.facts.len() >= self.settings.max_waiting {

@@ -550,9 +550,7 @@ impl Engine {
     /// (its dimensions would depend on whether that cancellation was
     /// counted before or after the order arrived).
     fn waits(&mut self, kind: u8, id: u128, e: &Event<'_>) -> bool {
-        if self.unmatched {
-            // A waiting event counted without its entity (`wait_for`
-            // would say no): no lookup.
+        if !self.may_wait() {
             return false;
         }
         let known = match kind {
