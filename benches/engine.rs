@@ -160,55 +160,73 @@ fn bench(c: &mut Criterion) {
             (xxhash_rust::xxh3::xxh3_64(e.partition_key().as_bytes()) % 3) as usize
         })
         .collect();
-    g.bench_function("scaleout_3_sources_and_merger", |b| {
-        use salespulse::engine::merge::{MergeState, Partial, Progress};
-        let name = |p: usize| format!("crm.events/{p}");
-        b.iter_batched(
-            || {
-                let sources: Vec<Engine> = (0..3)
-                    .map(|_| {
-                        let mut e = Engine::from_config(&cfg);
-                        e.set_source_mode();
-                        e
-                    })
-                    .collect();
-                let mut merger = Engine::from_config(&cfg);
-                merger.set_merge_mode(MergeState::default(), (0..3).map(name).collect());
-                (sources, merger)
-            },
-            |(mut sources, mut merger)| {
-                let mut offsets = [0i64; 3];
-                let round = |sources: &mut [Engine], merger: &mut Engine, at: [i64; 3], at_end| {
-                    for (p, s) in sources.iter_mut().enumerate() {
-                        let progress = Progress {
-                            clock: s.state.clock,
-                            max_time: s.state.max_time,
-                            idle: false,
-                            at_end,
+    // `_local_merger`: the merger on the sources' instance, as the Kafka
+    // loop runs it: it takes each export in as it is sent
+    // (`absorb_items`) and, from the copy read back, only the progress.
+    for (bench, local) in [
+        ("scaleout_3_sources_and_merger", false),
+        ("scaleout_3_sources_and_local_merger", true),
+    ] {
+        g.bench_function(bench, |b| {
+            use salespulse::engine::merge::{MergeState, Partial, Progress};
+            let name = |p: usize| format!("crm.events/{p}");
+            b.iter_batched(
+                || {
+                    let sources: Vec<Engine> = (0..3)
+                        .map(|_| {
+                            let mut e = Engine::from_config(&cfg);
+                            e.set_source_mode();
+                            e
+                        })
+                        .collect();
+                    let mut merger = Engine::from_config(&cfg);
+                    merger.set_merge_mode(MergeState::default(), (0..3).map(name).collect());
+                    (sources, merger)
+                },
+                |(mut sources, mut merger)| {
+                    let mut offsets = [0i64; 3];
+                    let round =
+                        |sources: &mut [Engine], merger: &mut Engine, at: [i64; 3], at_end| {
+                            for (p, s) in sources.iter_mut().enumerate() {
+                                let progress = Progress {
+                                    clock: s.state.clock,
+                                    max_time: s.state.max_time,
+                                    idle: false,
+                                    at_end,
+                                };
+                                for (part, bytes) in
+                                    s.export_encoded(&name(p), at[p], progress, 1 << 20)
+                                {
+                                    if local {
+                                        let (v, pr) = (part.version, part.progress);
+                                        merger.absorb_items(part);
+                                        merger.absorb_progress(&name(p), v, pr);
+                                        black_box(bytes);
+                                    } else {
+                                        merger.absorb(Partial::decode(&bytes).unwrap());
+                                    }
+                                }
+                            }
+                            merger.merge_advance();
+                            black_box(merger.take_records());
                         };
-                        for (_, bytes) in s.export_encoded(&name(p), at[p], progress, 1 << 20) {
-                            merger.absorb(Partial::decode(&bytes).unwrap());
+                    for (chunk, pchunk) in lines.chunks(BATCH).zip(parts.chunks(BATCH)) {
+                        for (l, p) in chunk.iter().zip(pchunk) {
+                            sources[*p].process_json(l.as_bytes()).unwrap();
+                            offsets[*p] += 1;
                         }
+                        round(&mut sources, &mut merger, offsets, false);
                     }
-                    merger.merge_advance();
+                    sources.iter_mut().for_each(Engine::end_of_input);
+                    round(&mut sources, &mut merger, offsets, true);
+                    merger.finish();
                     black_box(merger.take_records());
-                };
-                for (chunk, pchunk) in lines.chunks(BATCH).zip(parts.chunks(BATCH)) {
-                    for (l, p) in chunk.iter().zip(pchunk) {
-                        sources[*p].process_json(l.as_bytes()).unwrap();
-                        offsets[*p] += 1;
-                    }
-                    round(&mut sources, &mut merger, offsets, false);
-                }
-                sources.iter_mut().for_each(Engine::end_of_input);
-                round(&mut sources, &mut merger, offsets, true);
-                merger.finish();
-                black_box(merger.take_records());
-                (sources, merger)
-            },
-            BatchSize::PerIteration,
-        )
-    });
+                    (sources, merger)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     // Live mode's worst case for alerts: provisional records after every
     // batch, each evaluated by the five default rules of the example config.
     let with_rules = Config::from_toml(

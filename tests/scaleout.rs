@@ -174,7 +174,7 @@ fn scaled(evs: &[Event<'static>], seed: u64, faults: bool, local: bool) -> (Vec<
         }
         if local {
             for m in &msgs {
-                assert!(merger.absorb_items(m));
+                assert!(merger.absorb_items(m.clone()));
             }
             own.extend(log.len()..log.len() + msgs.len());
         }
@@ -394,7 +394,7 @@ fn own_exports_absorbed_at_once_then_their_progress_from_the_topic_change_no_fin
     };
     let mut merger = new_merger(None);
     for m in src.export(&name(0), 2000, progress, 1 << 20) {
-        assert!(merger.absorb_items(&m));
+        assert!(merger.absorb_items(m));
     }
     merger.merge_advance();
     assert_eq!(

@@ -495,12 +495,11 @@ impl Loop {
                 src.back.seek(ctx.consumer, t, *p, src.next, 16);
             }
         }
-        // Live, with the merger here: its KPIs need not wait for the
-        // partials topic (see `Engine::absorb_items`).
-        let local = match (self.live_updates && !self.to_end, self.merger.as_mut()) {
-            (true, Some(mg)) => Some(mg),
-            _ => None,
-        };
+        // With the merger here, it takes its instance's exports in as
+        // they are sent: live KPIs need not wait for the partials topic,
+        // and the topic's copies, read back, are not decoded again (see
+        // `Engine::absorb_items`).
+        let local = self.merger.as_mut();
         let is_local = local.is_some();
         let news = ctx
             .export(

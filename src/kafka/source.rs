@@ -127,10 +127,12 @@ pub(super) struct Merger {
     /// the input has been quiet, for `absent_for` rules.
     pub(super) clock_moved: (i64, Instant),
     /// Partials this instance's sources exported whose items the merger
-    /// took in at once (live, [`Engine::absorb_items`]), by their bytes:
+    /// took in at once ([`Engine::absorb_items`]), by their bytes:
     /// read back from the topic, only their progress is new.
     /// Keyed by their xxh3 hash.
     pub(super) own: rustc_hash::FxHashMap<u64, Own>,
+    /// The bytes `own` holds.
+    pub(super) own_bytes: usize,
     /// Live: when the oldest message of each export of this instance's
     /// sources taken in since the last update was read; observed as
     /// `salespulse_kafka_publish_delay_seconds` once an update is out.
@@ -174,24 +176,31 @@ pub(super) struct Own {
 }
 
 impl Merger {
-    /// Most partials remembered in `own`: they are read back within
-    /// moments, unless their sending failed; past this many, forgotten
-    /// (read back, they are absorbed whole again: the same result).
+    /// Most partials (and bytes) remembered in `own`: they are read back
+    /// within moments, unless their sending failed or the partials
+    /// topic is read slowly (a backlog: exports of up to megabytes);
+    /// past this, forgotten (read back, they are absorbed whole again:
+    /// the same result).
     const OWN_MAX: usize = 1024;
+    const OWN_MAX_BYTES: usize = 64 << 20;
 
     /// A partial of this instance's source, its items absorbed now.
-    pub(super) fn absorb_own(&mut self, p: &Partial, bytes: Vec<u8>) {
-        self.engine.absorb_items(p);
-        if self.own.len() >= Self::OWN_MAX {
+    pub(super) fn absorb_own(&mut self, p: Partial, bytes: Vec<u8>) {
+        if self.own.len() >= Self::OWN_MAX || self.own_bytes >= Self::OWN_MAX_BYTES {
             self.own.clear();
+            self.own_bytes = 0;
         }
+        self.own_bytes += bytes.len();
         let own = Own {
             source: p.source.clone(),
             version: p.version,
             progress: p.progress,
             bytes,
         };
-        self.own.insert(xxh3_64(&own.bytes), own);
+        self.engine.absorb_items(p);
+        if let Some(old) = self.own.insert(xxh3_64(&own.bytes), own) {
+            self.own_bytes -= old.bytes.len();
+        }
     }
 
     /// A message of the partials topic: only its progress when it is one
@@ -203,6 +212,7 @@ impl Merger {
         let hash = xxh3_64(payload);
         if self.own.get(&hash).is_some_and(|o| o.bytes == payload) {
             let o = self.own.remove(&hash).expect("just found");
+            self.own_bytes -= o.bytes.len();
             self.engine
                 .absorb_progress(&o.source, o.version, o.progress);
             return false;

@@ -215,6 +215,7 @@ impl Shared<'_> {
             unchanged: Default::default(),
             clock_moved: (i64::MIN, Instant::now()),
             own: Default::default(),
+            own_bytes: 0,
             reads: Vec::new(),
         });
         Ok(())
@@ -312,7 +313,7 @@ impl Shared<'_> {
                     send(self.producer, topic, Some(0), name.as_bytes(), &bytes, None).await?,
                 );
                 if let Some(mg) = local.as_deref_mut() {
-                    mg.absorb_own(&part, bytes);
+                    mg.absorb_own(part, bytes);
                 }
             }
             // News: input applied, or its clock or idleness moved (windows

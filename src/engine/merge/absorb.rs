@@ -64,16 +64,16 @@ impl Engine {
     }
 
     /// The items of a partial that a source of this same instance has
-    /// just exported (merger only): the live KPIs see them without the
-    /// trip through the partials topic. The copy read back from the topic
+    /// just exported (merger only): the KPIs see them without the trip
+    /// through the partials topic, and the copy read back is not decoded. The copy read back from the topic
     /// brings only the source's progress (the clock):
     /// [`Engine::absorb_progress`]. (Absorbed whole again, the same
     /// version gives the same result.)
-    pub fn absorb_items(&mut self, p: &Partial) -> bool {
+    pub fn absorb_items(&mut self, p: Partial) -> bool {
         let Some(mut m) = self.merge.take() else {
             return false;
         };
-        let ok = self.absorb_into(&mut m, p.clone(), true);
+        let ok = self.absorb_into(&mut m, p, true);
         self.merge = Some(m);
         ok
     }
