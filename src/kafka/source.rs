@@ -349,3 +349,69 @@ pub(super) fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
 pub(super) fn tick_period(update: Duration) -> Duration {
     update.clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::merge::{MergeState, Progress};
+
+    fn merger(cfg: &crate::config::Config) -> Merger {
+        let mut engine = Engine::from_config(cfg);
+        engine.set_merge_mode(MergeState::default(), ["t/0".to_string()].into());
+        Merger {
+            engine,
+            next: 0,
+            saved: 0,
+            changed: false,
+            back: SeekBack::default(),
+            last_message: Instant::now(),
+            unchanged: Default::default(),
+            clock_moved: (i64::MIN, Instant::now()),
+            own: Default::default(),
+            own_bytes: 0,
+            reads: Vec::new(),
+        }
+    }
+
+    /// `absorb_own` remembers an export by its bytes; its copy read back
+    /// brings only the progress and frees them; at most `OWN_MAX_BYTES`
+    /// are held (a backlog's exports run to megabytes), and a copy
+    /// forgotten is decoded and absorbed whole.
+    #[test]
+    fn own_exports_are_remembered_by_their_bytes_within_a_memory_bound() {
+        let cfg = crate::config::Config::from_toml("").unwrap();
+        let mut src = Engine::from_config(&cfg);
+        src.set_source_mode();
+        let progress = Progress {
+            clock: 0,
+            max_time: 0,
+            idle: false,
+            at_end: false,
+        };
+        let parts = src.export_encoded("t/0", 0, progress, 1 << 20);
+        let (part, bytes) = parts.into_iter().last().expect("a first export");
+        let mut mg = merger(&cfg);
+        mg.absorb_own(part.clone(), bytes.clone());
+        assert_eq!((mg.own.len(), mg.own_bytes), (1, bytes.len()));
+        assert!(!mg.absorb_message(0, &bytes), "its own copy: progress only");
+        assert_eq!((mg.own.len(), mg.own_bytes), (0, 0));
+        assert!(
+            mg.absorb_message(1, &bytes),
+            "not remembered: absorbed whole"
+        );
+
+        let big = |fill: u8| vec![fill; 40 << 20];
+        mg.absorb_own(part.clone(), big(1));
+        mg.absorb_own(part.clone(), big(2));
+        assert_eq!((mg.own.len(), mg.own_bytes), (2, 80 << 20));
+        mg.absorb_own(part.clone(), big(3));
+        assert_eq!(
+            (mg.own.len(), mg.own_bytes),
+            (1, 40 << 20),
+            "past the bound, what was held is forgotten"
+        );
+        mg.absorb_own(part, bytes.clone());
+        assert!(!mg.absorb_message(2, &bytes));
+        assert_eq!(mg.own_bytes, 40 << 20);
+    }
+}

@@ -65,8 +65,8 @@ impl Engine {
 
     /// The items of a partial that a source of this same instance has
     /// just exported (merger only): the KPIs see them without the trip
-    /// through the partials topic, and the copy read back is not decoded. The copy read back from the topic
-    /// brings only the source's progress (the clock):
+    /// through the partials topic. The copy read back from the topic is
+    /// not decoded and brings only the source's progress (the clock):
     /// [`Engine::absorb_progress`]. (Absorbed whole again, the same
     /// version gives the same result.)
     pub fn absorb_items(&mut self, p: Partial) -> bool {
