@@ -84,6 +84,27 @@ fn certificate(dir: &Path, name: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A static is never dropped, so `Killed` cannot stop what [`secure`]
+/// starts: a watchdog stops the broker and stunnel and removes their
+/// directory once this test process has ended.
+fn outlive_not(pids: &[u32], dir: &Path) {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    // In the background: `sh` itself returns at once.
+    let script = format!(
+        "(while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pids} 2>/dev/null; rm -rf '{dir}') &",
+        me = std::process::id(),
+        pids = pids.join(" "),
+        dir = dir.display(),
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh");
+}
+
 fn secure() -> &'static Secure {
     static S: OnceLock<Secure> = OnceLock::new();
     S.get_or_init(|| {
@@ -147,6 +168,7 @@ fn secure() -> &'static Secure {
                 .expect("stunnel4 (Debian package; ./scripts/install-deps.sh installs it)"),
         );
         listening(tp, "stunnel");
+        outlive_not(&[broker.0.id(), tls.0.id()], d);
         let ca = d.join("broker.pem").display().to_string();
         SECURITY
             .set(
