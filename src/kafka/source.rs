@@ -140,6 +140,24 @@ pub(super) struct Merger {
 }
 
 impl Merger {
+    /// The merger of this instance, its engine restored up to `next`
+    /// (the partials topic's offset it reads on from).
+    pub(super) fn new(engine: Engine, next: i64) -> Merger {
+        Merger {
+            engine,
+            next,
+            saved: next,
+            changed: true,
+            back: SeekBack::default(),
+            last_message: Instant::now(),
+            unchanged: Default::default(),
+            clock_moved: (i64::MIN, Instant::now()),
+            own: Default::default(),
+            own_bytes: 0,
+            reads: Vec::new(),
+        }
+    }
+
     /// An export of a source here taken in, whose oldest message was
     /// read at `read` (at most 4,096 kept between two updates).
     pub(super) fn took(&mut self, read: Option<Instant>) {
@@ -358,19 +376,7 @@ mod tests {
     fn merger(cfg: &crate::config::Config) -> Merger {
         let mut engine = Engine::from_config(cfg);
         engine.set_merge_mode(MergeState::default(), ["t/0".to_string()].into());
-        Merger {
-            engine,
-            next: 0,
-            saved: 0,
-            changed: false,
-            back: SeekBack::default(),
-            last_message: Instant::now(),
-            unchanged: Default::default(),
-            clock_moved: (i64::MIN, Instant::now()),
-            own: Default::default(),
-            own_bytes: 0,
-            reads: Vec::new(),
-        }
+        Merger::new(engine, 0)
     }
 
     /// `absorb_own` remembers an export by its bytes; its copy read back

@@ -205,19 +205,7 @@ impl Shared<'_> {
         .context("restore task failed")??;
         let next = next.max(self.fresh_partials_from);
         tracing::info!(partials_next = next, "this instance runs the merger");
-        *merger = Some(Merger {
-            engine,
-            next,
-            saved: next,
-            changed: true,
-            back: SeekBack::default(),
-            last_message: Instant::now(),
-            unchanged: Default::default(),
-            clock_moved: (i64::MIN, Instant::now()),
-            own: Default::default(),
-            own_bytes: 0,
-            reads: Vec::new(),
-        });
+        *merger = Some(Merger::new(engine, next));
         Ok(())
     }
 
