@@ -227,6 +227,58 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    // An instance whose merger is elsewhere: three sources export after
+    // every batch and send only bytes. `_copied`: each export also copies
+    // its accumulators into partials (`export_encoded`, what a merger on
+    // the instance takes); `_bytes`: encoded from the state (`export_bytes`).
+    for (bench, copied) in [
+        ("scaleout_3_sources_export_copied", true),
+        ("scaleout_3_sources_export_bytes", false),
+    ] {
+        g.bench_function(bench, |b| {
+            use salespulse::engine::merge::Progress;
+            let name = |p: usize| format!("crm.events/{p}");
+            b.iter_batched(
+                || {
+                    (0..3)
+                        .map(|_| {
+                            let mut e = Engine::from_config(&cfg);
+                            e.set_source_mode();
+                            e
+                        })
+                        .collect::<Vec<Engine>>()
+                },
+                |mut sources| {
+                    let mut offsets = [0i64; 3];
+                    for (chunk, pchunk) in lines.chunks(BATCH).zip(parts.chunks(BATCH)) {
+                        for (l, p) in chunk.iter().zip(pchunk) {
+                            sources[*p].process_json(l.as_bytes()).unwrap();
+                            offsets[*p] += 1;
+                        }
+                        for (p, s) in sources.iter_mut().enumerate() {
+                            let progress = Progress {
+                                clock: s.state.clock,
+                                max_time: s.state.max_time,
+                                idle: false,
+                                at_end: false,
+                            };
+                            let at = offsets[p];
+                            if copied {
+                                for (_, bytes) in s.export_encoded(&name(p), at, progress, 1 << 20)
+                                {
+                                    black_box(bytes);
+                                }
+                            } else {
+                                black_box(s.export_bytes(&name(p), at, progress, 1 << 20));
+                            }
+                        }
+                    }
+                    sources
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     // Live mode's worst case for alerts: provisional records after every
     // batch, each evaluated by the five default rules of the example config.
     let with_rules = Config::from_toml(

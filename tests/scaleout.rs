@@ -527,3 +527,43 @@ fn forecast_and_rfm_merged_equal_one_engine() {
         assert_same_finals(&rfm(&recs), &want_rfm);
     }
 }
+
+/// An instance whose merger is elsewhere sends only the bytes of its
+/// partials, its accumulators encoded from its state (`export_bytes`):
+/// the very messages `export_encoded` makes with a copy of each, export
+/// after export (only what changed since the last), whole or split in
+/// several messages, and they decode to those partials.
+#[test]
+fn partials_sent_from_the_state_are_the_partials_made_with_a_copy() {
+    let evs = events(6_000);
+    let part: Vec<&Event<'static>> = evs.iter().filter(|e| partition(e) == 1).collect();
+    let (mut copied, mut borrowed) = (new_source(None), new_source(None));
+    let rounds = 6;
+    let chunk = part.len().div_ceil(rounds);
+    let (mut messages, mut split) = (0, false);
+    for (r, evs) in part.chunks(chunk).enumerate() {
+        for ev in evs {
+            let (a, b) = (copied.apply(ev), borrowed.apply(ev));
+            assert_eq!(a.is_ok(), b.is_ok());
+        }
+        let progress = Progress {
+            clock: copied.state.clock,
+            max_time: copied.state.max_time,
+            idle: false,
+            at_end: r == rounds - 1,
+        };
+        // Every other round in messages small enough to split.
+        let max = if r % 2 == 0 { 4 * 1024 } else { 1 << 20 };
+        let with_copy = copied.export_encoded(&name(1), r as i64, progress, max);
+        let from_state = borrowed.export_bytes(&name(1), r as i64, progress, max);
+        assert_eq!(with_copy.len(), from_state.len(), "round {r}");
+        split |= with_copy.len() > 1;
+        for ((p, bytes), sent) in with_copy.iter().zip(&from_state) {
+            assert_eq!(bytes, sent, "round {r}: the same message");
+            assert_eq!(&Partial::decode(sent).unwrap(), p);
+            messages += 1;
+        }
+    }
+    assert!(split, "some export was split in several messages");
+    assert!(messages > rounds, "{messages} messages");
+}

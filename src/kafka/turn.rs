@@ -293,15 +293,24 @@ impl Shared<'_> {
                 continue;
             }
             let name = source_name(t, *p);
-            for (part, bytes) in src
-                .engine
-                .export_encoded(&name, src.next, sent, changelog::CHUNK)
-            {
-                deliveries.push(
-                    send(self.producer, topic, Some(0), name.as_bytes(), &bytes, None).await?,
-                );
-                if let Some(mg) = local.as_deref_mut() {
-                    mg.absorb_own(part, bytes);
+            let (e, at, chunk) = (&mut src.engine, src.next, changelog::CHUNK);
+            match local.as_deref_mut() {
+                // The merger here takes the partials as they are.
+                Some(mg) => {
+                    for (part, bytes) in e.export_encoded(&name, at, sent, chunk) {
+                        let key = name.as_bytes();
+                        deliveries
+                            .push(send(self.producer, topic, Some(0), key, &bytes, None).await?);
+                        mg.absorb_own(part, bytes);
+                    }
+                }
+                // Elsewhere: only their bytes, encoded from the state.
+                None => {
+                    for bytes in e.export_bytes(&name, at, sent, chunk) {
+                        let key = name.as_bytes();
+                        deliveries
+                            .push(send(self.producer, topic, Some(0), key, &bytes, None).await?);
+                    }
                 }
             }
             // News: input applied, or its clock or idleness moved (windows

@@ -14,6 +14,7 @@
 //! while it replays (its rows are those the merger already has, once it
 //! is past that progress again).
 
+use super::export::Names;
 use super::*;
 use crate::engine::forecast::{self, History, OpenDeal};
 

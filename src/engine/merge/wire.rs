@@ -164,6 +164,14 @@ pub fn serialize<K: Serialize, S: Serializer>(v: &[(K, Acc)], s: S) -> Result<S:
     s.collect_seq(v.iter().map(|(k, a)| (k, Ref(a))))
 }
 
+/// [`serialize`] of borrowed accumulators: the same bytes.
+pub fn serialize_refs<K: Serialize, S: Serializer>(
+    v: &[(K, &Acc)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|(k, a)| (k, Ref(a))))
+}
+
 /// See [`serialize`].
 pub fn deserialize<'de, K: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
