@@ -113,11 +113,14 @@ struct Encoded {
 
 impl Encoded {
     fn bucket(&mut self, b: BucketRef<'_>) {
+        if self.keep {
+            // Copied first, then encoded from the copy (warm in cache).
+            return self.item(b.to_owned());
+        }
         let from = self.body.len();
         self.body = postcard::to_extend(&b, std::mem::take(&mut self.body))
             .expect("an item always encodes");
-        let item = self.keep.then(|| b.to_owned());
-        self.items.push((item, from..self.body.len()));
+        self.items.push((None, from..self.body.len()));
     }
     /// Split into messages of about `max_bytes` (each item whole).
     fn split(&mut self, max_bytes: usize) -> Groups {
@@ -171,6 +174,7 @@ impl Engine {
         let progress = progress.into();
         let (names, body, groups) = self.export_items(true, max_bytes);
         let layout = layout_hash(&self.settings);
+        let head = head(source, layout, version, &names);
         let last = groups.len() - 1;
         groups
             .into_iter()
@@ -178,7 +182,7 @@ impl Engine {
             .map(|(i, (items, range))| {
                 let progress = if i == last { progress } else { None };
                 let group = (items.len(), &body[range]);
-                let bytes = self.frame(source, version, &names, group, progress);
+                let bytes = frame(&head, group, progress);
                 let p = Partial {
                     source: source.to_string(),
                     layout,
@@ -204,6 +208,7 @@ impl Engine {
     ) -> Vec<Vec<u8>> {
         let progress = progress.into();
         let (names, body, groups) = self.export_items(false, max_bytes);
+        let head = head(source, layout_hash(&self.settings), version, &names);
         let last = groups.len() - 1;
         groups
             .into_iter()
@@ -211,29 +216,9 @@ impl Engine {
             .map(|(i, (items, range))| {
                 let progress = if i == last { progress } else { None };
                 let group = (items.len(), &body[range]);
-                self.frame(source, version, &names, group, progress)
+                frame(&head, group, progress)
             })
             .collect()
-    }
-
-    /// A partial's message: its head, its `count` items (`body`, encoded),
-    /// its progress.
-    fn frame(
-        &self,
-        source: &str,
-        version: i64,
-        names: &[String],
-        (count, body): (usize, &[u8]),
-        progress: Option<Progress>,
-    ) -> Vec<u8> {
-        let layout = layout_hash(&self.settings);
-        let head = postcard::to_stdvec(&(source, layout, version, names))
-            .expect("a partial's head always encodes");
-        let mut bytes = Vec::with_capacity(head.len() + body.len() + 32);
-        bytes.extend_from_slice(&head);
-        bytes = postcard::to_extend(&count, bytes).expect("a length encodes");
-        bytes.extend_from_slice(body);
-        postcard::to_extend(&progress, bytes).expect("a progress encodes")
     }
 
     /// Everything changed since the last export, encoded (and with `keep`
@@ -350,4 +335,19 @@ impl Engine {
         let groups = out.split(max_bytes);
         (names, out.body, groups)
     }
+}
+
+/// A partial's head: source, layout, version, name table.
+fn head(source: &str, layout: u64, version: i64, names: &[String]) -> Vec<u8> {
+    postcard::to_stdvec(&(source, layout, version, names)).expect("a partial's head always encodes")
+}
+
+/// A partial's message: its head, its `count` items (`body`, encoded),
+/// its progress.
+fn frame(head: &[u8], (count, body): (usize, &[u8]), progress: Option<Progress>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(head.len() + body.len() + 32);
+    bytes.extend_from_slice(head);
+    bytes = postcard::to_extend(&count, bytes).expect("a length encodes");
+    bytes.extend_from_slice(body);
+    postcard::to_extend(&progress, bytes).expect("a progress encodes")
 }
