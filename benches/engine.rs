@@ -160,6 +160,15 @@ fn bench(c: &mut Criterion) {
             (xxhash_rust::xxh3::xxh3_64(e.partition_key().as_bytes()) % 3) as usize
         })
         .collect();
+    let new_sources = || -> Vec<Engine> {
+        (0..3)
+            .map(|_| {
+                let mut e = Engine::from_config(&cfg);
+                e.set_source_mode();
+                e
+            })
+            .collect()
+    };
     // `_local_merger`: the merger on the sources' instance, as the Kafka
     // loop runs it: it takes each export in as it is sent
     // (`absorb_items`) and, from the copy read back, only the progress.
@@ -172,13 +181,7 @@ fn bench(c: &mut Criterion) {
             let name = |p: usize| format!("crm.events/{p}");
             b.iter_batched(
                 || {
-                    let sources: Vec<Engine> = (0..3)
-                        .map(|_| {
-                            let mut e = Engine::from_config(&cfg);
-                            e.set_source_mode();
-                            e
-                        })
-                        .collect();
+                    let sources = new_sources();
                     let mut merger = Engine::from_config(&cfg);
                     merger.set_merge_mode(MergeState::default(), (0..3).map(name).collect());
                     (sources, merger)
@@ -239,15 +242,7 @@ fn bench(c: &mut Criterion) {
             use salespulse::engine::merge::Progress;
             let name = |p: usize| format!("crm.events/{p}");
             b.iter_batched(
-                || {
-                    (0..3)
-                        .map(|_| {
-                            let mut e = Engine::from_config(&cfg);
-                            e.set_source_mode();
-                            e
-                        })
-                        .collect::<Vec<Engine>>()
-                },
+                new_sources,
                 |mut sources| {
                     let mut offsets = [0i64; 3];
                     for (chunk, pchunk) in lines.chunks(BATCH).zip(parts.chunks(BATCH)) {

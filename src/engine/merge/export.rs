@@ -171,18 +171,11 @@ impl Engine {
         progress: impl Into<Option<Progress>>,
         max_bytes: usize,
     ) -> Vec<(Partial, Vec<u8>)> {
-        let progress = progress.into();
         let (names, body, groups) = self.export_items(true, max_bytes);
         let layout = layout_hash(&self.settings);
         let head = head(source, layout, version, &names);
-        let last = groups.len() - 1;
-        groups
-            .into_iter()
-            .enumerate()
-            .map(|(i, (items, range))| {
-                let progress = if i == last { progress } else { None };
-                let group = (items.len(), &body[range]);
-                let bytes = frame(&head, group, progress);
+        messages(&head, &body, groups, progress.into())
+            .map(|(items, progress, bytes)| {
                 let p = Partial {
                     source: source.to_string(),
                     layout,
@@ -206,18 +199,10 @@ impl Engine {
         progress: impl Into<Option<Progress>>,
         max_bytes: usize,
     ) -> Vec<Vec<u8>> {
-        let progress = progress.into();
         let (names, body, groups) = self.export_items(false, max_bytes);
         let head = head(source, layout_hash(&self.settings), version, &names);
-        let last = groups.len() - 1;
-        groups
-            .into_iter()
-            .enumerate()
-            .map(|(i, (items, range))| {
-                let progress = if i == last { progress } else { None };
-                let group = (items.len(), &body[range]);
-                frame(&head, group, progress)
-            })
+        messages(&head, &body, groups, progress.into())
+            .map(|(_, _, bytes)| bytes)
             .collect()
     }
 
@@ -340,6 +325,25 @@ impl Engine {
 /// A partial's head: source, layout, version, name table.
 fn head(source: &str, layout: u64, version: i64, names: &[String]) -> Vec<u8> {
     postcard::to_stdvec(&(source, layout, version, names)).expect("a partial's head always encodes")
+}
+
+/// An export's messages: each group's items, its progress (the last
+/// one's only) and its bytes.
+fn messages<'a>(
+    head: &'a [u8],
+    body: &'a [u8],
+    groups: Groups,
+    progress: Option<Progress>,
+) -> impl Iterator<Item = (Vec<Option<Item>>, Option<Progress>, Vec<u8>)> + 'a {
+    let last = groups.len() - 1;
+    groups
+        .into_iter()
+        .enumerate()
+        .map(move |(i, (items, range))| {
+            let progress = if i == last { progress } else { None };
+            let bytes = frame(head, (items.len(), &body[range]), progress);
+            (items, progress, bytes)
+        })
 }
 
 /// A partial's message: its head, its `count` items (`body`, encoded),
