@@ -17,17 +17,18 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_salespulse");
 
-/// 200,000 generated events with a bad line every 20,000.
-fn input(dir: &Path) -> PathBuf {
+/// `n` generated events from 2026-01-01, `per_day` a day, with a bad
+/// line every 20,000 (the last event must stay in the past).
+fn input(dir: &Path, n: usize, per_day: u32) -> PathBuf {
     let p = dir.join("events.jsonl");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
     let g = Generator::new(GenConfig {
         seed: 5,
         start: ms("2026-01-01T00:00:00Z"),
-        events_per_day: 1500,
+        events_per_day: per_day,
         reps: 8,
     });
-    for (i, e) in g.take(200_000).enumerate() {
+    for (i, e) in g.take(n).enumerate() {
         if i % 20_000 == 7 {
             writeln!(f, "{{\"broken\": {i}").unwrap();
         }
@@ -97,20 +98,25 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
-/// Waits until the checkpoint file exists and has been rewritten at least once more.
-fn wait_for_checkpoints(p: &Path, child: &mut Child) {
+/// Waits until the checkpoint file exists and has been rewritten at
+/// least `rewrites` times more (or the run ended).
+fn wait_for_checkpoints(p: &Path, child: &mut Child, rewrites: u32) {
     let t0 = Instant::now();
-    let mut first = None;
+    let (mut last, mut seen) = (None, 0);
     loop {
         if child.try_wait().unwrap().is_some() {
             return;
         }
         if let Ok(m) = std::fs::metadata(p) {
             let t = m.modified().unwrap();
-            match first {
-                None => first = Some(t),
-                Some(f) if t > f => return,
-                _ => {}
+            if last.is_some_and(|l| t > l) {
+                seen += 1;
+                if seen >= rewrites {
+                    return;
+                }
+            }
+            if last.is_none_or(|l| t > l) {
+                last = Some(t);
             }
         }
         assert!(
@@ -124,7 +130,9 @@ fn wait_for_checkpoints(p: &Path, child: &mut Child) {
 #[test]
 fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = input(tmp.path());
+    // Long enough (about 2 s on a fast machine) for several kills to
+    // land before the end.
+    let input = input(tmp.path(), 500_000, 4000);
     let (want_out, want_dlq) = reference(tmp.path(), &input);
     let args = checkpointed(&input);
     let seed = fastrand::u64(..);
@@ -132,11 +140,16 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_output() {
     let mut kills = 0;
     for _ in 0..4 {
         let mut child = cmd(tmp.path(), &args)
+            .env("SALESPULSE_CHECKPOINT__INTERVAL", "50ms")
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_for_checkpoints(&tmp.path().join("state.ckpt"), &mut child);
-        std::thread::sleep(Duration::from_millis(rng.u64(0..800)));
+        // A random point of the run, counted in checkpoints (every
+        // 50 ms) rather than in time: the whole input takes under a
+        // second on a fast machine, so a delay in time would often come
+        // after the end.
+        wait_for_checkpoints(&tmp.path().join("state.ckpt"), &mut child, rng.u32(1..=2));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..30)));
         if child.try_wait().unwrap().is_none() {
             signal(&child, "-KILL");
             kills += 1;
@@ -166,14 +179,14 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_output() {
 #[test]
 fn sigterm_mid_stream_checkpoints_and_exits_0_and_the_restart_completes_the_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = input(tmp.path());
+    let input = input(tmp.path(), 200_000, 1500);
     let (want_out, want_dlq) = reference(tmp.path(), &input);
     let args = checkpointed(&input);
     let mut child = cmd(tmp.path(), &args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_checkpoints(&tmp.path().join("state.ckpt"), &mut child);
+    wait_for_checkpoints(&tmp.path().join("state.ckpt"), &mut child, 1);
     signal(&child, "-TERM");
     let o = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&o.stderr);
@@ -205,7 +218,7 @@ fn sigterm_mid_stream_checkpoints_and_exits_0_and_the_restart_completes_the_run(
 #[test]
 fn checkpoints_asked_too_often_take_a_bounded_share_of_the_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = input(tmp.path());
+    let input = input(tmp.path(), 200_000, 1500);
     let (want_out, _) = reference(tmp.path(), &input);
     let t0 = Instant::now();
     let o = cmd(tmp.path(), &checkpointed(&input))
