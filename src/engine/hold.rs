@@ -96,7 +96,7 @@ impl Waiting {
     pub fn rebuild(&mut self) {
         self.by_entity.clear();
         self.stale = 0;
-        for (k, (ent, _)) in &self.facts {
+        for (k, (ent, _)) in self.facts.iter() {
             self.by_entity.entry(*ent).or_default().push(*k);
         }
     }
@@ -105,11 +105,10 @@ impl Waiting {
     /// leaving its key in `by_entity` (pruned in one pass over the table
     /// once the keys taken out outnumber the events still waiting).
     pub fn pop_before(&mut self, before: i64) -> Option<(EntityRef, HeldEvent)> {
-        let entry = self.facts.first_entry()?;
-        if entry.key().0 >= before {
+        if self.facts.first()?.0 .0 >= before {
             return None;
         }
-        let (key, fact) = entry.remove_entry();
+        let (key, fact) = self.facts.pop_first()?;
         self.popped = self.popped.max(key);
         self.stale += 1;
         if self.stale > self.facts.len().max(1024) {
@@ -123,8 +122,10 @@ impl Waiting {
     /// (near its start, where a lookup stays in cache).
     pub fn prune(&mut self) {
         let (facts, popped) = (&self.facts, self.popped);
+        // Keys below the oldest waiting event are not waiting: no lookup.
+        let oldest = facts.first().map_or((i64::MAX, u64::MAX), |(k, _)| *k);
         self.by_entity.retain(|_, keys| {
-            keys.retain(|k| *k > popped || facts.contains_key(k));
+            keys.retain(|k| *k > popped || (*k >= oldest && facts.contains_key(k)));
             !keys.is_empty()
         });
         self.stale = 0;
@@ -317,7 +318,7 @@ impl Engine {
         }
         if self.state.waiting.facts.len() >= self.settings.max_waiting {
             // Full: the oldest counts now.
-            let Some((&(t, _), _)) = self.state.waiting.facts.first_key_value() else {
+            let Some((&(t, _), _)) = self.state.waiting.facts.first() else {
                 return false;
             };
             self.flush_waiting(t.saturating_add(1));

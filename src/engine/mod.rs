@@ -12,6 +12,7 @@ mod absent;
 mod apply;
 pub use apply::sla_deadline;
 mod emit;
+pub mod facts;
 pub mod forecast;
 mod hold;
 mod init;

@@ -507,7 +507,7 @@ pub struct Waiting {
     /// Events about an entity not yet seen, by (event time, arrival
     /// number): the entity, and the event. Each waits until its entity
     /// arrives or until it would be late.
-    pub facts: BTreeMap<(i64, u64), (EntityRef, HeldEvent)>,
+    pub facts: super::facts::Facts,
     /// The keys of `facts` by entity, rebuilt at restore. Lazy: an event
     /// [`Waiting::pop_before`] takes out keeps its key here (removing it
     /// would cost a lookup in this table, a cache miss, per event) until
