@@ -493,6 +493,12 @@ impl Loop {
             };
             if (src.next < high || !src.verified(low)) && src.back.stuck(src.last_message) {
                 src.back.seek(ctx.consumer, t, *p, src.next, 16);
+                let heard = src
+                    .back
+                    .seen
+                    .map_or(src.last_message, |s| s.max(src.last_message));
+                src.back
+                    .warn_if_stalled(ctx.consumer, t, *p, src.next, heard);
             }
         }
         // With the merger here, it takes its instance's exports in as

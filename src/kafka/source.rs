@@ -66,6 +66,8 @@ pub(super) struct SeekBack {
     pub(super) tries: u32,
     /// Last message of the partition, applied or skipped.
     pub(super) seen: Option<Instant>,
+    /// Last warning that the partition stalls (kept across resets).
+    pub(super) warned: Option<Instant>,
 }
 
 impl SeekBack {
@@ -96,8 +98,43 @@ impl SeekBack {
             "seeking back to the restored checkpoint's offset"
         );
         if let Err(e) = seek(c, topic, partition, to) {
-            tracing::debug!(error = %e, "seek failed; trying again later");
+            tracing::warn!(topic, partition, error = %e, "seek failed; trying again later");
         }
+    }
+
+    /// Warns (every 30 s at most) about a partition that has brought no
+    /// message for 30 s since `quiet_since` although it holds offsets
+    /// from `next` on, with what librdkafka thinks of it.
+    pub(super) fn warn_if_stalled(
+        &mut self,
+        c: &Consumer_,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        quiet_since: Instant,
+    ) {
+        const STALL: Duration = Duration::from_secs(30);
+        if quiet_since.elapsed() < STALL || self.warned.is_some_and(|t| t.elapsed() < STALL) {
+            return;
+        }
+        self.warned = Some(Instant::now());
+        let assigned = c
+            .assignment()
+            .ok()
+            .map(|a| a.find_partition(topic, partition).is_some());
+        let position = c.position().ok().and_then(|p| {
+            p.find_partition(topic, partition)
+                .map(|e| format!("{:?}", e.offset()))
+        });
+        tracing::warn!(
+            topic,
+            partition,
+            next,
+            quiet_s = quiet_since.elapsed().as_secs(),
+            ?assigned,
+            ?position,
+            "no message from this partition for this long although it holds offsets from the one expected, seeking back or not: its KPIs stall until the broker serves it (a restart of this instance moves the partition)"
+        );
     }
 
     /// No message for 2 s (none at all since the restore, or none since

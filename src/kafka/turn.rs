@@ -78,6 +78,7 @@ impl Shared<'_> {
                 // while, `SeekBack` seeks back (as after a restore).
                 s.back = SeekBack {
                     last: Some(Instant::now()),
+                    warned: s.back.warned,
                     ..SeekBack::default()
                 };
             }
