@@ -610,10 +610,12 @@ pub struct State {
     /// `leads_awaiting_first_contact` gauge).
     #[serde(with = "as_pairs")]
     pub awaiting: FxHashMap<DimKey, i64>,
-    /// Leads whose first-contact SLA is still open, by deadline (ms).
+    /// Leads whose first-contact SLA is still open, (deadline (ms),
+    /// lead) in deadline order, then arrival order: a deadline grows with
+    /// the creation time, so a new one goes at (or near) the back.
     /// Rebuilt from the leads at restore.
     #[serde(skip)]
-    pub sla_index: BTreeMap<i64, SmallVec<[u128; 1]>>,
+    pub sla_index: VecDeque<(i64, u128)>,
     /// Expected close dates and overdue deals.
     pub slip: Slippage,
     /// What the forecast learned from closed deals.

@@ -75,8 +75,19 @@ pub fn index_slas(settings: &crate::engine::Settings, state: &mut State) {
     for (k, l) in &state.leads {
         if l.flags & (CONTACTED | CONVERTED | SLA_BREACHED) == 0 {
             let d = deadline(l.created, ms, working, settings.cal.tz);
-            state.sla_index.entry(d).or_default().push(*k);
+            sla_push(&mut state.sla_index, d, *k);
         }
+    }
+}
+
+/// Adds lead `id` with deadline `d` to the SLA index, after the leads
+/// with the same or an earlier deadline.
+fn sla_push(index: &mut std::collections::VecDeque<(i64, u128)>, d: i64, id: u128) {
+    if index.back().is_none_or(|(last, _)| *last <= d) {
+        index.push_back((d, id));
+    } else {
+        let at = index.partition_point(|(x, _)| *x <= d);
+        index.insert(at, (d, id));
     }
 }
 
@@ -86,7 +97,7 @@ impl Engine {
         self.awaiting_add(key, 1);
         if let Some((ms, working)) = self.settings.first_contact {
             let d = deadline(created, ms, working, self.settings.cal.tz);
-            self.state.sla_index.entry(d).or_default().push(id);
+            sla_push(&mut self.state.sla_index, d, id);
         }
     }
 
@@ -152,24 +163,37 @@ impl Engine {
     /// the oldest instant still open, if later).
     pub(in crate::engine) fn sla_pass(&mut self, open_from: i64) {
         let wm = self.watermark();
-        while let Some((&d, _)) = self.state.sla_index.first_key_value() {
+        while let Some(&(d, id)) = self.state.sla_index.front() {
             if d > wm {
                 break;
             }
-            let ids = self.state.sla_index.remove(&d).unwrap_or_default();
-            for id in ids {
-                let Some(l) = self.state.leads.get_mut(&id) else {
-                    continue;
-                };
-                if l.flags & (CONTACTED | CONVERTED | SLA_BREACHED) != 0 {
-                    continue;
-                }
-                l.flags |= SLA_BREACHED;
-                let key = l.dims;
-                // At the deadline: a contact dated before it that still
-                // comes withdraws it from there (see `sla_contact`).
-                self.add(d.max(open_from), key, |a| a.sla_breached += 1);
+            self.state.sla_index.pop_front();
+            let Some(l) = self.state.leads.get_mut(&id) else {
+                continue;
+            };
+            if l.flags & (CONTACTED | CONVERTED | SLA_BREACHED) != 0 {
+                continue;
             }
+            l.flags |= SLA_BREACHED;
+            let key = l.dims;
+            // At the deadline: a contact dated before it that still
+            // comes withdraws it from there (see `sla_contact`).
+            self.add(d.max(open_from), key, |a| a.sla_breached += 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sla_push;
+
+    #[test]
+    fn the_sla_index_keeps_deadline_order_then_arrival_order() {
+        let mut q = std::collections::VecDeque::new();
+        for (d, id) in [(10, 1), (20, 2), (15, 3), (20, 4), (5, 5), (15, 6), (25, 7)] {
+            sla_push(&mut q, d, id);
+        }
+        let want = [(5, 5), (10, 1), (15, 3), (15, 6), (20, 2), (20, 4), (25, 7)];
+        assert_eq!(q.into_iter().collect::<Vec<_>>(), want);
     }
 }
