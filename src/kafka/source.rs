@@ -87,9 +87,7 @@ impl SeekBack {
         {
             return;
         }
-        self.last = Some(Instant::now());
-        self.tries += 1;
-        let to = (next - step * (1i64 << (2 * self.tries.min(10)))).max(0);
+        let to = self.next_target(next, step);
         tracing::info!(
             topic,
             partition,
@@ -99,6 +97,28 @@ impl SeekBack {
         );
         if let Err(e) = seek(c, topic, partition, to) {
             tracing::warn!(topic, partition, error = %e, "seek failed; trying again later");
+        }
+    }
+
+    /// The offset of the next seek back from `next`, a try more.
+    fn next_target(&mut self, next: i64, step: i64) -> i64 {
+        self.last = Some(Instant::now());
+        self.tries += 1;
+        (next - step * (1i64 << (2 * self.tries.min(10)))).max(0)
+    }
+
+    /// After a rebalance that (re)assigned the partition: unverified
+    /// again until a message comes (the fetch position may have been
+    /// reset), the stall timer restarted. The tries so far are kept: a
+    /// group that rebalances every few seconds must not bring every
+    /// partition with no message back to the shortest seek, or one whose
+    /// expected offset is deep inside a large last batch is never served.
+    pub(super) fn reassigned(&self) -> SeekBack {
+        SeekBack {
+            last: Some(Instant::now()),
+            tries: self.tries,
+            seen: None,
+            warned: self.warned,
         }
     }
 
@@ -409,6 +429,28 @@ pub(super) fn tick_period(update: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::engine::merge::{MergeState, Progress};
+
+    /// Each seek back goes further (4, 16, 64… × the step), down to the
+    /// partition's start, and a rebalance that keeps the partition does
+    /// not start the series over (the CI stall of 2026-12-06: a group
+    /// rebalancing every 10 s kept a partition seeking 64…4,096 offsets
+    /// back for ten minutes).
+    #[test]
+    fn seeks_back_go_further_each_time_and_a_rebalance_does_not_start_them_over() {
+        let mut b = SeekBack::default();
+        let mut targets = Vec::new();
+        for i in 0..6 {
+            if i == 3 {
+                b = b.reassigned();
+                assert!(b.seen.is_none() && b.last.is_some());
+            }
+            targets.push(b.next_target(9_931, 16));
+        }
+        assert_eq!(targets, [9_867, 9_675, 8_907, 5_835, 0, 0]);
+        b.seen = Some(Instant::now());
+        b.tries = 0; // a message applied
+        assert_eq!(b.reassigned().next_target(9_931, 16), 9_867);
+    }
 
     fn merger(cfg: &crate::config::Config) -> Merger {
         let mut engine = Engine::from_config(cfg);

@@ -76,11 +76,7 @@ impl Shared<'_> {
                 s.assignment = assignment;
                 // Unverified until a message comes; if none does for a
                 // while, `SeekBack` seeks back (as after a restore).
-                s.back = SeekBack {
-                    last: Some(Instant::now()),
-                    warned: s.back.warned,
-                    ..SeekBack::default()
-                };
+                s.back = s.back.reassigned();
             }
         }
         pending.retain(|k, _| assigned.contains(k));
