@@ -145,9 +145,9 @@ fn sigkill_at_random_points_then_restart_gives_the_uninterrupted_output() {
             .spawn()
             .unwrap();
         // A random point of the run, counted in checkpoints (every
-        // 50 ms) rather than in time: the whole input takes under a
-        // second on a fast machine, so a delay in time would often come
-        // after the end.
+        // 50 ms) rather than in time: a restarted run has only the rest
+        // of the input to read, a fraction of a second on a fast
+        // machine, so a delay in time would often come after its end.
         wait_for_checkpoints(&tmp.path().join("state.ckpt"), &mut child, rng.u32(1..=2));
         std::thread::sleep(Duration::from_millis(rng.u64(0..30)));
         if child.try_wait().unwrap().is_none() {
