@@ -465,6 +465,8 @@ impl Loop {
                 // only: the next tick publishes what it changes.
                 self.updates_pending |= items;
                 mg.last_message = Instant::now();
+                // The merger at work, by its topic (operations.md, Metrics).
+                ctx.m.kafka.consumed.with_label_values(&[msg.topic()]).inc();
             }
         }
         Ok(())

@@ -230,7 +230,7 @@ impl KafkaMetrics {
             publish_delay,
             consumed: cv(
                 "salespulse_kafka_messages_consumed_total",
-                "Kafka messages consumed, by topic.",
+                "Kafka messages processed, by topic: input messages (counted, duplicates and dead letters alike, each once), and the partials the merger absorbed (under the partials topic).",
                 &["topic"],
             ),
             lag,
