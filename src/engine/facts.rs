@@ -54,13 +54,7 @@ impl Facts {
 
     /// Adds an event; `key` is not in the table (arrival numbers are unique).
     pub fn insert(&mut self, key: Key, fact: Fact) {
-        match self.slots.back() {
-            Some((last, _)) if *last > key => {
-                let at = self.slots.partition_point(|(k, _)| *k < key);
-                self.slots.insert(at, (key, Some(fact)));
-            }
-            _ => self.slots.push_back((key, Some(fact))),
-        }
+        push_sorted(&mut self.slots, (key, Some(fact)), |(k, _)| *k);
         self.live += 1;
     }
 
@@ -104,6 +98,19 @@ impl Facts {
         self.slots
             .retain(|(k, f)| f.as_ref().is_some_and(|f| keep(k, f)));
         self.live = self.slots.len();
+    }
+}
+
+/// Adds `item` to `q`, kept in ascending `key` order, after the items
+/// with an equal key: a push at the back when it is the newest (the
+/// usual case of a time-ordered table), else an insert in place.
+pub(crate) fn push_sorted<T, K: Ord>(q: &mut VecDeque<T>, item: T, key: impl Fn(&T) -> K) {
+    let k = key(&item);
+    if q.back().is_none_or(|last| key(last) <= k) {
+        q.push_back(item);
+    } else {
+        let at = q.partition_point(|x| key(x) <= k);
+        q.insert(at, item);
     }
 }
 

@@ -83,12 +83,7 @@ pub fn index_slas(settings: &crate::engine::Settings, state: &mut State) {
 /// Adds lead `id` with deadline `d` to the SLA index, after the leads
 /// with the same or an earlier deadline.
 fn sla_push(index: &mut std::collections::VecDeque<(i64, u128)>, d: i64, id: u128) {
-    if index.back().is_none_or(|(last, _)| *last <= d) {
-        index.push_back((d, id));
-    } else {
-        let at = index.partition_point(|(x, _)| *x <= d);
-        index.insert(at, (d, id));
-    }
+    crate::engine::facts::push_sorted(index, (d, id), |(d, _)| *d);
 }
 
 impl Engine {
